@@ -1,0 +1,1 @@
+"""Export half of onedge: branch extraction, ONNX, quantisation, OpenVINO, TensorRT, manifests."""

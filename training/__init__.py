@@ -1,0 +1,1 @@
+"""Training half of onedge: data, multi-branch models, distillation methods, trainer."""

@@ -1,0 +1,34 @@
+"""Typed errors shared by every onedge package.
+
+Each error carries a message a user can act on. The CLI prints it as one line and exits
+non-zero; library callers catch the specific type.
+"""
+
+from __future__ import annotations
+
+
+class OnedgeError(Exception):
+    """Base of every error onedge raises on purpose."""
+
+
+class ConfigError(OnedgeError):
+    """A configuration file or override is invalid."""
+
+
+class RegistryError(OnedgeError, KeyError):
+    """An unknown or duplicate name in one of the registries."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(OnedgeError):
+    """A data set is missing, unreadable or does not match what the model expects."""
+
+
+class CheckpointError(OnedgeError):
+    """A checkpoint is corrupt, foreign, or of another architecture."""
+
+
+class TrainingError(OnedgeError):
+    """Training cannot go on (for example the loss became NaN or infinite)."""

@@ -39,7 +39,7 @@ class ModelConfig(Section):
 
 class MethodConfig(Section):
     name: str = "one"
-    temperature: float = Field(3.0, gt=0.0)
+    temperature: float | None = Field(None, gt=0.0, description="None: the method's default")
     rampup: bool = True
     rampup_epochs: PositiveInt = 80
     alpha: float = Field(0.9, ge=0.0, le=1.0, description="KD: weight of the distillation term")

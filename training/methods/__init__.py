@@ -1,0 +1,12 @@
+"""Training methods registry: name -> factory(MethodConfig) -> Method.
+
+A method decides which network is trained (one multi-branch model, or independent peers) and the
+loss on its outputs. Adding a method is one registered class; tests parametrise over the registry.
+"""
+
+from __future__ import annotations
+
+from training.methods.base import METHODS, Method, build_method
+from training.methods import classic as _classic  # noqa: F401  (registers the methods)
+
+__all__ = ["METHODS", "Method", "build_method"]

@@ -1,0 +1,28 @@
+"""Multi-branch model families (DESIGN.md rule 5) and the registry that names them.
+
+CIFAR-style ResNets (``resnet20``, ``resnet32``, ``resnet56``, ``resnet110``) and
+torchvision-based ImageNet-style networks (``resnet18``, ``mobilenet_v2``); see their modules.
+"""
+
+from training.models import cifar_resnet, torchvision_family  # noqa: F401  (they register)
+from training.models.base import BranchOutputs, MultiBranchModel, gated_ensemble
+from training.models.branched import BranchGate, BranchNetwork, TrunkBranchModel
+from training.models.measure import count_macs, count_parameters
+from training.models.peers import PeerEnsemble
+from training.models.registry import MODELS, ModelFactory, build_model, build_peers
+
+__all__ = [
+    "MODELS",
+    "BranchGate",
+    "BranchNetwork",
+    "BranchOutputs",
+    "ModelFactory",
+    "MultiBranchModel",
+    "PeerEnsemble",
+    "TrunkBranchModel",
+    "build_model",
+    "build_peers",
+    "count_macs",
+    "count_parameters",
+    "gated_ensemble",
+]

@@ -1,0 +1,53 @@
+"""Golden-value tests of the distillation losses (values computed independently with NumPy)."""
+
+import math
+
+import pytest
+import torch
+
+from training.losses import dml_loss, hinton_kd_loss, kd_kl, one_loss, rampup_weight
+
+Z1 = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+Z2 = torch.tensor([[1.0, 1.0, 0.0], [-0.5, 2.0, 0.5]])
+G = torch.tensor([[0.25, 0.75], [0.6, 0.4]])
+Y = torch.tensor([0, 1])
+
+
+def test_one_loss_golden():
+    total, parts = one_loss([Z1, Z2], G, Y, T=3.0, distill_weight=0.5)
+    assert total.item() == pytest.approx(2.0120854832863126, abs=1e-6)
+    assert parts["ce_branches"].item() == pytest.approx(1.2358084243758929, abs=1e-6)
+    assert parts["ce_ensemble"].item() == pytest.approx(0.6522151672999913, abs=1e-6)
+    assert parts["kl"].item() == pytest.approx(0.248123783220857, abs=1e-6)
+
+
+def test_one_loss_teacher_is_detached_and_gate_learns_only_through_ensemble_ce():
+    z1, z2 = Z1.clone().requires_grad_(), Z2.clone().requires_grad_()
+    g = G.clone().requires_grad_()
+    _, parts = one_loss([z1, z2], g, Y, T=3.0)
+    (grad_g,) = torch.autograd.grad(parts["kl"], g, allow_unused=True)
+    assert grad_g is None or torch.count_nonzero(grad_g) == 0
+    (grad_g_ce,) = torch.autograd.grad(one_loss([z1, z2], g, Y)[1]["ce_ensemble"], g)
+    assert torch.count_nonzero(grad_g_ce) > 0
+
+
+def test_dml_loss_golden():
+    total, _ = dml_loss([Z1, Z2], Y, T=1.0)
+    assert total.item() == pytest.approx(1.97956316644812, abs=1e-6)
+
+
+def test_hinton_kd_golden():
+    total, _ = hinton_kd_loss(Z1, Z2, Y, T=4.0, alpha=0.9)
+    assert total.item() == pytest.approx(0.4630499448007954, abs=1e-6)
+
+
+def test_kd_kl_is_zero_for_identical_logits_and_positive_otherwise():
+    assert kd_kl(Z1, Z1, 3.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert kd_kl(Z1, Z2, 3.0).item() > 0
+
+
+def test_rampup_weight_shape():
+    assert rampup_weight(0, 80) == pytest.approx(math.exp(-5))
+    assert rampup_weight(40, 80) == pytest.approx(math.exp(-1.25))
+    assert rampup_weight(80, 80) == 1.0
+    assert rampup_weight(500, 80) == 1.0

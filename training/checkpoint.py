@@ -1,0 +1,157 @@
+"""Checkpoints: atomic saving and safe (``weights_only=True``) loading.
+
+A checkpoint holds the model, the optimiser, scheduler and AMP scaler states, the completed epoch,
+RNG states, the resolved config, the data set spec, the metrics history and the deployed branch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from training.config import TrainingConfig
+from training.errors import CheckpointError
+from training.models.base import MultiBranchModel
+
+FORMAT = "onedge-checkpoint"
+FORMAT_VERSION = 1
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` (plus the format tag) atomically: a temp file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict safely, turning every failure into one clear CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read (corrupt, truncated or not a safe torch file): "
+            f"{reason[:200]}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not an onedge checkpoint (no '{FORMAT}' tag); "
+            "train one with `onedge train` or pass the right file"
+        )
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {payload.get('format_version')}, "
+            f"this onedge reads version {FORMAT_VERSION}"
+        )
+    return payload
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
+    """Load a state dict strictly; a mismatch means another architecture: say which."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        detail = []
+        if wrong:
+            k = wrong[0]
+            detail.append(
+                f"{len(wrong)} shape mismatch(es), e.g. {k}: "
+                f"{tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+            )
+        if missing:
+            detail.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
+        raise CheckpointError(
+            f"checkpoint {source} holds another architecture than the configured model: "
+            + "; ".join(detail)
+        )
+    module.load_state_dict(state)
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    sha256: str
+    model: MultiBranchModel
+    config: TrainingConfig
+    spec: Any  # training.data.DatasetSpec
+    deployed_branch: int
+    metrics: dict[str, Any]
+    epoch: int
+    raw: dict[str, Any]
+
+
+def build_network(config: TrainingConfig, spec: Any) -> MultiBranchModel:
+    """The network a config trains: the method decides (shared branches or independent peers)."""
+    from training.methods import METHODS
+
+    return METHODS.get(config.method.name).build_network(
+        config.model,
+        num_classes=spec.num_classes,
+        in_channels=spec.in_channels,
+        image_size=spec.image_size,
+    )
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the trained multi-branch model (eval mode) with its config and data spec."""
+    from training.data import DatasetSpec
+
+    path = Path(path)
+    payload = read_checkpoint(path, map_location)
+    try:
+        config = TrainingConfig.model_validate(payload["config"])
+        spec = DatasetSpec.from_dict(payload["spec"])
+        state = payload["model"]
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise CheckpointError(f"checkpoint {path} is incomplete or malformed: {exc}") from None
+    model = build_network(config, spec)
+    load_state(model, state, path)
+    model.eval()
+    return LoadedCheckpoint(
+        path=path,
+        sha256=file_sha256(path),
+        model=model,
+        config=config,
+        spec=spec,
+        deployed_branch=int(payload.get("deployed_branch", 0)),
+        metrics=dict(payload.get("metrics", {})),
+        epoch=int(payload.get("epoch", 0)),
+        raw=payload,
+    )

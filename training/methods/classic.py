@@ -1,0 +1,104 @@
+"""ONE and the classic baselines: vanilla, DML, independent ensemble, Hinton KD."""
+
+from __future__ import annotations
+
+import torch
+
+from training.config import ModelConfig
+from training.errors import CheckpointError, ConfigError
+from training.losses import dml_loss, ensemble_ce_loss, hinton_kd_loss, one_loss, rampup_weight
+from training.methods.base import METHODS, Method
+from training.models.base import BranchOutputs, MultiBranchModel
+
+
+@METHODS.register("one")
+class OneMethod(Method):
+    """ONE: m branches on a shared trunk, the gated ensemble teaches every branch (METHODS.md §1)."""
+
+    default_temperature = 3.0
+
+    def loss(self, outputs: BranchOutputs, inputs, targets, epoch):
+        w = rampup_weight(epoch, self.cfg.rampup_epochs) if self.cfg.rampup else 1.0
+        total, parts = one_loss(
+            outputs.branch_logits, outputs.gate_weights, targets, self.temperature, w
+        )
+        parts["distill_weight"] = torch.tensor(w)
+        return total, parts
+
+
+@METHODS.register("vanilla")
+class VanillaMethod(Method):
+    """One branch trained with cross-entropy alone (the baseline every method must beat)."""
+
+    @classmethod
+    def build_network(cls, model: ModelConfig, **shape) -> MultiBranchModel:
+        return super().build_network(model.model_copy(update={"branches": 1}), **shape)
+
+    def loss(self, outputs, inputs, targets, epoch):
+        return ensemble_ce_loss(outputs.branch_logits, targets)
+
+
+class PeersMethod(Method):
+    """Independent peer networks (no shared layers), one per configured branch."""
+
+    @classmethod
+    def build_network(cls, model: ModelConfig, **shape) -> MultiBranchModel:
+        from training.models import build_peers
+
+        return build_peers(model, **shape)
+
+
+@METHODS.register("dml")
+class DmlMethod(PeersMethod):
+    """Deep mutual learning: each peer learns from the labels and from the other peers."""
+
+    def loss(self, outputs, inputs, targets, epoch):
+        return dml_loss(outputs.branch_logits, targets, self.temperature)
+
+
+@METHODS.register("ensemble")
+class EnsembleMethod(PeersMethod):
+    """m independent networks trained side by side and averaged (ONE's upper bound)."""
+
+    def loss(self, outputs, inputs, targets, epoch):
+        return ensemble_ce_loss(outputs.branch_logits, targets)
+
+
+@METHODS.register("kd")
+class KdMethod(Method):
+    """Hinton KD: a single-branch student learns from a trained teacher checkpoint's ensemble."""
+
+    default_temperature = 4.0
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        if cfg.teacher is None:
+            raise ConfigError("method 'kd' needs method.teacher=<checkpoint of a trained teacher>")
+        self.teacher: MultiBranchModel | None = None
+
+    @classmethod
+    def build_network(cls, model: ModelConfig, **shape) -> MultiBranchModel:
+        return super().build_network(model.model_copy(update={"branches": 1}), **shape)
+
+    def prepare(self, device: torch.device) -> None:
+        from training.checkpoint import load_checkpoint
+
+        loaded = load_checkpoint(self.cfg.teacher)
+        self.teacher = loaded.model.to(device).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher_classes = loaded.spec.num_classes
+
+    def loss(self, outputs, inputs, targets, epoch):
+        if self.teacher is None:
+            raise CheckpointError("the KD teacher was not loaded; call prepare() first")
+        with torch.no_grad():
+            teacher_logits = self.teacher(inputs).ensemble_logits
+        if teacher_logits.shape[1] != outputs.branch_logits[0].shape[1]:
+            raise ConfigError(
+                f"the KD teacher predicts {teacher_logits.shape[1]} classes, "
+                f"the student {outputs.branch_logits[0].shape[1]}"
+            )
+        return hinton_kd_loss(
+            outputs.branch_logits[0], teacher_logits, targets, self.temperature, self.cfg.alpha
+        )

@@ -1,0 +1,203 @@
+"""CIFAR-style ResNets with ONE branches (METHODS.md section 1).
+
+Layout, for width multiplier w and block expansion e (1 basic, 4 bottleneck)::
+
+    stem     conv3x3(in_channels -> 16w) + BN + ReLU
+    stage 1  n blocks, 16w planes,  stride 1   -> 16w*e channels
+    stage 2  n blocks, 32w planes,  stride 2   -> 32w*e channels
+    stage 3  n blocks, 64w planes,  stride 2   -> 64w*e channels
+    head     global average pool + linear
+
+Stages before ``branch_point`` form the shared trunk; stage ``branch_point`` onwards is copied
+once per branch. ONE's layout is the default ``branch_point=3``: stem, stage 1 and stage 2 are
+shared and every branch owns a full stage 3 and its classifier; the gate reads the stage-2
+output. ``branch_point=1`` shares only the stem.
+
+Depth fixes the blocks per stage: basic blocks have two convolutions, so n = (depth - 2) / 6
+(ResNet-20/32/56: n = 3/5/9); bottleneck blocks have three, so n = (depth - 2) / 9
+(ResNet-110: n = 12, the bottleneck variant ONE reports). The block kind is part of each
+registered name rather than derived from the depth, so ``resnet56`` is the usual basic-block
+network.
+
+Convolutions are 3x3 with padding 1 (1x1 inside bottlenecks), so any input size works (8x8
+digits, 28x28, 32x32). Where a block changes shape, its shortcut is a 1x1 convolution + BN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from training.errors import ConfigError
+from training.models.branched import (
+    TrunkBranchModel,
+    check_dimensions,
+    classifier_head,
+    init_weights,
+    scaled,
+)
+from training.models.registry import MODELS
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def projection(cin: int, cout: int, stride: int) -> nn.Module:
+    """Identity where shapes match, else a 1x1 convolution + BN."""
+    if stride == 1 and cin == cout:
+        return nn.Identity()
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+    )
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(cin, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = projection(cin, planes, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """conv1x1-BN-ReLU-conv3x3(stride)-BN-ReLU-conv1x1(x4)-BN, plus the shortcut, then ReLU."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        cout = planes * self.expansion
+        self.conv1 = nn.Conv2d(cin, planes, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, cout, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = projection(cin, cout, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + self.shortcut(x))
+
+
+BLOCKS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], int]] = {
+    # block kind -> (block class, convolutions per block)
+    "basic": (BasicBlock, 2),
+    "bottleneck": (Bottleneck, 3),
+}
+STAGE_PLANES = (16, 32, 64)
+STAGE_STRIDES = (1, 2, 2)
+
+
+def blocks_per_stage(depth: int, kind: str) -> int:
+    """n = (depth - 2) / (3 * convolutions per block); a depth that does not divide is an error."""
+    _, convs = BLOCKS[kind]
+    n, rest = divmod(depth - 2, 3 * convs)
+    if n < 1 or rest:
+        raise ConfigError(
+            f"a CIFAR ResNet with {kind} blocks needs depth = {3 * convs}n + 2, got {depth}"
+        )
+    return n
+
+
+def make_stage(kind: str, cin: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+    block, _ = BLOCKS[kind]
+    layers = [block(cin, planes, stride)]
+    layers += [block(planes * block.expansion, planes) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+def stage_channels(kind: str, width: float) -> list[int]:
+    """Output channels of stem, stage 1, stage 2 and stage 3."""
+    block, _ = BLOCKS[kind]
+    return [scaled(16, width)] + [scaled(p, width) * block.expansion for p in STAGE_PLANES]
+
+
+def cifar_resnet(
+    depth: int,
+    kind: str,
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    branches: int,
+    width: float,
+    branch_point: int,
+    gate: bool,
+) -> TrunkBranchModel:
+    """Build a CIFAR ResNet whose stages from ``branch_point`` (1..3) on are per branch."""
+    check_dimensions(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        branches=branches,
+        width=width,
+    )
+    if not 1 <= branch_point <= 3:
+        raise ConfigError(
+            f"CIFAR ResNets have stages 1..3; branch_point must be in 1..3, got {branch_point}"
+        )
+    n = blocks_per_stage(depth, kind)
+    channels = stage_channels(kind, width)
+    split = branch_point - 1  # number of stages in the trunk
+
+    def stage(i: int) -> nn.Sequential:
+        return make_stage(kind, channels[i], scaled(STAGE_PLANES[i], width), n, STAGE_STRIDES[i])
+
+    stem = nn.Sequential(
+        conv3x3(in_channels, channels[0]), nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True)
+    )
+    trunk = nn.Sequential(stem, *(stage(i) for i in range(split)))
+    bodies = [nn.Sequential(*(stage(i) for i in range(split, 3))) for _ in range(branches)]
+    heads = [classifier_head(channels[3], num_classes) for _ in range(branches)]
+    model = TrunkBranchModel(
+        trunk,
+        bodies,
+        heads,
+        trunk_channels=channels[split],
+        num_classes=num_classes,
+        gate=gate,
+    )
+    init_weights(model)
+    return model
+
+
+@MODELS.register("resnet20")
+def resnet20(**kwargs: Any) -> TrunkBranchModel:
+    """ResNet-20: basic blocks, n = 3."""
+    return cifar_resnet(20, "basic", **kwargs)
+
+
+@MODELS.register("resnet32")
+def resnet32(**kwargs: Any) -> TrunkBranchModel:
+    """ResNet-32: basic blocks, n = 5."""
+    return cifar_resnet(32, "basic", **kwargs)
+
+
+@MODELS.register("resnet56")
+def resnet56(**kwargs: Any) -> TrunkBranchModel:
+    """ResNet-56: basic blocks, n = 9."""
+    return cifar_resnet(56, "basic", **kwargs)
+
+
+@MODELS.register("resnet110")
+def resnet110(**kwargs: Any) -> TrunkBranchModel:
+    """ResNet-110: bottleneck blocks (expansion 4), n = 12."""
+    return cifar_resnet(110, "bottleneck", **kwargs)

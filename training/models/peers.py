@@ -1,0 +1,59 @@
+"""Independent peers seen through the multi-branch contract.
+
+DML and plain ensembles train m separate networks. :class:`PeerEnsemble` wraps m single-branch
+models so methods and exporters treat them like any branched model: branch i is member i,
+the gate weights are uniform and the ensemble is the mean of the members' logits.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.errors import ConfigError
+from training.models.base import BranchOutputs, MultiBranchModel, gated_ensemble
+
+
+class PeerEnsemble(MultiBranchModel):
+    """m independent single-branch networks sharing nothing.
+
+    ``features`` concatenates the members' lists under each name, so ``features["branch"][i]``
+    is member i's branch feature map and ``features["shared"][i]`` its own trunk output.
+    """
+
+    def __init__(self, members: list[MultiBranchModel]) -> None:
+        super().__init__()
+        if not members:
+            raise ConfigError("a peer ensemble needs at least one member")
+        multi = [i for i, m in enumerate(members) if m.num_branches != 1]
+        if multi:
+            raise ConfigError(
+                f"peer ensemble members must have one branch each; members {multi} do not"
+            )
+        classes = {m.num_classes for m in members}
+        if len(classes) != 1:
+            raise ConfigError(
+                f"peer ensemble members disagree on the number of classes: {sorted(classes)}"
+            )
+        self.members = nn.ModuleList(members)
+        self.num_branches = len(members)
+        self.num_classes = classes.pop()
+
+    def forward(self, x: torch.Tensor) -> BranchOutputs:
+        outputs = [member(x) for member in self.members]
+        branch_logits = [out.branch_logits[0] for out in outputs]
+        weights = x.new_full((x.shape[0], self.num_branches), 1.0 / self.num_branches)
+        features: dict[str, list[torch.Tensor]] = {}
+        for out in outputs:
+            for name, tensors in out.features.items():
+                features.setdefault(name, []).extend(tensors)
+        return BranchOutputs(
+            branch_logits=branch_logits,
+            gate_weights=weights,
+            ensemble_logits=gated_ensemble(branch_logits, weights),
+            features=features,
+        )
+
+    def extract(self, branch: int) -> nn.Module:
+        self.check_branch(branch)
+        return self.members[branch].extract(0)

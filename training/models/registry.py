@@ -1,0 +1,71 @@
+"""The model registry and the two ways to build from a :class:`ModelConfig`.
+
+Every factory in :data:`MODELS` takes the same keywords::
+
+    factory(*, num_classes, in_channels, image_size, branches, width, branch_point, gate)
+
+and returns a :class:`MultiBranchModel`. The families register themselves when
+``training.models`` is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from training.config import ModelConfig
+from training.models.base import MultiBranchModel
+from training.models.peers import PeerEnsemble
+from training.registry import Registry
+
+
+class ModelFactory(Protocol):
+    def __call__(
+        self,
+        *,
+        num_classes: int,
+        in_channels: int,
+        image_size: int,
+        branches: int,
+        width: float,
+        branch_point: int,
+        gate: bool,
+    ) -> MultiBranchModel: ...
+
+
+MODELS: Registry[ModelFactory] = Registry("model")
+
+
+def build_model(
+    cfg: ModelConfig, *, num_classes: int, in_channels: int, image_size: int, gate: bool = True
+) -> MultiBranchModel:
+    """One network with ``cfg.branches`` branches (unknown name: RegistryError)."""
+    factory = MODELS.get(cfg.name)
+    return factory(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        branches=cfg.branches,
+        width=cfg.width,
+        branch_point=cfg.branch_point,
+        gate=gate,
+    )
+
+
+def build_peers(
+    cfg: ModelConfig, *, num_classes: int, in_channels: int, image_size: int
+) -> PeerEnsemble:
+    """``cfg.branches`` independent single-branch networks (DML peers, plain ensembles)."""
+    factory = MODELS.get(cfg.name)
+    members = [
+        factory(
+            num_classes=num_classes,
+            in_channels=in_channels,
+            image_size=image_size,
+            branches=1,
+            width=cfg.width,
+            branch_point=cfg.branch_point,
+            gate=False,
+        )
+        for _ in range(cfg.branches)
+    ]
+    return PeerEnsemble(members)

@@ -14,7 +14,7 @@ import gzip
 import math
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,17 @@ DATASETS: Registry[Callable[[DataConfig, int], DataSplits]] = Registry("data set
 AUGMENTATIONS = {"none": 0, "crop2+flip": 2, "crop4+flip": 4}  # name -> crop padding in pixels
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
+DIGIT_NAMES = tuple(str(d) for d in range(10))
+NORMALISATION = {  # (mean, std) per channel of images scaled to [0, 1]
+    "digits": ((0.3053,), (0.3760,)),  # measured over all 1797 images / 16
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet statistics
+}
+Pool = tuple[Tensor, Tensor]  # raw uint8 NCHW images, int64 labels
 DOWNLOAD_HINT = "set data.download=true to fetch them into data.root"
-_TUPLE_FIELDS = {"class_names": str, "mean": float, "std": float}
 
 
 @dataclass(frozen=True)
@@ -58,13 +67,15 @@ class DatasetSpec:
         if any(s <= 0 for s in self.std) or self.scale <= 0 or self.image_size <= 0:
             problems.append("std, scale and image_size must be positive")
         if self.augmentation not in AUGMENTATIONS:
-            problems.append(f"augmentation {self.augmentation!r} is not one of {list(AUGMENTATIONS)}")
+            problems.append(
+                f"augmentation {self.augmentation!r} is not one of {list(AUGMENTATIONS)}"
+            )
         if problems:
             raise DataError(f"invalid data set spec {self.name!r}: {'; '.join(problems)}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dictionary (tuples become lists)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DatasetSpec:
@@ -74,22 +85,15 @@ class DatasetSpec:
                 f"data set spec keys differ: unknown {sorted(set(data) - expected)}, "
                 f"missing {sorted(expected - set(data))}"
             )
-        return cls(**{k: _typed_tuple(k, v) for k, v in data.items()})
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _typed_tuple(key: str, value: Any) -> Any:
-    kind = _TUPLE_FIELDS.get(key)
-    return value if kind is None else tuple(kind(v) for v in value)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 class TensorImages(Dataset):
     """A view (``indices``) into a pool of raw uint8 NCHW images and int64 labels in memory."""
 
-    def __init__(self, images: Tensor, labels: Tensor, spec: DatasetSpec, source: str, indices: np.ndarray) -> None:  # fmt: skip
+    def __init__(
+        self, images: Tensor, labels: Tensor, spec: DatasetSpec, source: str, indices: np.ndarray
+    ) -> None:
         self.images, self.labels, self.spec, self.source = images, labels, spec, source
         self.indices = np.asarray(indices, dtype=np.int64)
         self._index = torch.from_numpy(self.indices)
@@ -136,6 +140,9 @@ class FolderImages(Dataset):
 
 @dataclass
 class DataSplits:
+    """Four views of one data set. Test shares no image with train, val or calibration (an
+    imagefolder without test/ is the one exception: its val folder doubles as test)."""
+
     spec: DatasetSpec
     train: Dataset
     val: Dataset
@@ -154,7 +161,9 @@ def load_data(cfg: DataConfig, seed: int) -> DataSplits:
 # ----------------------------------------------------------------------------- splits
 
 
-def carve(labels: np.ndarray, pool: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def carve(
+    labels: np.ndarray, pool: np.ndarray, count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Split index array ``pool`` into (rest, held), ``count`` held, class proportions kept."""
     if count <= 0:
         return pool, pool[:0]
@@ -162,13 +171,18 @@ def carve(labels: np.ndarray, pool: np.ndarray, count: int, rng: np.random.Gener
     classes, sizes = np.unique(pool_labels, return_counts=True)
     quota = sizes * (count / len(pool))
     take = np.floor(quota).astype(np.int64)
-    take[np.argsort(take - quota, kind="stable")[: count - int(take.sum())]] += 1  # largest remainders
-    held = np.concatenate([rng.permutation(pool[pool_labels == c])[:k] for c, k in zip(classes, take)])  # fmt: skip
+    largest_remainders = np.argsort(take - quota, kind="stable")
+    take[largest_remainders[: count - int(take.sum())]] += 1
+    held = np.concatenate(
+        [rng.permutation(pool[pool_labels == c])[:k] for c, k in zip(classes, take, strict=True)]
+    )
     held.sort()
     return np.setdiff1d(pool, held, assume_unique=True), held
 
 
-def split_indices(labels: np.ndarray, cfg: DataConfig, seed: int, *, carve_test: bool) -> dict[str, np.ndarray]:  # fmt: skip
+def split_indices(
+    labels: np.ndarray, cfg: DataConfig, seed: int, *, carve_test: bool
+) -> dict[str, np.ndarray]:
     """Positions of each split in one pool of ``labels``; a pure function of (labels, cfg, seed)."""
     rng = np.random.default_rng(seed)
     pool = np.arange(len(labels))
@@ -183,7 +197,9 @@ def split_indices(labels: np.ndarray, cfg: DataConfig, seed: int, *, carve_test:
     return out
 
 
-def _tensor_splits(spec: DatasetSpec, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor] | None, cfg: DataConfig, seed: int) -> DataSplits:  # fmt: skip
+def _tensor_splits(
+    spec: DatasetSpec, train: Pool, test: Pool | None, cfg: DataConfig, seed: int
+) -> DataSplits:
     idx = split_indices(train[1].numpy(), cfg, seed, carve_test=test is None)
     source = "train" if test is not None else "all"
     views = {k: TensorImages(*train, spec, source, v) for k, v in idx.items()}
@@ -214,46 +230,59 @@ def augment_batch(x: Tensor, padding: int, generator: torch.Generator, fill: Ten
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+@dataclass(eq=False)
 class Loader:
     """Batches of (x, y). Order and augmentation are a pure function of (seed, epoch).
 
     With ``world_size > 1`` the epoch's order is cut to a multiple of ``world_size`` and rank r
     takes every world_size-th item from r: disjoint shards of equal length (a shuffled epoch
-    leaves out at most world_size - 1 samples, different ones each epoch).
+    leaves out at most world_size - 1 samples, different ones each epoch). ``num_workers``
+    matters only for data sets read from files; in-memory batches are one indexing operation.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, augment: str = "none", drop_last: bool = False, rank: int = 0, world_size: int = 1, num_workers: int = 0) -> None:  # fmt: skip
-        if batch_size <= 0 or world_size <= 0 or not 0 <= rank < world_size or num_workers < 0:
+    dataset: Dataset
+    batch_size: int
+    shuffle: bool
+    seed: int
+    augment: str = "none"
+    drop_last: bool = False
+    rank: int = 0
+    world_size: int = 1
+    num_workers: int = 0
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        b, w, r, k = self.batch_size, self.world_size, self.rank, self.num_workers
+        if b <= 0 or w <= 0 or not 0 <= r < w or k < 0:
             raise DataError(
-                f"loader needs batch_size > 0, world_size > 0, 0 <= rank < world_size and "
-                f"num_workers >= 0; got {batch_size}, {world_size}, {rank}, {num_workers}"
+                "loader needs batch_size > 0, world_size > 0, 0 <= rank < world_size and "
+                f"num_workers >= 0; got {b}, {w}, {r}, {k}"
             )
-        if augment not in AUGMENTATIONS:
-            raise DataError(f"unknown augmentation {augment!r}; known: {', '.join(AUGMENTATIONS)}")
-        spec = getattr(dataset, "spec", None)
-        if augment != "none" and not isinstance(spec, DatasetSpec):
+        if self.augment not in AUGMENTATIONS:
+            raise DataError(f"unknown augmentation {self.augment!r}; known: {list(AUGMENTATIONS)}")
+        spec = getattr(self.dataset, "spec", None)
+        if self.augment != "none" and not isinstance(spec, DatasetSpec):
             raise DataError("augmentation needs a data set from load_data (one with a .spec)")
-        self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
-        self.augment, self.drop_last, self.rank, self.world_size = augment, drop_last, rank, world_size
-        self.num_workers, self.epoch = num_workers, 0
         self._fill = -torch.tensor(spec.mean) / torch.tensor(spec.std) if spec else None
+        self.set_epoch(self.epoch)
 
     def set_epoch(self, epoch: int) -> None:
         if epoch < 0:
             raise DataError(f"epoch must be >= 0, got {epoch}")
         self.epoch = epoch
 
-    def _shard_size(self) -> int:
-        return len(self.dataset) // self.world_size  # type: ignore[arg-type]
-
     def __len__(self) -> int:
-        per_rank = self._shard_size()
-        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+        per_rank = len(self.dataset) // self.world_size  # type: ignore[arg-type]
+        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
 
     def batch_indices(self) -> list[Tensor]:
         """Dataset positions of this rank's batches in the current epoch."""
-        n = self._shard_size() * self.world_size
-        order = torch.randperm(len(self.dataset), generator=_generator(0, self.seed, self.epoch)) if self.shuffle else torch.arange(n)  # type: ignore[arg-type]  # fmt: skip
+        size = len(self.dataset)  # type: ignore[arg-type]
+        n = size - size % self.world_size
+        if self.shuffle:
+            order = torch.randperm(size, generator=_generator(0, self.seed, self.epoch))
+        else:
+            order = torch.arange(size)
         return list(order[self.rank : n : self.world_size].split(self.batch_size))[: len(self)]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
@@ -266,14 +295,27 @@ class Loader:
         padding = AUGMENTATIONS[self.augment]
         for i, (x, y) in enumerate(fetched):
             if padding:
-                g = _generator(1, self.seed, self.epoch, self.rank, i)
-                x = augment_batch(x, padding, g, self._fill)
+                generator = _generator(1, self.seed, self.epoch, self.rank, i)
+                x = augment_batch(x, padding, generator, self._fill)
             yield x, y
 
 
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, augment: str = "none", drop_last: bool = False, rank: int = 0, world_size: int = 1, num_workers: int = 0) -> Loader:  # fmt: skip
-    """A :class:`Loader`; ``num_workers`` matters only for data sets read from files."""
-    return Loader(dataset, batch_size, shuffle=shuffle, seed=seed, augment=augment, drop_last=drop_last, rank=rank, world_size=world_size, num_workers=num_workers)  # fmt: skip
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    augment: str = "none",
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+) -> Loader:
+    """A :class:`Loader` over ``dataset`` (see there); ``augment`` is a key of AUGMENTATIONS."""
+    return Loader(
+        dataset, batch_size, shuffle, seed, augment, drop_last, rank, world_size, num_workers
+    )
 
 
 def to_numpy(dataset: Dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -281,16 +323,192 @@ def to_numpy(dataset: Dataset, limit: int | None = None) -> tuple[np.ndarray, np
     if limit is not None and limit < 0:
         raise DataError(f"limit must be >= 0, got {limit}")
     n = len(dataset) if limit is None else min(limit, len(dataset))  # type: ignore[arg-type]
-    xs, ys, seen = [], [], 0
+    spec = getattr(dataset, "spec", None)
+    if n == 0 and spec is None:
+        raise DataError("cannot tell the image shape of an empty data set without a .spec")
+    if n == 0:
+        shape = (0, spec.in_channels, spec.image_size, spec.image_size)
+        return np.empty(shape, np.float32), np.empty(0, np.int64)
+    xs, ys = [], []
     for x, y in Loader(dataset, 256, shuffle=False, seed=0):
-        if seen >= n:
+        xs.append(x)
+        ys.append(y)
+        if sum(map(len, ys)) >= n:
             break
-        xs.append(x[: n - seen])
-        ys.append(y[: n - seen])
-        seen += len(xs[-1])
-    if not xs:
-        spec = getattr(dataset, "spec", None)
-        if spec is None:
-            raise DataError("cannot tell the image shape of an empty data set without a .spec")
-        return np.empty((0, spec.in_channels, spec.image_size, spec.image_size), np.float32), np.empty(0, np.int64)  # fmt: skip
-    return torch.cat(xs).numpy(), torch.cat(ys).to(torch.int64).numpy()
+    return torch.cat(xs)[:n].numpy(), torch.cat(ys)[:n].to(torch.int64).numpy()
+
+
+# ----------------------------------------------------------------------------- data sets
+
+
+@DATASETS.register("digits")
+def digits(cfg: DataConfig, seed: int) -> DataSplits:
+    """scikit-learn's embedded UCI digits: 1797 8x8 images, values 0..16, test carved here."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.uint8)).unsqueeze(1)
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    spec = DatasetSpec("digits", 10, DIGIT_NAMES, 1, 8, *NORMALISATION["digits"], 16.0, "none")
+    return _tensor_splits(spec, (images, labels), None, cfg, seed)
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX file of unsigned bytes (gzip-compressed when named .gz), magic and size checked."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"cannot read IDX file {path} ({err}): replace the file") from err
+    magic, header = bytes([0, 0, 0x08, ndim]), 4 + 4 * ndim
+    if len(raw) < header or raw[:4] != magic:
+        raise DataError(
+            f"{path} is not an IDX file of {ndim}-d unsigned bytes: magic {raw[:4].hex()}, "
+            f"expected {magic.hex()}; replace the file"
+        )
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
+    if len(raw) != header + math.prod(dims):
+        raise DataError(
+            f"{path} is truncated or corrupt: its header promises {dims} = "
+            f"{math.prod(dims)} bytes of data, it holds {len(raw) - header}; replace the file"
+        )
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims).copy()
+
+
+@DATASETS.register("fashion-mnist")
+def fashion_mnist(cfg: DataConfig, seed: int) -> DataSplits:
+    """Fashion-MNIST from IDX .gz files in data.root (default: the Debian package's folder)."""
+    root = Path(cfg.root).expanduser() if cfg.root else FASHION_MNIST_ROOT
+    names = [f"{p}-{k}-ubyte.gz" for p in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]
+    missing = [str(root / n) for n in names if not (root / n).is_file()]
+    if missing:
+        raise DataError(
+            f"fashion-mnist: missing {', '.join(missing)}; install the Debian package "
+            f"dataset-fashion-mnist or point data.root at a folder holding {', '.join(names)}"
+            " (onedge does not download this data set)"
+        )
+    pools = []
+    for prefix in ("train", "t10k"):
+        images = read_idx(root / f"{prefix}-images-idx3-ubyte.gz", 3)
+        labels = read_idx(root / f"{prefix}-labels-idx1-ubyte.gz", 1)
+        if len(images) != len(labels) or images.shape[1:] != (28, 28) or labels.max() > 9:
+            raise DataError(
+                f"fashion-mnist {prefix} files disagree: images {images.shape}, "
+                f"{len(labels)} labels up to {labels.max()}; expected N x 28 x 28 and labels 0..9"
+            )
+        pools.append(
+            (torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+        )
+    norm = NORMALISATION["fashion-mnist"]
+    spec = DatasetSpec(
+        "fashion-mnist", 10, FASHION_MNIST_CLASSES, 1, 28, *norm, 255.0, "crop2+flip"
+    )
+    return _tensor_splits(spec, pools[0], pools[1], cfg, seed)
+
+
+def _vision_root(cfg: DataConfig, expected: list[str]) -> Path:
+    """data.root for a torchvision data set, checked to hold ``expected`` unless downloading."""
+    if cfg.root is None:
+        raise DataError(
+            f"data set {cfg.name!r} needs data.root, a folder holding {', '.join(expected)}; {DOWNLOAD_HINT}"
+        )
+    root = Path(cfg.root).expanduser()
+    missing = [str(root / f) for f in expected if not (root / f).is_file()]
+    if missing and not cfg.download:
+        raise DataError(f"data set {cfg.name!r}: missing {', '.join(missing)}; {DOWNLOAD_HINT}")
+    return root
+
+
+def _open_vision(cfg: DataConfig, factory: Callable[..., Any], **kwargs: Any) -> Any:
+    try:
+        return factory(download=cfg.download, **kwargs)
+    except (RuntimeError, OSError) as err:
+        raise DataError(
+            f"data set {cfg.name!r} could not be loaded from {cfg.root}: {err}"
+        ) from err
+
+
+def _cifar(cfg: DataConfig, seed: int, factory: Any, name: str) -> DataSplits:
+    folder = factory.base_folder
+    files = [f for f, _ in factory.train_list + factory.test_list] + [factory.meta["filename"]]
+    root = _vision_root(cfg, [f"{folder}/{f}" for f in files])
+    pools = []
+    for train in (True, False):
+        data = _open_vision(cfg, factory, root=root, train=train)
+        images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()
+        pools.append((images, torch.tensor(data.targets, dtype=torch.int64)))
+    classes = tuple(data.classes)
+    spec = DatasetSpec(
+        name, len(classes), classes, 3, 32, *NORMALISATION[name], 255.0, "crop4+flip"
+    )
+    return _tensor_splits(spec, pools[0], pools[1], cfg, seed)
+
+
+@DATASETS.register("cifar10")
+def cifar10(cfg: DataConfig, seed: int) -> DataSplits:
+    """CIFAR-10 (torchvision files in data.root): 50k train, 10k test, 32x32 colour."""
+    from torchvision.datasets import CIFAR10
+
+    return _cifar(cfg, seed, CIFAR10, "cifar10")
+
+
+@DATASETS.register("cifar100")
+def cifar100(cfg: DataConfig, seed: int) -> DataSplits:
+    """CIFAR-100 (torchvision files in data.root): 50k train, 10k test, 32x32 colour."""
+    from torchvision.datasets import CIFAR100
+
+    return _cifar(cfg, seed, CIFAR100, "cifar100")
+
+
+@DATASETS.register("svhn")
+def svhn(cfg: DataConfig, seed: int) -> DataSplits:
+    """SVHN cropped digits: the train split (no augmentation) and the official test split."""
+    from torchvision.datasets import SVHN
+
+    root = _vision_root(cfg, [SVHN.split_list[s][1] for s in ("train", "test")])
+    pools = []
+    for split in ("train", "test"):
+        data = _open_vision(cfg, SVHN, root=root, split=split)
+        pools.append((torch.from_numpy(data.data), torch.from_numpy(data.labels.astype(np.int64))))
+    spec = DatasetSpec("svhn", 10, DIGIT_NAMES, 3, 32, *NORMALISATION["svhn"], 255.0, "none")
+    return _tensor_splits(spec, pools[0], pools[1], cfg, seed)
+
+
+@DATASETS.register("imagefolder")
+def imagefolder(cfg: DataConfig, seed: int) -> DataSplits:
+    """data.root/{train,val[,test]}/<class>/<image>; val is the test split when test/ is absent."""
+    from PIL import Image
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+
+    root = Path(cfg.root).expanduser() if cfg.root else None
+    if root is None or not ((root / "train").is_dir() and (root / "val").is_dir()):
+        raise DataError(
+            "imagefolder needs data.root holding train/ and val/ (optionally test/), each with "
+            f"one sub-folder per class; got data.root={root}"
+        )
+    dirs = {"train": "train", "val": "val", "test": "test" if (root / "test").is_dir() else "val"}
+    norm = NORMALISATION["imagefolder"]
+    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize(*norm)])
+    try:
+        folders = {d: ImageFolder(root / d, transform=to_tensor) for d in set(dirs.values())}
+    except OSError as err:  # no class folders, or a class folder without images
+        raise DataError(f"imagefolder {root}: {err}") from err
+    classes = tuple(folders["train"].classes)
+    if any(tuple(f.classes) != classes for f in folders.values()):
+        raise DataError(f"imagefolder {root}: train/, val/ and test/ need the same class folders")
+    first = folders["train"].samples[0][0]
+    with Image.open(first) as image:
+        width, height = image.size
+    if width != height:
+        raise DataError(f"imagefolder needs square images of one size; {first} is {width}x{height}")
+    spec = DatasetSpec("imagefolder", len(classes), classes, 3, width, *norm, 255.0, "crop4+flip")
+    no_val = cfg.model_copy(update={"val_fraction": 0.0})  # val is a folder of its own
+    idx = split_indices(np.asarray(folders["train"].targets), no_val, seed, carve_test=False)
+    train, calibration = (
+        FolderImages(folders["train"], spec, "train", idx[k]) for k in ("train", "calibration")
+    )
+    val, test = (
+        FolderImages(folders[d], spec, d, np.arange(len(folders[d])))
+        for d in (dirs["val"], dirs["test"])
+    )
+    return DataSplits(spec, train, val, calibration, test)

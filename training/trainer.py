@@ -224,7 +224,7 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
         bar = tqdm(
             loader,
             desc=f"epoch {epoch + 1}/{t.epochs}",
-            disable=not (t.progress and ddp.main),
+            disable=None if (t.progress and ddp.main) else True,  # None: only on a terminal
             leave=False,
             dynamic_ncols=True,
         )

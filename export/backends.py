@@ -1,0 +1,196 @@
+"""The export backend registry: format name -> backend that writes one artifact per precision.
+
+Each backend turns the checked FP32 ONNX graph (and the calibration data in the context) into
+an artifact folder's files, and returns a callable that runs the artifact on images so the
+exporter can measure every artifact the same way. Capabilities (the precisions a format
+offers) are looked up by name on the backend, never by position in a table.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.config import ExportConfig
+from export.extract import Student
+from training.registry import Registry
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class ExportContext:
+    """What every backend may read: the student, the data, the FP32 ONNX graph, settings."""
+
+    settings: ExportConfig
+    student: Student
+    work: Path  # scratch folder for intermediate graphs
+    onnx_fp32: Path
+    calibration: np.ndarray
+    validation: tuple[np.ndarray, np.ndarray]
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def threads(self) -> int | None:
+        return self.settings.threads
+
+
+@dataclass
+class ArtifactFiles:
+    """What a backend wrote into an artifact folder."""
+
+    files: list[str]
+    model_file: str
+    run: Runner
+    evaluated_with: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ExportBackend:
+    """Base of the backends: a format name and the precisions it can write."""
+
+    name: str = ""
+    precisions: tuple[str, ...] = ()
+
+    def build(self, ctx: ExportContext, precision: str, folder: Path) -> ArtifactFiles:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+BACKENDS: Registry[type[ExportBackend]] = Registry("export format")
+
+
+def _onnx_runner(path: Path, threads: int | None) -> Runner:
+    from export.onnx import ort_session, run_onnx
+
+    session = ort_session(path, threads)
+    return lambda images: run_onnx(session, images)
+
+
+def tensorrt_qdq_graph(ctx: ExportContext) -> tuple[Path, dict[str, int]]:
+    """The checked TensorRT Q/DQ graph, built once per export run."""
+    from export.qdq import onnx_to_tensorrt_qdq
+
+    if "tensorrt-qdq" not in ctx.cache:
+        path = ctx.work / "tensorrt-qdq.onnx"
+        summary = onnx_to_tensorrt_qdq(ctx.onnx_fp32, path, ctx.calibration)
+        ctx.cache["tensorrt-qdq"] = (path, summary.to_dict())
+    return ctx.cache["tensorrt-qdq"]
+
+
+@BACKENDS.register("onnx")
+class OnnxBackend(ExportBackend):
+    """``model.onnx`` for ONNX Runtime: FP32, FP16 (float32 I/O), INT8 chosen on this CPU."""
+
+    name = "onnx"
+    precisions = ("fp32", "fp16", "int8")
+
+    def build(self, ctx: ExportContext, precision: str, folder: Path) -> ArtifactFiles:
+        from export.quantize import choose_ort_int8, onnx_to_fp16
+
+        target = folder / "model.onnx"
+        extra: dict[str, Any] = {}
+        if precision == "fp32":
+            shutil.copyfile(ctx.onnx_fp32, target)
+        elif precision == "fp16":
+            onnx_to_fp16(ctx.onnx_fp32, target)
+        else:
+            options = ctx.settings.ort_int8
+            extra["ort_int8_search"] = choose_ort_int8(
+                ctx.onnx_fp32,
+                target,
+                ctx.calibration,
+                ctx.validation,
+                options.candidates,
+                per_channel=options.per_channel,
+                timing_seconds=options.timing_seconds,
+                accuracy_slack=options.accuracy_slack,
+                threads=ctx.threads,
+            )
+        return ArtifactFiles(
+            ["model.onnx"], "model.onnx", _onnx_runner(target, ctx.threads), "onnxruntime-cpu", extra
+        )
+
+
+@BACKENDS.register("openvino")
+class OpenVinoBackend(ExportBackend):
+    """OpenVINO IR (``model.xml`` + ``model.bin``): FP32, FP16 compressed, INT8 from NNCF."""
+
+    name = "openvino"
+    precisions = ("fp32", "fp16", "int8")
+
+    def build(self, ctx: ExportContext, precision: str, folder: Path) -> ArtifactFiles:
+        from export.openvino import compile_openvino, onnx_to_openvino, run_openvino
+
+        xml = folder / "model.xml"
+        facts = onnx_to_openvino(
+            ctx.onnx_fp32,
+            xml,
+            precision,
+            calibration=ctx.calibration,
+            int8_mode=ctx.settings.openvino_int8,
+            validation=ctx.validation,
+            max_drop=ctx.settings.max_accuracy_drop,
+        )
+        compiled = compile_openvino(xml, ctx.threads, exact_f32=True, latency=False)
+        return ArtifactFiles(
+            ["model.xml", "model.bin"],
+            "model.xml",
+            lambda images: run_openvino(compiled, images),
+            "openvino-cpu (INFERENCE_PRECISION_HINT=f32)",
+            {"openvino": facts},
+        )
+
+
+@BACKENDS.register("tensorrt")
+class TensorRTBackend(ExportBackend):
+    """The ONNX a board builds its engine from, plus the build settings and trtexec command.
+
+    FP32/FP16 ship the FP32 graph; INT8 ships the checked S8S8 Q/DQ graph. Without a GPU the
+    shipped graph is measured with ONNX Runtime on the CPU; with ``tensorrt.build_engine`` (on a
+    GPU machine) the engine is built here too and measured instead.
+    """
+
+    name = "tensorrt"
+    precisions = ("fp32", "fp16", "int8")
+
+    def build(self, ctx: ExportContext, precision: str, folder: Path) -> ArtifactFiles:
+        from export.tensorrt import ENGINE_FILE, build_settings, load_engine, onnx_to_tensorrt
+        from export.tensorrt import run_engine as run_trt
+
+        options = ctx.settings.tensorrt
+        chw = ctx.student.input_chw
+        extra: dict[str, Any] = {"build": build_settings(precision, chw, options)}
+        source = ctx.onnx_fp32
+        if precision == "int8":
+            source, summary = tensorrt_qdq_graph(ctx)
+            extra["qdq_check"] = summary
+        target = folder / "model.onnx"
+        shutil.copyfile(source, target)
+        if not options.build_engine:
+            extra["engine"] = None
+            return ArtifactFiles(
+                ["model.onnx"],
+                "model.onnx",
+                _onnx_runner(target, ctx.threads),
+                "onnxruntime-cpu on the shipped graph (the engine is built on the target)",
+                extra,
+            )
+        facts = onnx_to_tensorrt(target, folder / ENGINE_FILE, precision, chw, options)
+        extra["engine"] = facts
+        engine = load_engine(folder / ENGINE_FILE, facts)
+        files = ["model.onnx", ENGINE_FILE]
+        if options.timing_cache and (folder / options.timing_cache).is_file():
+            files.append(options.timing_cache)
+
+        def run(images: np.ndarray) -> np.ndarray:
+            step = options.max_batch
+            return np.concatenate(
+                [run_trt(engine, images[i : i + step]) for i in range(0, len(images), step)]
+            )
+
+        return ArtifactFiles(files, ENGINE_FILE, run, f"tensorrt {facts['tensorrt_version']}", extra)

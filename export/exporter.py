@@ -1,0 +1,298 @@
+"""``export_checkpoint``: a multi-branch checkpoint -> one artifact folder per format and precision.
+
+DIR/torch-fp32/      student.pt2 (torch.export) + manifest.json
+DIR/<format>-<prec>/ model files + manifest.json, for every requested format and precision
+DIR/eval.npz         test split (images, labels) and the PyTorch FP32 student's reference_logits
+DIR/export.json      the student's cost, calibration facts, and every artifact's parity/accuracy
+
+Every artifact is measured the same way: parity against the PyTorch student on the calibration
+images (max |diff|, top-1 agreement; failing loudly beyond the tolerance of its precision), and
+top-1 on the test split with agreement against the reference; INT8 must stay within
+``tolerances.int8_max_top1_drop`` of the FP32 student's test top-1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from export.backends import BACKENDS, ArtifactFiles, ExportContext
+from export.config import PRECISIONS, ExportConfig
+from export.errors import ParityError
+from export.extract import Student, extract_branch, input_spec, library_versions, save_student
+from export.manifest import OutputSpec, build_manifest, write_manifest
+from export.onnx import onnx_metadata, torch_logits, torch_to_onnx
+from export.parity import check_parity, compare_logits, top1_accuracy
+from training.errors import ConfigError, DataError
+
+EXPORT_JSON = "export.json"
+EVAL_FILE = "eval.npz"
+
+
+@dataclass
+class ArtifactRecord:
+    """One artifact folder and how it measured against the PyTorch FP32 student."""
+
+    name: str
+    format: str
+    precision: str
+    folder: Path
+    sha256: str
+    model_file: str
+    evaluated_with: str
+    parity: dict[str, Any]
+    test: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["folder"] = self.folder.name
+        return out
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    student: dict[str, Any]
+    artifacts: list[ArtifactRecord]
+    export_json: Path
+    eval_file: Path
+    reference_top1: float
+
+    def artifact(self, name: str) -> ArtifactRecord:
+        for record in self.artifacts:
+            if record.name == name:
+                return record
+        raise KeyError(f"no artifact {name!r}; have {[r.name for r in self.artifacts]}")
+
+
+def plan_artifacts(settings: ExportConfig) -> list[tuple[str, str]]:
+    """(format, precision) pairs to write, checked against the backend registry by name."""
+    unknown = [name for name in settings.formats if name not in BACKENDS]
+    if unknown:
+        raise ConfigError(
+            f"unknown export format {', '.join(map(repr, unknown))}; known: "
+            f"{', '.join(BACKENDS.names())}"
+        )
+    bad = [p for p in settings.precisions if p not in PRECISIONS]
+    if bad:
+        raise ConfigError(
+            f"unknown precision {', '.join(map(repr, bad))}; known: {', '.join(PRECISIONS)}"
+        )
+    plan = []
+    for name in settings.formats:
+        offered = BACKENDS.get(name).precisions
+        plan += [(name, p) for p in settings.precisions if p in offered]
+    return plan
+
+
+def _gate(precision: str, settings: ExportConfig) -> tuple[float | None, float]:
+    tol = settings.tolerances
+    if precision == "fp32":
+        return tol.fp32_max_abs_diff, tol.fp32_min_agreement
+    if precision == "fp16":
+        return tol.fp16_max_abs_diff, tol.fp16_min_agreement
+    return None, tol.int8_min_agreement
+
+
+def _split(splits: Any, name: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    from training.data import to_numpy
+
+    dataset = getattr(splits, name, None)
+    if dataset is None or len(dataset) == 0:
+        raise DataError(
+            f"the checkpoint's data set has no {name} split; export needs calibration, "
+            "validation and test images (check data.calibration_size and the split fractions)"
+        )
+    return to_numpy(dataset, limit=limit)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> ExportResult:
+    """Export ``checkpoint`` into ``out_dir`` as ``settings`` asks; see the module docstring."""
+    from training.checkpoint import load_checkpoint
+    from training.data import load_data
+
+    plan = plan_artifacts(settings)  # unknown names fail before any work
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    loaded = load_checkpoint(Path(checkpoint))
+    splits = load_data(loaded.config.data, loaded.config.seed)
+    calibration, _ = _split(splits, "calibration", settings.calibration_size)
+    validation = _split(splits, "val")
+    test_images, test_labels = _split(splits, "test", settings.eval_limit)
+    student = extract_branch(loaded, settings.branch, images=validation[0][:256])
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "export": settings.model_dump(mode="json"),
+        "training": loaded.config.model_dump(mode="json"),
+    }
+    reference = torch_logits(student.module, test_images)
+    reference_top1 = top1_accuracy(reference, test_labels)
+    calibration_reference = torch_logits(student.module, calibration)
+    np.savez(
+        out_dir / EVAL_FILE,
+        images=test_images.astype(np.float32),
+        labels=test_labels.astype(np.int64),
+        reference_logits=reference.astype(np.float32),
+    )
+    save_student(student, _fresh(out_dir / "torch-fp32"), config)
+
+    records: list[ArtifactRecord] = []
+    with tempfile.TemporaryDirectory(prefix="onedge-export-") as tmp:
+        work = Path(tmp)
+        onnx_fp32 = torch_to_onnx(
+            student.module,
+            work / "model-fp32.onnx",
+            torch.from_numpy(calibration[:1]),
+            opset=settings.opset,
+            metadata=_metadata(student),
+        )
+        ctx = ExportContext(settings, student, work, onnx_fp32, calibration, validation)
+        for fmt, precision in plan:
+            folder = _fresh(out_dir / f"{fmt}-{precision}")
+            built = BACKENDS.get(fmt)().build(ctx, precision, folder)
+            records.append(
+                _measure_and_record(
+                    fmt,
+                    precision,
+                    folder,
+                    built,
+                    student,
+                    settings,
+                    config,
+                    calibration=(calibration, calibration_reference),
+                    test=(test_images, test_labels, reference, reference_top1),
+                )
+            )
+
+    summary = student.summary()
+    document = {
+        "created": datetime.now(timezone.utc).isoformat(),
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint_sha256": student.checkpoint_sha256,
+        "dataset": student.spec.to_dict(),
+        "student": summary,
+        "torch_fp32": {"folder": "torch-fp32", "test_top1": reference_top1},
+        "calibration": {
+            "split": "calibration",
+            "requested": settings.calibration_size,
+            "images": len(calibration),
+        },
+        "eval": {"file": EVAL_FILE, "split": "test", "images": len(test_images)},
+        "settings": settings.model_dump(mode="json"),
+        "versions": library_versions(),
+        "artifacts": [record.to_dict() for record in records],
+    }
+    _write_json(out_dir / EXPORT_JSON, document)
+    return ExportResult(
+        out_dir, summary, records, out_dir / EXPORT_JSON, out_dir / EVAL_FILE, reference_top1
+    )
+
+
+def _fresh(folder: Path) -> Path:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _metadata(student: Student) -> dict[str, str]:
+    spec = student.spec
+    return onnx_metadata(
+        list(spec.class_names),
+        list(spec.mean),
+        list(spec.std),
+        float(spec.scale),
+        student.checkpoint_sha256,
+        student.branch,
+    )
+
+
+def _measure_and_record(
+    fmt: str,
+    precision: str,
+    folder: Path,
+    built: ArtifactFiles,
+    student: Student,
+    settings: ExportConfig,
+    config: dict[str, Any],
+    calibration: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray, np.ndarray, float],
+) -> ArtifactRecord:
+    name = f"{fmt}-{precision}"
+    max_diff, min_agreement = _gate(precision, settings)
+    images, reference = calibration
+    parity = compare_logits(reference, built.run(images))
+    check_parity(parity, f"{name} ({built.evaluated_with})", max_diff, min_agreement)
+    test_images, test_labels, test_reference, reference_top1 = test
+    logits = built.run(test_images)
+    top1 = top1_accuracy(logits, test_labels)
+    test_parity = compare_logits(test_reference, logits)
+    drop = reference_top1 - top1
+    if precision == "int8" and drop > settings.tolerances.int8_max_top1_drop:
+        raise ParityError(
+            f"{name}: test top-1 {top1:.2%} is {drop * 100:.2f} points below the FP32 student's "
+            f"{reference_top1:.2%}, beyond the allowed "
+            f"{settings.tolerances.int8_max_top1_drop * 100:.2f}"
+        )
+    test_figures = {
+        "images": len(test_images),
+        "top1": top1,
+        "top1_drop_vs_torch_fp32": drop,
+        "top1_agreement": test_parity.top1_agreement,
+        "max_abs_diff": test_parity.max_abs_diff,
+    }
+    parity_figures = {"split": "calibration", **parity.to_dict()}
+    extra = {
+        **built.extra,
+        "evaluated_with": built.evaluated_with,
+        "parity": parity_figures,
+        "test": test_figures,
+    }
+    manifest = build_manifest(
+        folder,
+        built.files,
+        built.model_file,
+        name=f"{student.spec.name}-branch{student.branch}-{name}",
+        format=fmt,
+        precision=precision,
+        input=input_spec(student.spec),
+        output=OutputSpec(shape=[-1, student.spec.num_classes]),
+        class_names=list(student.spec.class_names),
+        source_checkpoint_sha256=student.checkpoint_sha256,
+        branch=student.branch,
+        config=config,
+        versions=library_versions(),
+        extra=extra,
+    )
+    write_manifest(folder, manifest)
+    return ArtifactRecord(
+        name,
+        fmt,
+        precision,
+        folder,
+        manifest.sha256,
+        built.model_file,
+        built.evaluated_with,
+        parity_figures,
+        test_figures,
+        built.extra,
+    )

@@ -1,0 +1,221 @@
+"""Take one branch of a trained multi-branch checkpoint as a plain, deployable student.
+
+``extract_branch`` loads the checkpoint, builds the single-path network of the deployed branch
+(or the one named), checks its logits against that branch of the multi-branch model on real
+images, and measures it against the whole network. ``save_student`` writes it as a
+``torch.export`` program (``student.pt2``) that loads with ``torch.export.load`` alone: no
+onedge or multi-branch code is needed to run it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.errors import ExportError
+from export.manifest import InputSpec, Manifest, OutputSpec, build_manifest, write_manifest
+from training.errors import CheckpointError, ConfigError
+from training.models.base import MultiBranchModel
+
+STUDENT_FILE = "student.pt2"
+EXTRACT_TOLERANCE = 1e-5  # the student is the branch: only float reordering may differ
+
+
+@dataclass
+class ModelCost:
+    """Size and cost of a network at batch 1."""
+
+    parameters: int
+    macs: int
+    size_bytes: int  # parameters and buffers as stored in FP32
+
+    def to_dict(self) -> dict[str, int]:
+        return {"parameters": self.parameters, "macs": self.macs, "size_bytes": self.size_bytes}
+
+
+@dataclass
+class Student:
+    """The plain single-path network of one branch, with what it was measured against."""
+
+    module: nn.Module
+    spec: Any  # training.data.DatasetSpec
+    branch: int
+    deployed_branch: int
+    num_branches: int
+    checkpoint: Path
+    checkpoint_sha256: str
+    student_cost: ModelCost
+    network_cost: ModelCost
+    check: dict[str, float] = field(default_factory=dict)  # logits check vs the branch
+
+    @property
+    def input_chw(self) -> tuple[int, int, int]:
+        return (self.spec.in_channels, self.spec.image_size, self.spec.image_size)
+
+    def summary(self) -> dict[str, Any]:
+        s, n = self.student_cost, self.network_cost
+        return {
+            "branch": self.branch,
+            "deployed_branch": self.deployed_branch,
+            "num_branches": self.num_branches,
+            "student": s.to_dict(),
+            "multi_branch_network": n.to_dict(),
+            "ratios": {
+                "parameters": s.parameters / max(n.parameters, 1),
+                "macs": s.macs / max(n.macs, 1),
+                "size": s.size_bytes / max(n.size_bytes, 1),
+            },
+            "logits_check": self.check,
+        }
+
+
+def measure_cost(module: nn.Module, input_chw: tuple[int, int, int]) -> ModelCost:
+    from training.models import count_macs, count_parameters
+
+    size = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    return ModelCost(count_parameters(module), count_macs(module, (1, *input_chw)), size)
+
+
+def _branch_logits(model: MultiBranchModel, branch: int, images: torch.Tensor) -> torch.Tensor:
+    outputs = model(images)
+    logits = getattr(outputs, "branch_logits", None)
+    if logits is None:
+        raise CheckpointError("the checkpoint's model does not return per-branch logits")
+    return logits[branch]
+
+
+def extract_branch(
+    checkpoint: Path | Any,
+    branch: int | None = None,
+    images: np.ndarray | None = None,
+) -> Student:
+    """The student of ``branch`` (default: the deployed one) from ``checkpoint``.
+
+    ``checkpoint`` is a path or a loaded checkpoint. ``images`` (normalised float32 NCHW) are
+    the real images the logits are checked on; by default the first 256 of the validation split
+    of the checkpoint's own data set.
+    """
+    from training.checkpoint import LoadedCheckpoint, load_checkpoint
+
+    loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
+    model = loaded.model
+    if not isinstance(model, MultiBranchModel) or not hasattr(model, "extract"):
+        raise CheckpointError(
+            f"{loaded.path} does not hold a multi-branch model (got {type(model).__name__}); "
+            "export needs a checkpoint trained by onedge"
+        )
+    chosen = loaded.deployed_branch if branch is None else int(branch)
+    if not 0 <= chosen < model.num_branches:
+        raise ConfigError(
+            f"branch {chosen} is out of range: {loaded.path.name} has {model.num_branches} "
+            f"branch(es), 0..{model.num_branches - 1}"
+        )
+    model.eval()
+    module = model.extract(chosen).eval()
+    spec = loaded.spec
+    chw = (spec.in_channels, spec.image_size, spec.image_size)
+    if images is None:
+        from training.data import load_data, to_numpy
+
+        splits = load_data(loaded.config.data, loaded.config.seed)
+        images, _ = to_numpy(splits.val, limit=256)
+    if len(images) == 0:
+        raise ExportError("no images to check the extracted student on")
+    if tuple(images.shape[1:]) != chw:
+        raise ExportError(f"check images are {tuple(images.shape[1:])}, the model expects {chw}")
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        expected = _branch_logits(model, chosen, x)
+        got = module(x)
+    diff = float((expected - got).abs().max())
+    agreement = float((expected.argmax(1) == got.argmax(1)).float().mean())
+    if diff > EXTRACT_TOLERANCE or agreement < 1.0:
+        raise ExportError(
+            f"the extracted branch {chosen} disagrees with the multi-branch model: max |diff| "
+            f"{diff:.3g} (tolerance {EXTRACT_TOLERANCE:g}), top-1 agreement {agreement:.2%}"
+        )
+    return Student(
+        module=module,
+        spec=spec,
+        branch=chosen,
+        deployed_branch=loaded.deployed_branch,
+        num_branches=model.num_branches,
+        checkpoint=Path(loaded.path),
+        checkpoint_sha256=loaded.sha256,
+        student_cost=measure_cost(module, chw),
+        network_cost=measure_cost(model, chw),
+        check={"max_abs_diff": diff, "top1_agreement": agreement, "images": len(images)},
+    )
+
+
+def input_spec(spec: Any) -> InputSpec:
+    return InputSpec(
+        shape=[-1, spec.in_channels, spec.image_size, spec.image_size],
+        mean=list(spec.mean),
+        std=list(spec.std),
+        scale=float(spec.scale),
+    )
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "torch": torch.__version__}
+    for name in ("onnx", "onnxruntime", "openvino", "nncf", "numpy"):
+        module = sys.modules.get(name)
+        if module is not None:
+            version = getattr(module, "__version__", None) or getattr(module, "get_version", None)
+            versions[name] = version() if callable(version) else str(version)
+    try:
+        from importlib.metadata import version as dist_version
+
+        versions["onedge"] = dist_version("onedge")
+    except Exception:  # not installed as a distribution: leave it out
+        pass
+    return versions
+
+
+def save_student(student: Student, folder: Path, config: dict[str, Any] | None = None) -> Manifest:
+    """Write ``student.pt2`` (torch.export, dynamic batch) and its manifest into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(2, *student.input_chw)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        program = torch.export.export(
+            student.module.eval(), (example,), dynamic_shapes=({0: batch},), strict=False
+        )
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"torch.export failed for the student: {first}") from exc
+    torch.export.save(program, str(folder / STUDENT_FILE))
+    manifest = build_manifest(
+        folder,
+        [STUDENT_FILE],
+        STUDENT_FILE,
+        name=f"{student.spec.name}-branch{student.branch}-torch-fp32",
+        format="torch",
+        precision="fp32",
+        input=input_spec(student.spec),
+        output=OutputSpec(shape=[-1, student.spec.num_classes]),
+        class_names=list(student.spec.class_names),
+        source_checkpoint_sha256=student.checkpoint_sha256,
+        branch=student.branch,
+        config=config or {},
+        versions=library_versions(),
+        extra={"loader": "torch.export.load(path).module()", **student.summary()},
+    )
+    write_manifest(folder, manifest)
+    return manifest
+
+
+def load_student(folder: Path) -> nn.Module:
+    """The saved student as a callable module (needs only torch)."""
+    path = Path(folder) / STUDENT_FILE
+    if not path.is_file():
+        raise ExportError(f"{path} does not exist: export the checkpoint first")
+    return torch.export.load(str(path)).module()

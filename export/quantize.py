@@ -1,0 +1,269 @@
+"""INT8 and FP16 variants of the FP32 student, calibrated on the calibration split only.
+
+- OpenVINO INT8: NNCF post-training quantisation, or its accuracy-controlled mode that keeps
+  layers in FP until the validation top-1 drop is within budget (:func:`quantize_openvino`).
+- ONNX Runtime CPU INT8: several formats and options are built, timed at batch 1 on this CPU
+  and scored on the validation split; the fastest at equal accuracy is kept and every
+  measurement is recorded (:func:`choose_ort_int8`). Naive INT8 is not a speed-up: measure.
+- TensorRT INT8: the symmetric S8S8 per-channel Q/DQ graph, with its static checker
+  (:func:`check_tensorrt_qdq`, in :mod:`export.qdq`).
+- FP16: ONNX with FP16 weights and compute, float32 input and output (:func:`onnx_to_fp16`);
+  OpenVINO FP16 is the compressed IR written by :func:`export.openvino.onnx_to_openvino`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.errors import ExportError, require
+from export.onnx import INPUT_NAME, check_onnx, load_onnx, ort_session, run_onnx
+from export.parity import top1_accuracy
+from export.qdq import ImageReader, QdqSummary, check_tensorrt_qdq, onnx_to_tensorrt_qdq
+from export.timing import interleaved
+
+__all__ = [
+    "OrtInt8Candidate",
+    "QdqSummary",
+    "check_tensorrt_qdq",
+    "choose_ort_int8",
+    "onnx_to_fp16",
+    "onnx_to_tensorrt_qdq",
+    "parse_ort_candidate",
+    "quantize_onnx_cpu",
+    "quantize_openvino",
+]
+
+_NNCF_INSTALL = "pip install nncf"
+_ORT_INSTALL = "pip install onnxruntime"
+
+
+def quantize_openvino(
+    model: Any,
+    calibration: np.ndarray,
+    mode: str = "ptq",
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    max_drop: float = 0.005,
+) -> tuple[Any, dict[str, Any]]:
+    """INT8 ``openvino.Model`` from an FP32 one; returns it and the facts to record."""
+    nncf = require("nncf", "OpenVINO INT8 quantisation", _NNCF_INSTALL)
+    nncf.set_log_level(logging.ERROR)
+    if len(calibration) == 0:
+        raise ExportError("OpenVINO INT8 needs calibration images; none were given")
+    items = [np.ascontiguousarray(image[None], dtype=np.float32) for image in calibration]
+    dataset = nncf.Dataset(items)
+    info: dict[str, Any] = {"method": "nncf", "mode": mode, "calibration_images": len(items)}
+    common = {
+        "subset_size": len(items),
+        "preset": nncf.QuantizationPreset.PERFORMANCE,  # symmetric, fastest on CPU
+        "target_device": nncf.TargetDevice.CPU,
+    }
+    if mode == "ptq":
+        return nncf.quantize(model, dataset, **common), info
+    if mode != "accuracy_control":
+        raise ExportError(f"OpenVINO INT8 mode {mode!r} is not one of ptq, accuracy_control")
+    if validation is None or len(validation[0]) == 0:
+        raise ExportError("accuracy-controlled INT8 needs the validation split; it is empty")
+    images, labels = validation
+    val_items = [
+        (np.ascontiguousarray(image[None], dtype=np.float32), int(label))
+        for image, label in zip(images, labels, strict=True)
+    ]
+
+    def validate(compiled: Any, data: Any) -> float:
+        correct = total = 0
+        for image, label in data:
+            logits = compiled(image)[0]
+            correct += int(np.argmax(logits) == label)
+            total += 1
+        return correct / max(total, 1)
+
+    quantized = nncf.quantize_with_accuracy_control(
+        model,
+        dataset,
+        nncf.Dataset(val_items, lambda item: item[0]),
+        validation_fn=validate,
+        max_drop=max_drop,
+        drop_type=nncf.DropType.ABSOLUTE,
+        **common,
+    )
+    info.update({"max_drop": max_drop, "validation_images": len(val_items)})
+    return quantized, info
+
+
+@dataclass(frozen=True)
+class OrtInt8Candidate:
+    """One ONNX Runtime INT8 recipe: graph format, activation/weight types, pre-processing."""
+
+    name: str
+    quant_format: str  # "qdq" or "qoperator"
+    activations: str  # "u8" or "s8"
+    weights: str  # "s8" or "u8"
+    preprocess: bool
+
+
+def parse_ort_candidate(name: str) -> OrtInt8Candidate:
+    """``qdq-u8s8``, ``qoperator-s8s8-pre``, ... -> :class:`OrtInt8Candidate`."""
+    parts = name.strip().lower().split("-")
+    ok = len(parts) in (2, 3) and parts[0] in ("qdq", "qoperator") and len(parts[1]) == 4
+    if ok:
+        act, weight = parts[1][:2], parts[1][2:]
+        ok = act in ("u8", "s8") and weight in ("u8", "s8") and parts[2:] in ([], ["pre"])
+    if not ok:
+        raise ExportError(
+            f"ONNX Runtime INT8 candidate {name!r} is not <qdq|qoperator>-<u8|s8><u8|s8>[-pre], "
+            "for example qdq-u8s8 or qoperator-s8s8-pre"
+        )
+    return OrtInt8Candidate(name, parts[0], act, weight, len(parts) == 3)
+
+
+def quantize_onnx_cpu(
+    src: Path,
+    dst: Path,
+    calibration: np.ndarray,
+    candidate: OrtInt8Candidate,
+    per_channel: bool = True,
+) -> Path:
+    """Static INT8 quantisation of ``src`` for ONNX Runtime on CPU with ``candidate``'s recipe."""
+    require("onnxruntime.quantization", "ONNX INT8 quantisation", _ORT_INSTALL)
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    check_onnx(src)
+    types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(src)
+        if candidate.preprocess:
+            source = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(src), str(source), skip_symbolic_shape=False)
+        quantize_static(
+            str(source),
+            str(dst),
+            ImageReader(calibration),
+            quant_format=QuantFormat.QDQ if candidate.quant_format == "qdq" else QuantFormat.QOperator,
+            per_channel=per_channel,
+            activation_type=types[candidate.activations],
+            weight_type=types[candidate.weights],
+        )
+    return dst
+
+
+def choose_ort_int8(
+    src: Path,
+    dst: Path,
+    calibration: np.ndarray,
+    validation: tuple[np.ndarray, np.ndarray],
+    candidates: list[str],
+    per_channel: bool = True,
+    timing_seconds: float = 1.0,
+    accuracy_slack: float = 0.002,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Build every candidate, time it at batch 1 against FP32, keep the fastest at equal accuracy.
+
+    Accuracy is validation top-1; candidates within ``accuracy_slack`` of the best count as
+    equal. The chosen graph is copied to ``dst``; the returned record lists every candidate's
+    p50/p99 latency, its ratio to ONNX Runtime FP32 measured in the same interleaved run, and
+    its validation top-1.
+    """
+    parsed = [parse_ort_candidate(name) for name in candidates]
+    if not parsed:
+        raise ExportError("no ONNX Runtime INT8 candidates were given")
+    images, labels = validation
+    if len(images) == 0:
+        raise ExportError("choosing the ONNX Runtime INT8 recipe needs validation images")
+    sample = np.ascontiguousarray(images[:1], dtype=np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions: dict[str, Any] = {"fp32": ort_session(src, threads)}
+        paths: dict[str, Path] = {}
+        failures: dict[str, str] = {}
+        for candidate in parsed:
+            path = Path(tmp) / f"{candidate.name}.onnx"
+            try:
+                quantize_onnx_cpu(src, path, calibration, candidate, per_channel)
+                sessions[candidate.name] = ort_session(path, threads)
+                paths[candidate.name] = path
+            except Exception as exc:  # recorded, and that candidate is out
+                failures[candidate.name] = str(exc).strip().splitlines()[0][:200]
+        if not paths:
+            raise ExportError(f"every ONNX Runtime INT8 candidate failed: {failures}")
+        accuracy = {name: top1_accuracy(run_onnx(s, images), labels) for name, s in sessions.items()}
+        calls = {
+            name: (lambda s=s: s.run(None, {INPUT_NAME: sample})) for name, s in sessions.items()
+        }
+        latency = interleaved(
+            calls, batch=1, warmup_s=0.3, min_seconds=timing_seconds * len(calls), min_calls=100
+        )
+        best = max(accuracy[name] for name in paths)
+        eligible = [name for name in paths if accuracy[name] >= best - accuracy_slack]
+        chosen = min(eligible, key=lambda name: latency[name].p50_ms)
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(paths[chosen], dst)
+    fp32_p50 = latency["fp32"].p50_ms
+    measured = [
+        {
+            "candidate": name,
+            "recipe": asdict(next(c for c in parsed if c.name == name)) if name in paths else None,
+            "p50_ms": latency[name].p50_ms,
+            "p99_ms": latency[name].p99_ms,
+            "ratio_to_fp32": latency[name].p50_ms / fp32_p50,
+            "val_top1": accuracy[name],
+        }
+        for name in sessions
+    ]
+    return {
+        "chosen": chosen,
+        "per_channel": per_channel,
+        "rule": f"fastest batch-1 p50 among candidates within {accuracy_slack:.3f} of the best "
+        "validation top-1",
+        "faster_than_fp32": latency[chosen].p50_ms < fp32_p50,
+        "measurements": measured,
+        "failed": failures,
+        "threads": threads,
+        "validation_images": len(images),
+    }
+
+
+def onnx_to_fp16(src: Path, dst: Path) -> Path:
+    """FP16 weights and compute, float32 input/output so it is fed like the FP32 graph."""
+    import onnx
+
+    require("onnxruntime.transformers.float16", "FP16 ONNX conversion", _ORT_INSTALL)
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = load_onnx(src)
+    check_onnx(src)
+    converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    sort_nodes(converted.graph)  # the converter appends its input casts at the end
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(converted, str(dst))
+    check_onnx(dst)
+    return Path(dst)
+
+
+def sort_nodes(graph: Any) -> None:
+    """Reorder ``graph.node`` topologically in place (wave by wave, keeping order in a wave)."""
+    available = {value.name for value in graph.input} | {init.name for init in graph.initializer}
+    available.add("")  # omitted optional inputs
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        ready = [n for n in pending if all(name in available for name in n.input)]
+        if not ready:
+            raise ExportError("the graph has a cycle or reads a tensor nothing produces")
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    copies = [type(n)() for n in ordered]
+    for copy, node in zip(copies, ordered, strict=True):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)

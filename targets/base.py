@@ -1,0 +1,193 @@
+"""The target protocol, the settings of a validation run and the report it produces.
+
+A target runs artifacts where they will live (this CPU, a board over SSH, a Jetson) through the
+one runner script (``targets/runner.py``), so every target measures the same way. Targets are
+looked up by name in :data:`TARGETS`; :func:`parse_target` turns ``local-cpu`` or
+``ssh://user@host:port[/jetson]`` into one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.errors import ConfigError
+from training.registry import Registry
+
+REPORT_SCHEMA_VERSION = 1
+
+# Which runner backend runs which artifact format: looked up by name.
+BACKEND_FOR_FORMAT: dict[str, str] = {
+    "onnx": "onnxruntime",
+    "openvino": "openvino",
+    "tensorrt": "tensorrt",
+}
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TargetInfo(Model):
+    """The machine that measured: CPU model and cores, or the board's L4T and power mode."""
+
+    name: str
+    kind: str
+    hostname: str | None = None
+    cpu_model: str | None = None
+    cores: int | None = None
+    arch: str | None = None
+    os: str | None = None
+    memory_mb: int | None = None
+    python: str | None = None
+    runtimes: dict[str, str | None] = Field(default_factory=dict)
+    board: str | None = None
+    l4t: str | None = None
+    gpu: str | None = None
+    power_mode: str | None = None
+    clocks_locked: bool | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class ValidationSettings(Model):
+    """How to measure (FACTS.md protocol) and how patient to be with a remote board.
+
+    Warm-up runs until both ``warmup_seconds`` and ``warmup_calls`` are reached; the timed
+    phase until both ``timed_seconds`` and ``timed_calls`` are. Throughput is timed at
+    ``batch_size`` for ``timed_seconds`` and at least ``throughput_calls`` batches.
+    """
+
+    warmup_seconds: float = Field(1.0, ge=0.0)
+    warmup_calls: int = Field(50, ge=0)
+    timed_seconds: float = Field(3.0, ge=0.0)
+    timed_calls: int = Field(200, ge=1)
+    throughput_calls: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    threads: int | None = Field(None, gt=0)
+    eval_limit: int | None = Field(None, gt=0, description="first N eval images (fixed subset)")
+    connect_timeout_s: float = Field(15.0, gt=0.0)
+    command_timeout_s: float = Field(900.0, gt=0.0)
+    retries: int = Field(2, ge=0, description="extra attempts after a connection fault")
+    backoff_s: float = Field(1.0, ge=0.0, description="first retry delay; doubles each time")
+
+    def runner_args(self) -> list[str]:
+        """The runner's command-line flags for these settings."""
+        args = [
+            "--warmup-seconds", str(self.warmup_seconds),
+            "--warmup-calls", str(self.warmup_calls),
+            "--timed-seconds", str(self.timed_seconds),
+            "--timed-calls", str(self.timed_calls),
+            "--throughput-calls", str(self.throughput_calls),
+            "--batch-size", str(self.batch_size),
+        ]  # fmt: skip
+        if self.threads:
+            args += ["--threads", str(self.threads)]
+        if self.eval_limit:
+            args += ["--eval-limit", str(self.eval_limit)]
+        return args
+
+
+class LatencyStats(Model):
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    min: float | None = None
+    max: float | None = None
+
+
+Verdict = Literal["pass", "fail", "skipped"]
+
+
+class ArtifactResult(Model):
+    """One artifact measured on one target. Accuracy fields are percent; drops are points."""
+
+    artifact: str
+    format: str
+    precision: str
+    target: str
+    sha256: str
+    backend: str | None = None
+    runtime_version: str | None = None
+    top1: float | None = None
+    reference_top1: float | None = None
+    top1_drop: float | None = None
+    agreement: float | None = None
+    max_abs_diff: float | None = None
+    latency_ms: LatencyStats | None = None
+    latency_calls: int | None = None
+    throughput: float | None = Field(None, description="images per second at throughput_batch")
+    throughput_batch: int | None = None
+    threads: int | None = None
+    peak_rss_mb: float | None = None
+    size_mb: float | None = None
+    input_shape: list[int] | None = None
+    eval_size: int | None = None
+    verdict: Verdict | None = None
+    reasons: list[str] = Field(default_factory=list)
+    checks: list[str] = Field(default_factory=list)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class ValidationReport(Model):
+    schema_version: int = REPORT_SCHEMA_VERSION
+    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    target: str
+    target_info: TargetInfo
+    settings: ValidationSettings
+    policy: dict[str, Any] | None = None
+    artifacts_dir: str | None = None
+    eval_set: str | None = None
+    eval_set_sha256: str | None = None
+    results: list[ArtifactResult] = Field(default_factory=list)
+    passed: bool | None = None
+
+    def result(self, artifact: str) -> ArtifactResult:
+        for result in self.results:
+            if result.artifact == artifact:
+                return result
+        raise KeyError(artifact)
+
+
+@runtime_checkable
+class Target(Protocol):
+    """Something that can run artifacts and say what machine it measured on."""
+
+    name: str
+    kind: str
+    formats: tuple[str, ...]  # artifact formats this target can run
+
+    def describe(self) -> TargetInfo: ...
+
+    def run(
+        self, artifacts: Sequence[Path], eval_set: Path, settings: ValidationSettings
+    ) -> ValidationReport: ...
+
+
+TARGETS: Registry = Registry("target")
+
+
+def parse_ssh_url(spec: str) -> tuple[str | None, str, int, str]:
+    """``ssh://user@host:port[/kind]`` -> (user, host, port, kind); kind defaults to ``ssh``."""
+    parts = urlsplit(spec)
+    if parts.scheme != "ssh" or not parts.hostname:
+        raise ConfigError(f"target {spec!r} is not of the form ssh://user@host:port[/jetson]")
+    try:
+        port = parts.port or 22
+    except ValueError:
+        raise ConfigError(f"target {spec!r} has an invalid port") from None
+    if parts.query or parts.fragment or parts.password:
+        raise ConfigError(f"target {spec!r}: give options separately, not in the URL")
+    return parts.username, parts.hostname, port, parts.path.strip("/") or "ssh"
+
+
+def parse_target(spec: str, **options: Any) -> Target:
+    """``local-cpu`` or ``ssh://user@host:port[/jetson]`` -> a target; options go to it."""
+    kind = parse_ssh_url(spec)[3] if "://" in spec else spec
+    factory = TARGETS.get(kind)
+    return factory.from_spec(spec, **options)

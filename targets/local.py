@@ -1,0 +1,77 @@
+"""The ``local-cpu`` target: the runner in a subprocess of this machine's Python."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from export.manifest import read_manifest
+from targets.base import TARGETS, TargetInfo, ValidationReport, ValidationSettings
+from targets.errors import RunnerFailedError, TargetTimeoutError
+from targets.runs import (
+    RUNNER_PATH,
+    check_runtimes,
+    info_from_machine,
+    read_runner_output,
+    result_from_runner,
+    runner_argv,
+)
+from training.errors import ConfigError
+
+
+@TARGETS.register("local-cpu")
+class LocalCpuTarget:
+    """Runs ONNX (ONNX Runtime) and OpenVINO artifacts on this machine's CPU."""
+
+    kind = "local-cpu"
+    formats = ("onnx", "openvino")
+
+    def __init__(self, python: str | None = None, name: str = "local-cpu") -> None:
+        self.python = python or sys.executable
+        self.name = name
+
+    @classmethod
+    def from_spec(cls, spec: str, python: str | None = None, name: str | None = None):
+        if spec != "local-cpu":
+            raise ConfigError(f"target {spec!r} is not local-cpu")
+        return cls(python=python, name=name or spec)
+
+    def _call(self, argv: list[str], timeout: float) -> dict:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TargetTimeoutError(
+                f"the runner ran past {timeout:.0f} s on {self.name}: raise "
+                "settings.command_timeout_s or shorten timed_seconds"
+            ) from None
+        except OSError as exc:
+            raise RunnerFailedError(f"cannot start {self.python!r} on {self.name}: {exc}") from None
+        return read_runner_output(done.stdout, done.stderr, done.returncode, self.name, self.python)
+
+    def _machine(self, timeout: float = 120.0) -> dict:
+        return self._call([self.python, str(RUNNER_PATH), "--describe"], timeout)["machine"]
+
+    def describe(self) -> TargetInfo:
+        return info_from_machine(self._machine(), self.name, self.kind)
+
+    def run(
+        self, artifacts: Sequence[Path], eval_set: Path, settings: ValidationSettings
+    ) -> ValidationReport:
+        machine = self._machine()
+        manifests = [read_manifest(Path(folder)) for folder in artifacts]
+        check_runtimes(machine, {m.format for m in manifests}, self.name)
+        results = []
+        for folder, manifest in zip(artifacts, manifests, strict=True):
+            argv = runner_argv(
+                self.python, str(RUNNER_PATH), str(folder), str(eval_set), manifest, settings
+            )
+            report = self._call(argv, settings.command_timeout_s)
+            results.append(result_from_runner(report, self.name, Path(folder).name))
+        return ValidationReport(
+            target=self.name,
+            target_info=info_from_machine(machine, self.name, self.kind),
+            settings=settings,
+            results=results,
+        )

@@ -1,0 +1,578 @@
+#!/usr/bin/env python3
+"""Measure one onedge artifact on the machine it will run on, and print one JSON report.
+
+Self-contained on purpose: the standard library, numpy and the runtime it drives (onnxruntime,
+openvino or tensorrt). A target copies this file next to the artifact and runs
+
+    python3 runner.py --artifact DIR --data eval.npz --backend onnxruntime|openvino|tensorrt
+
+The report (one JSON object on stdout) holds top-1 on the eval set, top-1 agreement with the
+FP32 reference logits, latency percentiles at batch 1, throughput at --batch-size, threads, peak
+RSS and the machine. Protocol: warm up until both the warm-up time and call count are reached,
+then time until both the timed seconds and the timed call count are reached. Every file's sha256
+is checked against manifest.json before anything is measured. On failure the JSON object has
+"ok": false and an error kind; the exit status says which (see EXIT).
+
+The tensorrt backend builds its engine here from the shipped ONNX and caches it by ONNX sha256,
+TensorRT version, GPU and build settings. It follows TensorRT's documented Python API (8.5 and
+later) and the CUDA runtime C API through ctypes; it has not been run by onedge's test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+RUNNER_VERSION = 1
+EXIT = {"ok": 0, "usage": 2, "artifact-mismatch": 3, "missing-library": 4, "runtime": 5, "data": 6}
+INSTALL = {
+    "numpy": "pip install numpy (or: sudo apt-get install python3-numpy)",
+    "onnxruntime": "pip install onnxruntime",
+    "openvino": "pip install openvino",
+    "tensorrt": "install TensorRT with JetPack (sudo apt-get install nvidia-tensorrt "
+    "python3-libnvinfer) or pip install tensorrt on an x86 GPU machine",
+    "cudart": "install the CUDA runtime (JetPack's cuda-runtime, or the CUDA toolkit)",
+}
+
+
+class RunnerError(Exception):
+    def __init__(self, kind: str, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.details = kind, message, details
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artifact_hash(files: dict) -> str:
+    lines = "".join(f"{name}:{files[name]}\n" for name in sorted(files))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def check_artifact(folder: str, expect_sha256: str | None) -> dict:
+    """Read manifest.json and refuse the artifact unless every sha256 matches."""
+    path = os.path.join(folder, "manifest.json")
+    try:
+        with open(path) as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise RunnerError("artifact-mismatch", f"cannot read {path}: {exc}") from None
+    files = manifest.get("files", {})
+    for name, expected in sorted(files.items()):
+        full = os.path.join(folder, name)
+        if not os.path.isfile(full):
+            raise RunnerError("artifact-mismatch", f"{name} is listed in the manifest but missing")
+        actual = sha256_file(full)
+        if actual != expected:
+            raise RunnerError(
+                "artifact-mismatch",
+                f"sha256 of {name} is {actual[:12]}..., the manifest says {expected[:12]}...",
+            )
+    if artifact_hash(files) != manifest.get("sha256"):
+        raise RunnerError("artifact-mismatch", "the manifest hash does not match its file list")
+    if expect_sha256 and manifest["sha256"] != expect_sha256:
+        raise RunnerError("artifact-mismatch", "artifact sha256 differs from the one verified")
+    if manifest.get("model_file") not in files:
+        raise RunnerError("artifact-mismatch", "the model file is not hashed in the manifest")
+    return manifest
+
+
+def need(module: str):
+    """Import a library or fail with what to install."""
+    try:
+        return __import__(module)
+    except ImportError as exc:
+        raise RunnerError(
+            "missing-library",
+            f"{module} is not importable: {exc}",
+            library=module,
+            install=INSTALL.get(module, f"pip install {module}"),
+        ) from None
+
+
+def library_version(module: str) -> str | None:
+    if importlib.util.find_spec(module) is None:
+        return None
+    try:
+        from importlib.metadata import version
+
+        return version(module)
+    except Exception:  # a runtime installed by the OS package manager has no metadata
+        return str(getattr(__import__(module), "__version__", "unknown"))
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path, errors="replace") as handle:
+            return handle.read().replace("\x00", "").strip()
+    except OSError:
+        return None
+
+
+def describe() -> dict:
+    cpu_model = None
+    for line in (read_text("/proc/cpuinfo") or "").splitlines():
+        if line.split(":")[0].strip() in ("model name", "Model", "Hardware") and ":" in line:
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    meminfo = (read_text("/proc/meminfo") or "").split()
+    memory_mb = int(meminfo[1]) // 1024 if len(meminfo) > 1 and meminfo[1].isdigit() else None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "hostname": platform.node(),
+        "cpu_model": cpu_model or platform.processor() or None,
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "arch": platform.machine(),
+        "os": f"{platform.system()} {platform.release()}",
+        "memory_mb": memory_mb,
+        "python": platform.python_version(),
+        "runtimes": {m: library_version(m) for m in ("numpy", *BACKEND_MODULES.values())},
+        "board": read_text("/proc/device-tree/model"),
+        "l4t": next(iter((read_text("/etc/nv_tegra_release") or "").splitlines()), None),
+    }
+
+
+def percentile(sorted_ms: list, q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    pos = (len(sorted_ms) - 1) * q / 100.0
+    low = int(pos)
+    high = min(low + 1, len(sorted_ms) - 1)
+    return sorted_ms[low] + (sorted_ms[high] - sorted_ms[low]) * (pos - low)
+
+
+def timed_loop(call, inputs: list, seconds: float, calls: int) -> tuple:
+    """Call until both `seconds` and `calls` are reached; return per-call times and wall time."""
+    times, clock = [], time.perf_counter
+    start = clock()
+    i = 0
+    while True:
+        t0 = clock()
+        call(inputs[i % len(inputs)])
+        t1 = clock()
+        times.append(t1 - t0)
+        i += 1
+        if i >= calls and t1 - start >= seconds:
+            return times, t1 - start
+
+
+class Monitor:
+    """A board tool (tegrastats) sampled in the background during the timed runs."""
+
+    def __init__(self, argv: list | None) -> None:
+        self.argv, self.lines, self.error, self.proc, self.reader = argv, [], None, None, None
+
+    def start(self) -> None:
+        if not self.argv:
+            return
+        try:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+        except OSError as exc:
+            self.error = f"cannot start {self.argv[0]}: {exc}"
+            return
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.strip():
+                self.lines.append(line.strip())
+
+    def stop(self) -> dict | None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.reader.join(timeout=5)
+        if not self.argv:
+            return None
+        return {"command": self.argv, "lines": self.lines, "error": self.error}
+
+
+class OnnxRuntimeBackend:
+    module = "onnxruntime"
+
+    def __init__(self, folder: str, manifest: dict, args) -> None:
+        ort = need("onnxruntime")
+        options = ort.SessionOptions()
+        if args.threads:
+            options.intra_op_num_threads = args.threads
+            options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        path = os.path.join(folder, manifest["model_file"])
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.dtype = "float16" if first.type == "tensor(float16)" else "float32"
+        self.static_batch = first.shape[0] if isinstance(first.shape[0], int) else None
+        self.version = ort.__version__
+        self.threads = args.threads or os.cpu_count()
+        self.info = {"providers": self.session.get_providers(), "device": "CPU"}
+
+    def __call__(self, x):
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class OpenVinoBackend:
+    module = "openvino"
+
+    def __init__(self, folder: str, manifest: dict, args) -> None:
+        ov = need("openvino")
+        core = ov.Core()
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if manifest.get("precision") == "fp32":  # otherwise the CPU may run FP32 models in BF16
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        if args.threads:
+            config["INFERENCE_NUM_THREADS"] = args.threads
+        model = core.read_model(os.path.join(folder, manifest["model_file"]))
+        self.compiled = core.compile_model(model, args.device, config)
+        self.request = self.compiled.create_infer_request()
+        port = self.compiled.input(0)
+        self.dtype = "float16" if port.get_element_type() == ov.Type.f16 else "float32"
+        batch = port.get_partial_shape()[0]
+        self.static_batch = None if batch.is_dynamic else batch.get_length()
+        self.version = ov.get_version()
+        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        self.info = {"device": args.device, "config": config}
+
+    def __call__(self, x):
+        self.request.infer({0: x})
+        return self.request.get_output_tensor(0).data.copy()
+
+
+class CudaRuntime:
+    """The few CUDA runtime calls TensorRT inference needs, through ctypes."""
+
+    H2D, D2H = 1, 2
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self.ct = ctypes
+        names = ["libcudart.so", "/usr/local/cuda/lib64/libcudart.so"]
+        names += [f"libcudart.so.{v}" for v in ("13", "12", "11.0", "10.2")]
+        for name in names:
+            try:
+                self.lib = ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+        else:
+            raise RunnerError(
+                "missing-library",
+                "libcudart.so was not found",
+                library="cudart",
+                install=INSTALL["cudart"],
+            )
+        self.lib.cudaGetErrorString.restype = ctypes.c_char_p
+
+    def check(self, code: int, what: str) -> None:
+        if code != 0:
+            text = self.lib.cudaGetErrorString(code).decode()
+            raise RunnerError("runtime", f"{what} failed: CUDA error {code} ({text})")
+
+    def malloc(self, nbytes: int) -> int:
+        ptr = self.ct.c_void_p()
+        self.check(self.lib.cudaMalloc(self.ct.byref(ptr), self.ct.c_size_t(nbytes)), "cudaMalloc")
+        return ptr.value
+
+    def stream(self) -> int:
+        handle = self.ct.c_void_p()
+        self.check(self.lib.cudaStreamCreate(self.ct.byref(handle)), "cudaStreamCreate")
+        return handle.value or 0
+
+    def copy(self, dst: int, src: int, nbytes: int, kind: int, stream: int) -> None:
+        c = self.ct
+        code = self.lib.cudaMemcpyAsync(
+            c.c_void_p(dst), c.c_void_p(src), c.c_size_t(nbytes), c.c_int(kind), c.c_void_p(stream)
+        )
+        self.check(code, "cudaMemcpyAsync")
+
+    def sync(self, stream: int) -> None:
+        self.check(self.lib.cudaStreamSynchronize(self.ct.c_void_p(stream)), "cudaStreamSync")
+
+    def device_name(self) -> str:
+        props = self.ct.create_string_buffer(16384)  # the name is the struct's first field
+        get = getattr(self.lib, "cudaGetDeviceProperties_v2", self.lib.cudaGetDeviceProperties)
+        self.check(get(props, 0), "cudaGetDeviceProperties")
+        return props.value.decode(errors="replace")
+
+
+class TensorRtBackend:
+    module = "tensorrt"
+
+    def __init__(self, folder: str, manifest: dict, args) -> None:
+        self.trt = trt = need("tensorrt")
+        self.cuda = CudaRuntime()
+        build = dict(manifest.get("extra", {}).get("tensorrt", {}))
+        onnx_file = os.path.join(folder, build.get("onnx_file", manifest["model_file"]))
+        shape = manifest["input"]["shape"][1:]
+        batches = (1, max(args.batch_size, 1), max(args.batch_size, build.get("max_batch", 1)))
+        precision = manifest.get("precision", "fp32")
+        gpu = self.cuda.device_name()
+        key_text = json.dumps(
+            [sha256_file(onnx_file), trt.__version__, gpu, precision, batches, build],
+            sort_keys=True,
+        )
+        key = hashlib.sha256(key_text.encode()).hexdigest()[:32]
+        os.makedirs(args.engine_cache, exist_ok=True)
+        engine_path = os.path.join(args.engine_cache, key + ".engine")
+        logger = trt.Logger(trt.Logger.WARNING)
+        cached = os.path.isfile(engine_path)
+        if not cached:
+            self._build(onnx_file, engine_path, precision, shape, batches, build, logger)
+        with open(engine_path, "rb") as handle:
+            self.engine = trt.Runtime(logger).deserialize_cuda_engine(handle.read())
+        if self.engine is None:
+            raise RunnerError("runtime", f"TensorRT could not load the engine {engine_path}")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.input_name = inputs[0]
+        self.output_name = next(n for n in names if n not in inputs)
+        in_type = trt.nptype(self.engine.get_tensor_dtype(self.input_name))
+        self.dtype = "float16" if in_type.__name__ == "float16" else "float32"
+        self.out_type = trt.nptype(self.engine.get_tensor_dtype(self.output_name))
+        self.static_batch, self.stream, self.buffers = None, self.cuda.stream(), {}
+        self.version, self.threads = trt.__version__, 1
+        self.info = {
+            "device": gpu,
+            "engine_path": engine_path,
+            "engine_cached": cached,
+            "engine_key": key,
+            "batches": batches,
+            "input_name": self.input_name,
+        }
+
+    def _build(self, onnx_file, engine_path, precision, shape, batches, build, logger) -> None:
+        trt = self.trt
+        builder = trt.Builder(logger)
+        flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+        network = builder.create_network(0 if flag is None else 1 << int(flag))
+        parser = trt.OnnxParser(network, logger)
+        with open(onnx_file, "rb") as handle:
+            if not parser.parse(handle.read()):
+                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+                raise RunnerError("runtime", f"TensorRT cannot parse {onnx_file}: {errors}")
+        config = builder.create_builder_config()
+        workspace = int(build.get("workspace_mb", 1024)) << 20
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+        if precision in ("fp16", "int8"):
+            config.set_flag(trt.BuilderFlag.FP16)
+        if precision == "int8":  # explicit quantisation: the ONNX carries Q/DQ pairs
+            config.set_flag(trt.BuilderFlag.INT8)
+        profile = builder.create_optimization_profile()
+        name = network.get_input(0).name
+        low, opt, high = ((b, *shape) for b in batches)
+        profile.set_shape(name, low, opt, high)
+        config.add_optimization_profile(profile)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise RunnerError("runtime", f"TensorRT failed to build an engine from {onnx_file}")
+        tmp = f"{engine_path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(serialized)
+        os.replace(tmp, engine_path)
+
+    def _buffer(self, name: str, nbytes: int) -> int:
+        if self.buffers.get(name, (0, 0))[1] < nbytes:
+            self.buffers[name] = (self.cuda.malloc(nbytes), nbytes)
+        return self.buffers[name][0]
+
+    def __call__(self, x):
+        import numpy as np
+
+        x = np.ascontiguousarray(x)
+        self.context.set_input_shape(self.input_name, x.shape)
+        out = np.empty(tuple(self.context.get_tensor_shape(self.output_name)), self.out_type)
+        src, dst = self._buffer("in", x.nbytes), self._buffer("out", out.nbytes)
+        self.context.set_tensor_address(self.input_name, src)
+        self.context.set_tensor_address(self.output_name, dst)
+        self.cuda.copy(src, x.ctypes.data, x.nbytes, CudaRuntime.H2D, self.stream)
+        if not self.context.execute_async_v3(self.stream):
+            raise RunnerError("runtime", "TensorRT execute_async_v3 failed")
+        self.cuda.copy(out.ctypes.data, dst, out.nbytes, CudaRuntime.D2H, self.stream)
+        self.cuda.sync(self.stream)
+        return out
+
+
+BACKENDS = {
+    "onnxruntime": OnnxRuntimeBackend,
+    "openvino": OpenVinoBackend,
+    "tensorrt": TensorRtBackend,
+}
+BACKEND_MODULES = {name: cls.module for name, cls in BACKENDS.items()}
+
+
+def load_eval(path: str, limit: int | None, shape: list) -> dict:
+    np = need("numpy")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise RunnerError("data", f"cannot read the eval set {path}: {exc}") from None
+    for key in ("images", "labels"):
+        if key not in arrays:
+            raise RunnerError("data", f"the eval set {path} has no {key!r} array")
+    if limit:
+        arrays = {k: v[:limit] for k, v in arrays.items()}
+    if list(arrays["images"].shape[1:]) != list(shape[1:]):
+        raise RunnerError(
+            "data",
+            f"eval images are {list(arrays['images'].shape[1:])} per "
+            f"sample but the model takes {list(shape[1:])}",
+        )
+    return arrays
+
+
+def measure(args) -> dict:
+    np = need("numpy")
+    manifest = check_artifact(args.artifact, args.expect_sha256)
+    data = load_eval(args.data, args.eval_limit, manifest["input"]["shape"])
+    backend = BACKENDS[args.backend](args.artifact, manifest, args)
+    images = data["images"].astype(backend.dtype)
+    labels = data["labels"].astype(np.int64)
+    step = backend.static_batch or args.batch_size
+    logits = []
+    for start in range(0, len(images), step):
+        chunk = images[start : start + step]
+        pad = step - len(chunk) if backend.static_batch else 0
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+        logits.append(np.asarray(backend(chunk), dtype=np.float32)[: step - pad])
+    logits = np.concatenate(logits)
+    predicted = logits.argmax(axis=1)
+    result = {
+        "top1": 100.0 * float((predicted == labels).mean()),
+        "reference_top1": None,
+        "agreement": None,
+        "max_abs_diff": None,
+    }
+    if "reference_logits" in data:
+        ref = data["reference_logits"].astype(np.float32)
+        result["reference_top1"] = 100.0 * float((ref.argmax(axis=1) == labels).mean())
+        result["agreement"] = 100.0 * float((ref.argmax(axis=1) == predicted).mean())
+        result["max_abs_diff"] = float(np.abs(ref - logits).max())
+
+    singles = [np.ascontiguousarray(images[i : i + 1]) for i in range(min(len(images), 64))]
+    batch = backend.static_batch or args.batch_size
+    tiled = np.ascontiguousarray(np.resize(images, (batch, *images.shape[1:])))
+    if backend.static_batch and backend.static_batch != 1:
+        singles = [tiled]  # a fixed-batch model cannot run batch 1
+    warm1, warm1_s = timed_loop(backend, singles, args.warmup_seconds, args.warmup_calls)
+    warmb, _ = timed_loop(backend, [tiled], args.warmup_seconds, max(1, args.warmup_calls // 10))
+    monitor = Monitor(json.loads(args.monitor_cmd) if args.monitor_cmd else None)
+    monitor.start()
+    try:
+        lat, lat_s = timed_loop(backend, singles, args.timed_seconds, args.timed_calls)
+        thr, thr_s = timed_loop(backend, [tiled], args.timed_seconds, args.throughput_calls)
+    finally:
+        monitored = monitor.stop()
+    ms = sorted(t * 1000.0 for t in lat)
+    sizes = sum(os.path.getsize(os.path.join(args.artifact, f)) for f in manifest["files"])
+    result.update(
+        {
+            "artifact": os.path.basename(os.path.normpath(args.artifact)),
+            "format": manifest["format"],
+            "precision": manifest["precision"],
+            "sha256": manifest["sha256"],
+            "backend": args.backend,
+            "runtime_version": backend.version,
+            "backend_info": backend.info,
+            "threads": backend.threads,
+            "input_shape": [len(singles[0]), *images.shape[1:]],
+            "eval_size": int(len(images)),
+            "latency_ms": {
+                "p50": percentile(ms, 50),
+                "p90": percentile(ms, 90),
+                "p99": percentile(ms, 99),
+                "mean": sum(ms) / len(ms),
+                "min": ms[0],
+                "max": ms[-1],
+            },
+            "latency_calls": len(ms),
+            "latency_seconds": lat_s,
+            "warmup_calls": len(warm1) + len(warmb),
+            "warmup_seconds": warm1_s,
+            "throughput": batch * len(thr) / thr_s,
+            "throughput_batch": batch,
+            "throughput_calls": len(thr),
+            "size_mb": sizes / 1e6,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            "monitor": monitored,
+        }
+    )
+    return result
+
+
+def parse_args(argv: list) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Measure one onedge artifact; print JSON.")
+    parser.add_argument("--describe", action="store_true", help="print the machine and exit")
+    parser.add_argument("--artifact", help="artifact folder holding manifest.json")
+    parser.add_argument("--data", help="eval .npz with images, labels, reference_logits")
+    parser.add_argument("--backend", choices=sorted(BACKENDS))
+    parser.add_argument("--expect-sha256", default=None)
+    parser.add_argument("--device", default="CPU", help="OpenVINO device")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--eval-limit", type=int, default=None)
+    parser.add_argument("--warmup-seconds", type=float, default=1.0)
+    parser.add_argument("--warmup-calls", type=int, default=50)
+    parser.add_argument("--timed-seconds", type=float, default=3.0)
+    parser.add_argument("--timed-calls", type=int, default=200)
+    parser.add_argument("--throughput-calls", type=int, default=20)
+    parser.add_argument("--engine-cache", default=os.path.expanduser("~/.cache/onedge/engines"))
+    parser.add_argument("--monitor-cmd", default=None, help="JSON argv sampled while timing")
+    args = parser.parse_args(argv)
+    if not args.describe and not (args.artifact and args.data and args.backend):
+        parser.error("--artifact, --data and --backend are required")
+    return args
+
+
+def main(argv: list | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        report = {"ok": True, "runner_version": RUNNER_VERSION, "machine": describe()}
+        if not args.describe:
+            report.update(measure(args))
+        code = 0
+    except RunnerError as exc:
+        report = {
+            "ok": False,
+            "runner_version": RUNNER_VERSION,
+            "error": {"kind": exc.kind, "message": exc.message, **exc.details},
+        }
+        code = EXIT[exc.kind]
+    except Exception as exc:  # a runtime library raising: report it, do not lose the message
+        report = {
+            "ok": False,
+            "runner_version": RUNNER_VERSION,
+            "error": {"kind": "runtime", "message": f"{type(exc).__name__}: {exc}"},
+        }
+        code = EXIT["runtime"]
+    sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

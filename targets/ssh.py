@@ -1,0 +1,360 @@
+"""The ``ssh`` target: any Linux board over SSH, measured by the same runner as local-cpu.
+
+Host keys are always verified: against known_hosts, or against a fingerprint the user pinned
+(``SHA256:...``). Only key authentication is offered. Each run works in its own folder under
+``remote_root``, removed afterwards; every uploaded file is hashed on the board and compared.
+Commands are argv lists joined with ``shlex`` quoting. Connection faults (refused, reset, lost,
+connect timeout) are retried with exponential backoff; authentication failures, host-key
+refusals and runner errors are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import hmac
+import json
+import shlex
+import socket
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import asyncssh
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from export.manifest import read_manifest, sha256_file
+from targets.base import (
+    TARGETS,
+    ArtifactResult,
+    TargetInfo,
+    ValidationReport,
+    ValidationSettings,
+    parse_ssh_url,
+)
+from targets.errors import (
+    HostKeyError,
+    MissingPythonError,
+    TargetAuthError,
+    TargetError,
+    TargetTimeoutError,
+    TargetUnreachableError,
+    UploadError,
+)
+from targets.runs import (
+    COMMAND_NOT_FOUND,
+    RUNNER_PATH,
+    artifact_files,
+    check_runtimes,
+    info_from_machine,
+    read_runner_output,
+    result_from_runner,
+    runner_argv,
+)
+from training.errors import ConfigError
+
+HASH_SCRIPT = (
+    "import hashlib,json,sys\n"
+    "def h(p):\n"
+    " d=hashlib.sha256()\n"
+    " with open(p,'rb') as f:\n"
+    "  for b in iter(lambda:f.read(1<<20),b''): d.update(b)\n"
+    " return d.hexdigest()\n"
+    "print(json.dumps({p:h(p) for p in sys.argv[1:]}))"
+)
+FAULTS = (
+    asyncssh.ConnectionLost,
+    asyncssh.DisconnectError,
+    asyncssh.ChannelOpenError,
+    asyncssh.SFTPConnectionLost,
+    asyncssh.SFTPNoConnection,
+    ConnectionError,
+    EOFError,
+)
+
+
+class SshOptions(BaseModel):
+    """How to reach and use a board; the target URL gives user, host and port."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    known_hosts: Path = Field(Path("~/.ssh/known_hosts"), description="OpenSSH known_hosts")
+    fingerprint: str | None = Field(None, description="pinned host key, SHA256:...")
+    key: Path | None = Field(None, description="private key; default: ~/.ssh keys and agent")
+    python: str = "python3"
+    remote_root: str = "/tmp/onedge"
+    engine_cache: str | None = Field(None, description="default: <remote_root>/engine-cache")
+    name: str | None = Field(None, description="target name in reports and gate policies")
+    keepalive_s: float = Field(10.0, gt=0.0)
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _sha256_fingerprint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("SHA256:"):
+            raise ValueError("give the host key fingerprint as SHA256:... (ssh-keygen -lf)")
+        return value
+
+
+class _Fault(Exception):
+    """A connection fault: worth another attempt."""
+
+    def __init__(self, what: str, cause: BaseException) -> None:
+        super().__init__(f"{what}: {cause or type(cause).__name__}")
+
+
+class _Client(asyncssh.SSHClient):
+    """Accepts a host key missing from known_hosts only when it matches the pinned one."""
+
+    def __init__(self, pinned: str | None) -> None:
+        self.pinned, self.offered = pinned, None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: Any) -> bool:
+        self.offered = key.get_fingerprint("sha256")
+        return self.pinned is not None and hmac.compare_digest(self.offered, self.pinned)
+
+
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine from sync code, also when the caller already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+@TARGETS.register("ssh")
+class SshTarget:
+    """Runs ONNX (ONNX Runtime) and OpenVINO artifacts on a Linux board over SSH."""
+
+    kind = "ssh"
+    formats: tuple[str, ...] = ("onnx", "openvino")
+    options_type: type[SshOptions] = SshOptions
+
+    def __init__(self, host: str, user: str | None = None, port: int = 22, options=None) -> None:
+        self.host, self.port = host, port
+        self.user = user or getpass.getuser()
+        self.options = options or self.options_type()
+        self.where = f"{self.user}@{host}:{port}"
+        self.name = self.options.name or f"ssh://{self.where}/{self.kind}"
+
+    @classmethod
+    def from_spec(cls, spec: str, options: SshOptions | None = None, **fields: Any):
+        if "://" not in spec:
+            raise ConfigError(f"target {spec!r} needs an address: ssh://user@host:port")
+        user, host, port, kind = parse_ssh_url(spec)
+        if kind != cls.kind:
+            raise ConfigError(f"target {spec!r} is a {kind} target, not {cls.kind}")
+        options = options or cls.options_type(**fields)
+        if not isinstance(options, cls.options_type):
+            options = cls.options_type(**options.model_dump())
+        return cls(host, user, port, options)
+
+    # --- hooks a board family (Jetson) refines ---
+    def runner_extra(self) -> list[str]:
+        return []
+
+    async def board_info(self, conn: asyncssh.SSHClientConnection, timeout: float) -> dict:
+        return {}
+
+    async def finish(self, conn: Any, result: ArtifactResult, report: dict, timeout: float) -> None:
+        return None
+
+    # --- public API ---
+    def describe(self) -> TargetInfo:
+        settings = ValidationSettings()
+        return run_sync(self._with_retries([], None, settings))[0]
+
+    def run(
+        self, artifacts: Sequence[Path], eval_set: Path, settings: ValidationSettings
+    ) -> ValidationReport:
+        info, results = run_sync(self._with_retries(list(artifacts), eval_set, settings))
+        return ValidationReport(
+            target=self.name, target_info=info, settings=settings, results=results
+        )
+
+    # --- connection ---
+    def _known_hosts(self) -> Any:
+        path = self.options.known_hosts.expanduser()
+        return asyncssh.read_known_hosts(str(path)) if path.is_file() else asyncssh.SSHKnownHosts()
+
+    def _host_key_error(self, client: _Client, known: Any) -> HostKeyError:
+        offered = client.offered or "(not seen)"
+        path = self.options.known_hosts
+        listed = known.match(self.host, self.host, self.port if self.port != 22 else None)[0]
+        check = (
+            "check the fingerprint on the board's console (ssh-keygen -lf "
+            "/etc/ssh/ssh_host_ed25519_key.pub), then pin it or put the key in known_hosts"
+        )
+        if listed:
+            text = (
+                f"host key of {self.where} changed: it offered {offered}, which is not the key "
+                f"{path} holds for it; refusing to connect (reinstalled board, or someone in "
+                f"between): {check}"
+            )
+        else:
+            text = f"host key of {self.where} ({offered}) is not in {path}; refusing: {check}"
+        if self.options.fingerprint:
+            text += f" (the pinned fingerprint {self.options.fingerprint} does not match)"
+        return HostKeyError(text)
+
+    async def _connect(self, settings: ValidationSettings) -> asyncssh.SSHClientConnection:
+        client, known = _Client(self.options.fingerprint), self._known_hosts()
+        kwargs: dict[str, Any] = {
+            "username": self.user,
+            "known_hosts": known,
+            "connect_timeout": settings.connect_timeout_s,
+            "keepalive_interval": self.options.keepalive_s,
+            "keepalive_count_max": 3,
+            "preferred_auth": "publickey",
+        }
+        if self.options.key is not None:
+            if not self.options.key.expanduser().is_file():
+                raise TargetAuthError(f"the SSH key {self.options.key} does not exist")
+            kwargs.update(client_keys=[str(self.options.key.expanduser())], agent_path=None)
+        try:
+            conn, _ = await asyncssh.create_connection(
+                lambda: client, self.host, self.port, **kwargs
+            )
+        except asyncssh.HostKeyNotVerifiable:
+            raise self._host_key_error(client, known) from None
+        except asyncssh.PermissionDenied:
+            key = self.options.key or "the default keys in ~/.ssh"
+            raise TargetAuthError(
+                f"{self.where} refused the key {key}: add its public key to "
+                f"~{self.user}/.ssh/authorized_keys on the board, or set the key option"
+            ) from None
+        except socket.gaierror as exc:
+            raise TargetUnreachableError(f"cannot resolve host {self.host!r}: {exc}") from None
+        except asyncssh.KeyImportError as exc:
+            raise TargetAuthError(f"cannot read the key {self.options.key}: {exc}") from None
+        except (OSError, *FAULTS) as exc:  # TimeoutError is an OSError
+            raise _Fault(f"cannot connect to {self.where}", exc) from None
+        return conn
+
+    @contextmanager
+    def _stage(self, what: str):
+        try:
+            yield
+        except asyncssh.SFTPError as exc:
+            if isinstance(exc, FAULTS):
+                raise _Fault(f"lost the connection to {self.where} while {what}", exc) from None
+            raise TargetError(f"{self.where}: SFTP failed while {what}: {exc.reason}") from None
+        except FAULTS as exc:
+            raise _Fault(f"lost the connection to {self.where} while {what}", exc) from None
+
+    async def _exec(self, conn: Any, argv: list[str], timeout: float, what: str) -> Any:
+        with self._stage(what):
+            try:
+                done = await asyncio.wait_for(conn.run(shlex.join(argv), check=False), timeout)
+            except asyncio.TimeoutError:
+                raise TargetTimeoutError(
+                    f"{what} on {self.where} ran past {timeout:.0f} s: raise "
+                    "settings.command_timeout_s or shorten the timing settings"
+                ) from None
+        if done.exit_status is None and done.exit_signal is None:  # the channel died
+            raise _Fault(f"lost the connection to {self.where} while {what}", EOFError("closed"))
+        return done
+
+    # --- one attempt: probe, upload, measure, clean up ---
+    async def _upload(self, conn: Any, sftp: Any, pairs: list[tuple[Path, str]], timeout: float):
+        with self._stage("uploading"):
+            for local, remote in pairs:
+                await sftp.makedirs(str(PurePosixPath(remote).parent), exist_ok=True)
+                await sftp.put(str(local), remote)
+        argv = [self.options.python, "-c", HASH_SCRIPT, *(remote for _, remote in pairs)]
+        done = await self._exec(conn, argv, timeout, "hashing uploads")
+        if done.exit_status == COMMAND_NOT_FOUND:
+            raise MissingPythonError(
+                f"{self.where} has no {self.options.python!r}: install python3 (sudo apt-get "
+                "install python3 python3-numpy) or set the python option to its path"
+            )
+        try:
+            remote_hashes = json.loads(done.stdout)
+        except json.JSONDecodeError:
+            raise UploadError(
+                f"cannot hash uploads on {self.where}: {done.stderr.strip()}"
+            ) from None
+        for local, remote in pairs:
+            if remote_hashes.get(remote) != sha256_file(local):
+                raise UploadError(
+                    f"{local.name} arrived on {self.where} corrupted (sha256 differs)"
+                )
+
+    async def _attempt(self, jobs: list[Path], eval_set: Path | None, settings, state: dict):
+        with self._stage("talking to the board"):
+            async with await self._connect(settings) as conn, conn.start_sftp_client() as sftp:
+                with self._stage("preparing the run folder"):
+                    for stale in list(state["stale"]):  # folders of attempts cut short
+                        await sftp.rmtree(stale, ignore_errors=True)
+                        state["stale"].remove(stale)
+                    await sftp.makedirs(self.options.remote_root, exist_ok=True)
+                    root = await sftp.realpath(self.options.remote_root)
+                    run_dir = f"{root}/run-{uuid.uuid4().hex[:12]}"
+                    await sftp.mkdir(run_dir)
+                state["stale"].append(run_dir)
+                try:
+                    info = await self._measure(conn, sftp, run_dir, jobs, eval_set, settings, state)
+                except BaseException:
+                    with suppress(Exception):  # best effort: the connection may be gone
+                        await sftp.rmtree(run_dir)
+                        state["stale"].remove(run_dir)
+                    raise
+                with self._stage("removing the run folder"):
+                    await sftp.rmtree(run_dir)
+                state["stale"].remove(run_dir)
+        return info, [state["done"][folder] for folder in jobs]
+
+    async def _measure(self, conn, sftp, run_dir, jobs, eval_set, settings, state) -> TargetInfo:
+        timeout = settings.command_timeout_s
+        uploads = [(RUNNER_PATH, f"{run_dir}/runner.py")]
+        if eval_set is not None:
+            uploads.append((Path(eval_set), f"{run_dir}/eval.npz"))
+        await self._upload(conn, sftp, uploads, timeout)
+        argv = [self.options.python, f"{run_dir}/runner.py", "--describe"]
+        done = await self._exec(conn, argv, timeout, "describing the board")
+        out = read_runner_output(done.stdout, done.stderr, done.exit_status, self.where, argv[0])
+        machine = out["machine"]
+        manifests = {folder: read_manifest(folder) for folder in jobs}
+        if jobs:
+            check_runtimes(machine, {m.format for m in manifests.values()}, self.where)
+        fields = await self.board_info(conn, timeout)
+        info = info_from_machine(machine, self.name, self.kind, **fields)
+        cache = self.options.engine_cache or f"{PurePosixPath(run_dir).parent}/engine-cache"
+        for folder in jobs:
+            if folder in state["done"]:
+                continue
+            remote = f"{run_dir}/artifacts/{folder.name}"
+            files = artifact_files(folder)
+            await self._upload(conn, sftp, [(folder / f, f"{remote}/{f}") for f in files], timeout)
+            extra = ["--engine-cache", cache, *self.runner_extra()]
+            argv = runner_argv(
+                self.options.python, f"{run_dir}/runner.py", remote, f"{run_dir}/eval.npz",
+                manifests[folder], settings, extra,
+            )  # fmt: skip
+            done = await self._exec(conn, argv, timeout, f"measuring {folder.name}")
+            report = read_runner_output(
+                done.stdout, done.stderr, done.exit_status, self.where, argv[0]
+            )
+            result = result_from_runner(report, self.name, folder.name)
+            await self.finish(conn, result, report, timeout)
+            state["done"][folder] = result
+        return info
+
+    async def _with_retries(self, jobs: list[Path], eval_set: Path | None, settings):
+        state: dict[str, Any] = {"done": {}, "stale": []}
+        attempts = settings.retries + 1
+        for attempt in range(attempts):
+            try:
+                return await self._attempt(jobs, eval_set, settings, state)
+            except _Fault as fault:
+                last = fault
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(settings.backoff_s * 2**attempt)
+        raise TargetUnreachableError(
+            f"{last}; gave up after {attempts} attempt(s): check that the board is on and "
+            "sshd runs, or raise settings.retries"
+        )

@@ -1,0 +1,74 @@
+"""A rich table of a validation report, for the terminal."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from targets.base import TargetInfo, ValidationReport
+
+VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "skipped": "yellow"}
+
+
+def machine_line(info: TargetInfo) -> str:
+    """CPU model and cores, or the board with its L4T release and power mode."""
+    if info.l4t or info.board:
+        parts = [info.board or info.hostname or info.name, info.l4t or "L4T unknown"]
+        parts.append(f"power mode {info.power_mode or 'unknown'}")
+        if info.clocks_locked is not None:
+            parts.append("clocks locked" if info.clocks_locked else "clocks not locked")
+        return ", ".join(parts)
+    cores = f"{info.cores} cores" if info.cores else "cores unknown"
+    return f"{info.cpu_model or 'CPU unknown'}, {cores} ({info.hostname or info.name})"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def render_report(report: ValidationReport) -> Table:
+    s = report.settings
+    threads = s.threads or "default"
+    table = Table(
+        title=f"Validation on {report.target}: {machine_line(report.target_info)}",
+        caption=(
+            f"batch 1 latency, throughput at batch {s.batch_size}, threads {threads}; "
+            f"timed >= {s.timed_seconds:g} s and >= {s.timed_calls} calls"
+        ),
+    )
+    for column, justify in [
+        ("artifact", "left"), ("format", "left"), ("prec.", "left"),
+        ("top-1 %", "right"), ("drop", "right"), ("agree %", "right"),
+        ("p50 ms", "right"), ("p99 ms", "right"), ("img/s", "right"),
+        ("MB", "right"), ("verdict", "left"), ("reasons", "left"),
+    ]:  # fmt: skip
+        table.add_column(column, justify=justify)
+    for r in report.results:
+        lat = r.latency_ms
+        verdict = r.verdict or "-"
+        table.add_row(
+            r.artifact,
+            r.format,
+            r.precision,
+            _num(r.top1),
+            _num(r.top1_drop),
+            _num(r.agreement),
+            _num(lat.p50 if lat else None, 3),
+            _num(lat.p99 if lat else None, 3),
+            _num(r.throughput, 0),
+            _num(r.size_mb),
+            f"[{VERDICT_STYLE.get(verdict, '')}]{verdict}[/]" if r.verdict else "-",
+            "; ".join(r.reasons),
+        )
+    return table
+
+
+def print_report(report: ValidationReport, console: Console | None = None) -> None:
+    """Print the table and one summary line."""
+    console = console or Console()
+    console.print(render_report(report))
+    if report.passed:
+        console.print("[bold green]all measured artifacts passed the gates[/]")
+    else:
+        failed = [r.artifact for r in report.results if r.verdict == "fail"]
+        console.print(f"[bold red]failed the gates:[/] {', '.join(failed) or 'none measured'}")

@@ -1,0 +1,124 @@
+"""Validate an export folder on a target, apply the gates and write ``report.json``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from export.manifest import ArtifactError, Manifest, sha256_file, verify_artifact
+from targets.base import (
+    ArtifactResult,
+    Target,
+    ValidationReport,
+    ValidationSettings,
+    parse_target,
+)
+from targets.errors import EvalSetError
+from targets.gates import GatePolicy, evaluate
+
+REPORT_NAME = "report.json"
+EVAL_SET_NAME = "eval.npz"
+
+
+def find_artifacts(artifacts_dir: Path) -> list[Path]:
+    """The artifact folders under an export folder (or the folder itself if it is one)."""
+    artifacts_dir = Path(artifacts_dir)
+    if (artifacts_dir / "manifest.json").is_file():
+        return [artifacts_dir]
+    if not artifacts_dir.is_dir():
+        raise ArtifactError(f"artifacts folder {artifacts_dir} does not exist")
+    found = sorted(p for p in artifacts_dir.iterdir() if (p / "manifest.json").is_file())
+    if not found:
+        raise ArtifactError(
+            f"{artifacts_dir} holds no artifact folders (subfolders with manifest.json): "
+            "run the export first"
+        )
+    return found
+
+
+def skipped_result(folder: Path, manifest: Manifest, target: Target) -> ArtifactResult:
+    reason = (
+        f"{target.name} cannot run {manifest.format} artifacts "
+        f"(it runs {', '.join(target.formats)})"
+    )
+    return ArtifactResult(
+        artifact=folder.name,
+        format=manifest.format,
+        precision=manifest.precision,
+        target=target.name,
+        sha256=manifest.sha256,
+        verdict="skipped",
+        reasons=[reason],
+    )
+
+
+def write_report(report: ValidationReport, out_dir: Path) -> Path:
+    """Write ``report.json`` atomically: a reader sees the old file, the new one, or none."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".report-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(report.model_dump_json(indent=2))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, out_dir / REPORT_NAME)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out_dir / REPORT_NAME
+
+
+def validate_artifacts(
+    artifacts_dir: Path,
+    target: str | Target,
+    out_dir: Path,
+    settings: ValidationSettings | None = None,
+    policy: GatePolicy | None = None,
+    eval_set: Path | None = None,
+) -> ValidationReport:
+    """Measure every artifact under ``artifacts_dir`` on ``target`` and gate it.
+
+    Every artifact's files are checked against its manifest first; one mismatch refuses the
+    whole folder before anything is measured. Artifacts of a format the target cannot run are
+    reported as ``skipped``. ``out_dir/report.json`` is written only once all measurements are
+    in, atomically; on any error no report is written.
+    """
+    settings = settings or ValidationSettings()
+    policy = policy or GatePolicy()
+    folders = find_artifacts(Path(artifacts_dir))
+    manifests = {folder: verify_artifact(folder) for folder in folders}
+    eval_path = Path(eval_set) if eval_set else Path(artifacts_dir) / EVAL_SET_NAME
+    if not eval_path.is_file():
+        raise EvalSetError(
+            f"eval set {eval_path} does not exist: the export writes {EVAL_SET_NAME} next to the "
+            "artifacts, or pass --eval-set"
+        )
+    target = parse_target(target) if isinstance(target, str) else target
+    runnable = [f for f in folders if manifests[f].format in target.formats]
+    report = target.run(runnable, eval_path, settings) if runnable else None
+    if report is None:
+        report = ValidationReport(
+            target=target.name, target_info=target.describe(), settings=settings
+        )
+    measured = {r.artifact: r for r in report.results}
+    results = []
+    for folder in folders:
+        result = measured.get(folder.name)
+        if result is None:
+            results.append(skipped_result(folder, manifests[folder], target))
+            continue
+        verdict = evaluate(result, policy, target.name)
+        result.verdict = "pass" if verdict.passed else "fail"
+        result.reasons, result.checks = verdict.reasons, verdict.checks
+        results.append(result)
+    report.results = results
+    report.policy = policy.model_dump()
+    report.artifacts_dir = str(Path(artifacts_dir).resolve())
+    report.eval_set = str(eval_path.resolve())
+    report.eval_set_sha256 = sha256_file(eval_path)
+    report.passed = all(r.verdict != "fail" for r in results) and any(
+        r.verdict == "pass" for r in results
+    )
+    write_report(report, Path(out_dir))
+    return report

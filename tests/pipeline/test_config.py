@@ -1,0 +1,57 @@
+import pytest
+
+from pipeline.config import RunConfig, load_config
+from training.errors import ConfigError
+from tests.conftest import ROOT
+
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_validates(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, RunConfig)
+    assert cfg.training_config().model.name == cfg.model.name
+
+
+def test_overrides_parse_yaml_values():
+    cfg = load_config(ROOT / "configs/digits-one.yaml", ["train.epochs=3", "train.nesterov=true"])
+    assert cfg.train.epochs == 3 and cfg.train.nesterov is True
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=3", "unknown config key 'train.epoch'"),
+        ("trian.epochs=3", "unknown config key 'trian.epochs'"),
+        ("train.epochs=-1", "train.epochs"),
+        ("train.epochs", "not key=value"),
+        ("train.lr.x=1", "is not a section"),
+    ],
+)
+def test_bad_overrides_give_one_clear_error(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("'", "'")):
+        load_config(ROOT / "configs/digits-one.yaml", [override])
+
+
+def test_unknown_key_in_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: 2\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'train.learning_rate'"):
+        load_config(bad)
+
+
+def test_missing_and_non_mapping_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listy)
+
+
+def test_yaml_tags_are_not_executed(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(evil)

@@ -1,0 +1,104 @@
+import json
+
+import pytest
+import torch
+
+from tests.conftest import quick_config
+from training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from training.errors import CheckpointError, ConfigError, TrainingError
+from training.methods import METHODS
+from training.trainer import lr_factor, train
+
+
+def tiny(**over):
+    base = {"data.limit_train": 256, "model.width": 0.5, "train.epochs": 2}
+    base.update(over)
+    return quick_config(**base).training_config()
+
+
+def test_trained_run_writes_its_files_and_learns(digits_run):
+    for name in ("checkpoint.pt", "config.yaml", "history.json", "metrics.json", "curves.png"):
+        assert (digits_run / name).is_file(), name
+    metrics = json.loads((digits_run / "metrics.json").read_text())
+    assert 0 <= metrics["deployed_branch"] < 3
+    assert len(metrics["branch_top1"]) == 3
+    assert all(0.0 <= a <= 1.0 for a in metrics["branch_top1"])
+    assert metrics["deployed_top1"] == metrics["branch_top1"][metrics["deployed_branch"]]
+    assert metrics["ensemble_top1"] > 0.8  # six epochs of ONE on digits already learn a lot
+    history = json.loads((digits_run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, 7))
+    assert all(abs(sum(h["gate_mean"]) - 1) < 1e-4 for h in history)
+
+
+def test_checkpoint_round_trip(digits_checkpoint):
+    loaded = load_checkpoint(digits_checkpoint)
+    assert loaded.config.method.name == "one"
+    assert loaded.model.num_branches == 3
+    assert not loaded.model.training
+    assert len(loaded.sha256) == 64
+
+
+def test_resume_gives_the_same_weights_as_a_straight_run(tmp_path):
+    straight = train(tiny(**{"train.epochs": 4}), tmp_path / "straight")
+    train(tiny(**{"train.epochs": 2}), tmp_path / "resumed")
+    resumed = train(tiny(**{"train.epochs": 4}), tmp_path / "resumed", resume=True)
+    a = read_checkpoint(straight.checkpoint)["model"]
+    b = read_checkpoint(resumed.checkpoint)["model"]
+    assert a.keys() == b.keys()
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst == 0.0
+    assert straight.metrics["branch_top1"] == resumed.metrics["branch_top1"]
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    train(tiny(), tmp_path / "run")
+    with pytest.raises(CheckpointError, match="config differs in model"):
+        train(tiny(**{"model.width": 0.25, "train.epochs": 3}), tmp_path / "run", resume=True)
+    with pytest.raises(ConfigError, match="already holds 2 epochs"):
+        train(tiny(), tmp_path / "run", resume=True)
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    with pytest.raises(TrainingError, match="loss became"):
+        train(tiny(**{"train.lr": 1e12, "train.epochs": 3}), tmp_path / "nan")
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS.names() if m != "kd"])
+def test_every_method_trains_one_epoch(tmp_path, method):
+    result = train(tiny(**{"method.name": method, "train.epochs": 1}), tmp_path / method)
+    assert result.checkpoint.is_file()
+    assert len(result.metrics["branch_top1"]) == (1 if method == "vanilla" else 3)
+
+
+def test_kd_learns_from_a_teacher_checkpoint(tmp_path, digits_checkpoint):
+    cfg = tiny(**{"method.name": "kd", "method.teacher": str(digits_checkpoint)})
+    result = train(cfg, tmp_path / "kd")
+    assert len(result.metrics["branch_top1"]) == 1
+    with pytest.raises(ConfigError, match="needs method.teacher"):
+        train(tiny(**{"method.name": "kd"}), tmp_path / "kd2")
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path, digits_checkpoint):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(digits_checkpoint.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(corrupt)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    with pytest.raises(CheckpointError, match="not an onedge checkpoint"):
+        load_checkpoint(foreign)
+    other = tmp_path / "other.pt"
+    payload = read_checkpoint(digits_checkpoint)
+    payload["config"]["model"]["width"] = 0.5  # claims another architecture than it holds
+    save_checkpoint(other, {k: v for k, v in payload.items() if not k.startswith("format")})
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_checkpoint(other)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_lr_schedules():
+    cfg = tiny(**{"train.epochs": 10, "train.warmup_epochs": 0})
+    assert lr_factor(cfg, 0) == 1.0 and lr_factor(cfg, 5) == pytest.approx(0.5)
+    step = tiny(**{"train.schedule": "step", "train.milestones": "[2, 4]", "train.gamma": 0.1})
+    assert [round(lr_factor(step, e), 6) for e in (0, 2, 4)] == [1.0, 0.1, 0.01]

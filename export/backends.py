@@ -112,7 +112,11 @@ class OnnxBackend(ExportBackend):
                 threads=ctx.threads,
             )
         return ArtifactFiles(
-            ["model.onnx"], "model.onnx", _onnx_runner(target, ctx.threads), "onnxruntime-cpu", extra
+            ["model.onnx"],
+            "model.onnx",
+            _onnx_runner(target, ctx.threads),
+            "onnxruntime-cpu",
+            extra,
         )
 
 
@@ -193,4 +197,6 @@ class TensorRTBackend(ExportBackend):
                 [run_trt(engine, images[i : i + step]) for i in range(0, len(images), step)]
             )
 
-        return ArtifactFiles(files, ENGINE_FILE, run, f"tensorrt {facts['tensorrt_version']}", extra)
+        return ArtifactFiles(
+            files, ENGINE_FILE, run, f"tensorrt {facts['tensorrt_version']}", extra
+        )

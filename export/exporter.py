@@ -120,6 +120,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, indent=2, default=str)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 

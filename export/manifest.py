@@ -101,6 +101,7 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest-", suffix=".json")
     with os.fdopen(fd, "w") as handle:
         handle.write(manifest.model_dump_json(indent=2))
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; artifacts are read by other users and hosts
     os.replace(tmp, target)
     return target
 

@@ -8,6 +8,9 @@ built with its own settings and :func:`check_tensorrt_qdq` proves them without a
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,18 @@ from export.onnx import INPUT_NAME, check_onnx, load_onnx
 
 _INSTALL = "pip install onnxruntime"
 WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}  # op -> weight input index
+
+
+@contextlib.contextmanager
+def quiet_logging(level: int = logging.ERROR) -> Iterator[None]:
+    """Hold the root logger at ``level``: the quantiser logs advice through it at WARNING."""
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.setLevel(old)
 
 
 class ImageReader:
@@ -49,24 +64,25 @@ def onnx_to_tensorrt_qdq(src: Path, dst: Path, calibration: np.ndarray) -> QdqSu
     if len(calibration) == 0:
         raise QdqError("the TensorRT Q/DQ graph needs calibration images; none were given")
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    quantize_static(
-        str(src),
-        str(dst),
-        ImageReader(calibration),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool", "MaxPool"],
-        extra_options={
-            "ActivationSymmetric": True,
-            "WeightSymmetric": True,
-            "AddQDQPairToWeight": True,  # float weights behind Q -> DQ, folded by TensorRT
-            "DedicatedQDQPair": True,
-            "QuantizeBias": False,  # TensorRT has no INT32 DequantizeLinear
-            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
-        },
-    )
+    with quiet_logging():
+        quantize_static(
+            str(src),
+            str(dst),
+            ImageReader(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool", "MaxPool"],
+            extra_options={
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "AddQDQPairToWeight": True,  # float weights behind Q -> DQ, folded by TensorRT
+                "DedicatedQDQPair": True,
+                "QuantizeBias": False,  # TensorRT has no INT32 DequantizeLinear
+                "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+            },
+        )
     return check_tensorrt_qdq(dst)
 
 
@@ -197,4 +213,3 @@ def _per_channel_axis(node: Any) -> int:
         trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
         return 0 if trans_b else 1
     return 1  # MatMul: (in, out)
-

@@ -25,7 +25,13 @@ import numpy as np
 from export.errors import ExportError, require
 from export.onnx import INPUT_NAME, check_onnx, load_onnx, ort_session, run_onnx
 from export.parity import top1_accuracy
-from export.qdq import ImageReader, QdqSummary, check_tensorrt_qdq, onnx_to_tensorrt_qdq
+from export.qdq import (
+    ImageReader,
+    QdqSummary,
+    check_tensorrt_qdq,
+    onnx_to_tensorrt_qdq,
+    quiet_logging,
+)
 from export.timing import interleaved
 
 __all__ = [
@@ -138,7 +144,7 @@ def quantize_onnx_cpu(
     types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, quiet_logging():
         source = Path(src)
         if candidate.preprocess:
             source = Path(tmp) / "pre.onnx"
@@ -147,7 +153,9 @@ def quantize_onnx_cpu(
             str(source),
             str(dst),
             ImageReader(calibration),
-            quant_format=QuantFormat.QDQ if candidate.quant_format == "qdq" else QuantFormat.QOperator,
+            quant_format=QuantFormat.QDQ
+            if candidate.quant_format == "qdq"
+            else QuantFormat.QOperator,
             per_channel=per_channel,
             activation_type=types[candidate.activations],
             weight_type=types[candidate.weights],
@@ -194,7 +202,9 @@ def choose_ort_int8(
                 failures[candidate.name] = str(exc).strip().splitlines()[0][:200]
         if not paths:
             raise ExportError(f"every ONNX Runtime INT8 candidate failed: {failures}")
-        accuracy = {name: top1_accuracy(run_onnx(s, images), labels) for name, s in sessions.items()}
+        accuracy = {
+            name: top1_accuracy(run_onnx(s, images), labels) for name, s in sessions.items()
+        }
         calls = {
             name: (lambda s=s: s.run(None, {INPUT_NAME: sample})) for name, s in sessions.items()
         }

@@ -210,6 +210,7 @@ class Monitor:
 
 class OnnxRuntimeBackend:
     module = "onnxruntime"
+    max_batch = None
 
     def __init__(self, folder: str, manifest: dict, args) -> None:
         ort = need("onnxruntime")
@@ -234,6 +235,7 @@ class OnnxRuntimeBackend:
 
 class OpenVinoBackend:
     module = "openvino"
+    max_batch = None
 
     def __init__(self, folder: str, manifest: dict, args) -> None:
         ov = need("openvino")
@@ -323,10 +325,17 @@ class TensorRtBackend:
     def __init__(self, folder: str, manifest: dict, args) -> None:
         self.trt = trt = need("tensorrt")
         self.cuda = CudaRuntime()
-        build = dict(manifest.get("extra", {}).get("tensorrt", {}))
-        onnx_file = os.path.join(folder, build.get("onnx_file", manifest["model_file"]))
-        shape = manifest["input"]["shape"][1:]
-        batches = (1, max(args.batch_size, 1), max(args.batch_size, build.get("max_batch", 1)))
+        # the export records how to build the engine in extra["build"]; it ships the ONNX
+        build = dict(manifest.get("extra", {}).get("build") or {})
+        onnx_names = [n for n in sorted(manifest["files"]) if n.endswith(".onnx")]
+        if not onnx_names:
+            raise RunnerError("data", "the tensorrt artifact ships no ONNX to build from")
+        onnx_file = os.path.join(folder, onnx_names[0])
+        profile = build.get("profile") or {}
+        high = int(profile.get("max", max(args.batch_size, 1)))
+        batches = (int(profile.get("min", 1)), int(profile.get("opt", 1)), high)
+        if batches[0] != 1:
+            raise RunnerError("data", f"the engine profile starts at batch {batches[0]}, not 1")
         precision = manifest.get("precision", "fp32")
         gpu = self.cuda.device_name()
         key_text = json.dumps(
@@ -339,6 +348,7 @@ class TensorRtBackend:
         logger = trt.Logger(trt.Logger.WARNING)
         cached = os.path.isfile(engine_path)
         if not cached:
+            shape = manifest["input"]["shape"][1:]
             self._build(onnx_file, engine_path, precision, shape, batches, build, logger)
         with open(engine_path, "rb") as handle:
             self.engine = trt.Runtime(logger).deserialize_cuda_engine(handle.read())
@@ -352,7 +362,8 @@ class TensorRtBackend:
         in_type = trt.nptype(self.engine.get_tensor_dtype(self.input_name))
         self.dtype = "float16" if in_type.__name__ == "float16" else "float32"
         self.out_type = trt.nptype(self.engine.get_tensor_dtype(self.output_name))
-        self.static_batch, self.stream, self.buffers = None, self.cuda.stream(), {}
+        self.static_batch, self.max_batch = None, high
+        self.stream, self.buffers = self.cuda.stream(), {}
         self.version, self.threads = trt.__version__, 1
         self.info = {
             "device": gpu,
@@ -374,8 +385,11 @@ class TensorRtBackend:
                 errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
                 raise RunnerError("runtime", f"TensorRT cannot parse {onnx_file}: {errors}")
         config = builder.create_builder_config()
-        workspace = int(build.get("workspace_mb", 1024)) << 20
+        workspace = int(build.get("workspace_mib", 1024)) << 20
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+        level = build.get("builder_optimization_level")
+        if level is not None and hasattr(config, "builder_optimization_level"):  # 8.6 and later
+            config.builder_optimization_level = int(level)
         if precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)
         if precision == "int8":  # explicit quantisation: the ONNX carries Q/DQ pairs
@@ -444,37 +458,31 @@ def load_eval(path: str, limit: int | None, shape: list) -> dict:
     return arrays
 
 
-def measure(args) -> dict:
+def accuracy(backend, images, labels, data: dict, batch: int) -> dict:
+    """Top-1 on the eval set and agreement with the FP32 reference, in percent."""
     np = need("numpy")
-    manifest = check_artifact(args.artifact, args.expect_sha256)
-    data = load_eval(args.data, args.eval_limit, manifest["input"]["shape"])
-    backend = BACKENDS[args.backend](args.artifact, manifest, args)
-    images = data["images"].astype(backend.dtype)
-    labels = data["labels"].astype(np.int64)
-    step = backend.static_batch or args.batch_size
     logits = []
-    for start in range(0, len(images), step):
-        chunk = images[start : start + step]
-        pad = step - len(chunk) if backend.static_batch else 0
-        if pad:
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        pad = batch - len(chunk) if backend.static_batch else 0
+        if pad:  # a fixed-batch model: fill the last batch, drop the filler's outputs
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-        logits.append(np.asarray(backend(chunk), dtype=np.float32)[: step - pad])
-    logits = np.concatenate(logits)
-    predicted = logits.argmax(axis=1)
-    result = {
-        "top1": 100.0 * float((predicted == labels).mean()),
-        "reference_top1": None,
-        "agreement": None,
-        "max_abs_diff": None,
-    }
+        logits.append(np.asarray(backend(chunk), dtype=np.float32)[: batch - pad])
+    predicted = np.concatenate(logits).argmax(axis=1)
+    out = {"top1": 100.0 * float((predicted == labels).mean()), "reference_top1": None,
+           "agreement": None, "max_abs_diff": None}  # fmt: skip
     if "reference_logits" in data:
         ref = data["reference_logits"].astype(np.float32)
-        result["reference_top1"] = 100.0 * float((ref.argmax(axis=1) == labels).mean())
-        result["agreement"] = 100.0 * float((ref.argmax(axis=1) == predicted).mean())
-        result["max_abs_diff"] = float(np.abs(ref - logits).max())
+        out["reference_top1"] = 100.0 * float((ref.argmax(axis=1) == labels).mean())
+        out["agreement"] = 100.0 * float((ref.argmax(axis=1) == predicted).mean())
+        out["max_abs_diff"] = float(np.abs(ref - np.concatenate(logits)).max())
+    return out
 
+
+def timing(backend, images, batch: int, args) -> dict:
+    """Warm up, then latency at batch 1 and throughput at ``batch``, the monitor running."""
+    np = need("numpy")
     singles = [np.ascontiguousarray(images[i : i + 1]) for i in range(min(len(images), 64))]
-    batch = backend.static_batch or args.batch_size
     tiled = np.ascontiguousarray(np.resize(images, (batch, *images.shape[1:])))
     if backend.static_batch and backend.static_batch != 1:
         singles = [tiled]  # a fixed-batch model cannot run batch 1
@@ -488,39 +496,35 @@ def measure(args) -> dict:
     finally:
         monitored = monitor.stop()
     ms = sorted(t * 1000.0 for t in lat)
+    latency = {f"p{q}": percentile(ms, q) for q in (50, 90, 99)}
+    latency.update(mean=sum(ms) / len(ms), min=ms[0], max=ms[-1])
+    return {
+        "input_shape": [len(singles[0]), *images.shape[1:]], "latency_ms": latency,
+        "latency_calls": len(ms), "latency_seconds": lat_s,
+        "warmup_calls": len(warm1) + len(warmb), "warmup_seconds": warm1_s,
+        "throughput": batch * len(thr) / thr_s, "throughput_batch": batch,
+        "throughput_calls": len(thr), "monitor": monitored,
+    }  # fmt: skip
+
+
+def measure(args) -> dict:
+    manifest = check_artifact(args.artifact, args.expect_sha256)
+    data = load_eval(args.data, args.eval_limit, manifest["input"]["shape"])
+    backend = BACKENDS[args.backend](args.artifact, manifest, args)
+    images = data["images"].astype(backend.dtype)
+    labels = data["labels"].astype("int64")
+    batch = backend.static_batch or min(args.batch_size, backend.max_batch or args.batch_size)
+    result = accuracy(backend, images, labels, data, batch)
+    result.update(timing(backend, images, batch, args))
     sizes = sum(os.path.getsize(os.path.join(args.artifact, f)) for f in manifest["files"])
-    result.update(
-        {
-            "artifact": os.path.basename(os.path.normpath(args.artifact)),
-            "format": manifest["format"],
-            "precision": manifest["precision"],
-            "sha256": manifest["sha256"],
-            "backend": args.backend,
-            "runtime_version": backend.version,
-            "backend_info": backend.info,
-            "threads": backend.threads,
-            "input_shape": [len(singles[0]), *images.shape[1:]],
-            "eval_size": int(len(images)),
-            "latency_ms": {
-                "p50": percentile(ms, 50),
-                "p90": percentile(ms, 90),
-                "p99": percentile(ms, 99),
-                "mean": sum(ms) / len(ms),
-                "min": ms[0],
-                "max": ms[-1],
-            },
-            "latency_calls": len(ms),
-            "latency_seconds": lat_s,
-            "warmup_calls": len(warm1) + len(warmb),
-            "warmup_seconds": warm1_s,
-            "throughput": batch * len(thr) / thr_s,
-            "throughput_batch": batch,
-            "throughput_calls": len(thr),
-            "size_mb": sizes / 1e6,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-            "monitor": monitored,
-        }
-    )
+    result.update({
+        "artifact": os.path.basename(os.path.normpath(args.artifact)),
+        "format": manifest["format"], "precision": manifest["precision"],
+        "sha256": manifest["sha256"], "backend": args.backend, "runtime_version": backend.version,
+        "backend_info": backend.info, "threads": backend.threads, "eval_size": int(len(images)),
+        "size_mb": sizes / 1e6,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    })  # fmt: skip
     return result
 
 

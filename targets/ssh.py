@@ -346,15 +346,16 @@ class SshTarget:
 
     async def _with_retries(self, jobs: list[Path], eval_set: Path | None, settings):
         state: dict[str, Any] = {"done": {}, "stale": []}
-        attempts = settings.retries + 1
+        attempts, faults = settings.retries + 1, []
         for attempt in range(attempts):
             try:
                 return await self._attempt(jobs, eval_set, settings, state)
             except _Fault as fault:
-                last = fault
+                faults.append(str(fault))
                 if attempt + 1 < attempts:
                     await asyncio.sleep(settings.backoff_s * 2**attempt)
+        story = faults[0] if faults[-1] == faults[0] else f"{faults[0]}; then {faults[-1]}"
         raise TargetUnreachableError(
-            f"{last}; gave up after {attempts} attempt(s): check that the board is on and "
+            f"{story}; gave up after {attempts} attempt(s): check that the board is on and "
             "sshd runs, or raise settings.retries"
         )

@@ -34,7 +34,9 @@ class ModelConfig(Section):
     name: str = "resnet20"
     branches: PositiveInt = 3
     width: float = Field(1.0, gt=0.0)
-    branch_point: int = Field(3, ge=1, description="ImageNet-style families: first per-branch stage")
+    branch_point: int = Field(
+        3, ge=1, description="ImageNet-style families: first per-branch stage"
+    )
 
 
 class MethodConfig(Section):

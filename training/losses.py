@@ -55,10 +55,7 @@ def dml_loss(
     if m < 2:
         return ce, {"ce_branches": ce, "kl": torch.zeros_like(ce)}
     kl = sum(
-        kd_kl(branch_logits[i], branch_logits[j], T)
-        for i in range(m)
-        for j in range(m)
-        if i != j
+        kd_kl(branch_logits[i], branch_logits[j], T) for i in range(m) for j in range(m) if i != j
     ) / (m - 1)
     return ce + kl, {"ce_branches": ce, "kl": kl}
 

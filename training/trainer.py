@@ -247,7 +247,7 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
             seen += n
             sums["loss"] = sums.get("loss", 0.0) + loss.item() * n
             for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + float(value) * n
+                sums[key] = sums.get(key, 0.0) + float(value.detach()) * n
             gate_sum += outputs.gate_weights.detach().float().sum(dim=0)
             bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}")
         if device.type == "cuda":

@@ -24,9 +24,9 @@ from training.data import (
     augment_batch,
     load_data,
     make_loader,
-    read_idx,
     to_numpy,
 )
+from training.datasets import read_idx
 from training.errors import DataError, OnedgeError, RegistryError
 
 SPLITS = ("train", "val", "calibration", "test")

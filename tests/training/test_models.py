@@ -161,23 +161,33 @@ def test_extraction_copies_and_rejects_bad_branches(name: str) -> None:
             model.extract(bad)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_extracted_branch_exports_to_onnx(name: str, tmp_path: Path) -> None:
+def export_and_run(name: str, folder: Path, *, dynamo: bool) -> None:
+    """Export branch 1's student to ONNX and check onnxruntime's logits against the model."""
     ort = pytest.importorskip("onnxruntime")
     model = build(name, branches=2, in_channels=1, size=8)
     randomise_batch_norms(model)
     student = model.eval().extract(1)
     x = torch.randn(BATCH, 1, 8, 8)
-    path = tmp_path / f"{name}.onnx"
+    path = folder / f"{name}.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(student, (x,), path, input_names=["x"], dynamo=True, verbose=False)
+        torch.onnx.export(student, (x,), path, input_names=["x"], dynamo=dynamo, verbose=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (y,) = session.run(None, {"x": x.numpy()})
     with torch.no_grad():
         expected = model(x).branch_logits[1].numpy()
     # other kernels sum in another order: allow float noise relative to the logits' scale
     np.testing.assert_allclose(y, expected, rtol=0, atol=1e-4 * max(1.0, np.abs(expected).max()))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_extracted_branch_exports_to_onnx(name: str, tmp_path: Path) -> None:
+    export_and_run(name, tmp_path, dynamo=False)  # the fast TorchScript-based exporter
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet18"])  # one per family
+def test_extracted_branch_exports_through_torch_export(name: str, tmp_path: Path) -> None:
+    export_and_run(name, tmp_path, dynamo=True)  # the exporter export/onnx.py uses
 
 
 # --- peers ----------------------------------------------------------------------------

@@ -1,0 +1,199 @@
+"""End to end on a real trained digits ONE checkpoint: every artifact, manifest and figure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.config import ExportConfig
+from export.exporter import ExportResult, export_checkpoint
+from export.extract import extract_branch, load_student
+from export.manifest import read_manifest, verify_artifact
+from export.onnx import ort_session, read_metadata, run_onnx
+from export.openvino import compile_openvino, run_openvino
+from export.qdq import check_tensorrt_qdq
+from training.checkpoint import read_checkpoint, save_checkpoint
+from training.errors import CheckpointError, ConfigError, DataError
+
+FAST_ORT = {"candidates": "qdq-u8s8,qoperator-u8s8", "timing_seconds": 0.2}
+EXPECTED = [f"{f}-{p}" for f in ("onnx", "openvino", "tensorrt") for p in ("fp32", "fp16", "int8")]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, digits_checkpoint: Path) -> ExportResult:
+    out = tmp_path_factory.mktemp("export")
+    return export_checkpoint(digits_checkpoint, out, ExportConfig(ort_int8=FAST_ORT, threads=2))
+
+
+def test_every_artifact_folder_verifies(exported: ExportResult, digits_checkpoint: Path) -> None:
+    assert [record.name for record in exported.artifacts] == EXPECTED
+    sha = read_checkpoint(digits_checkpoint)  # readable; its hash is what manifests record
+    assert sha
+    for name in ["torch-fp32", *EXPECTED]:
+        manifest = verify_artifact(exported.out_dir / name)
+        assert manifest.input.name == "input" and manifest.output.name == "logits"
+        assert manifest.input.shape[0] == -1 and manifest.input.shape[1:] == [1, 8, 8]
+        assert manifest.class_names == [str(d) for d in range(10)]
+        assert len(manifest.source_checkpoint_sha256) == 64
+        assert manifest.versions["torch"] == torch.__version__
+
+
+def test_fp32_runtimes_agree_with_pytorch(exported: ExportResult) -> None:
+    data = np.load(exported.eval_file)
+    images, reference = data["images"], data["reference_logits"]
+    onnx_logits = run_onnx(ort_session(exported.out_dir / "onnx-fp32" / "model.onnx"), images)
+    ov = compile_openvino(exported.out_dir / "openvino-fp32" / "model.xml", exact_f32=True)
+    ov_logits = run_openvino(ov, images)
+    for logits in (onnx_logits, ov_logits):
+        assert np.abs(logits - reference).max() <= 1e-4
+        assert np.array_equal(logits.argmax(1), reference.argmax(1))
+    for name in ("onnx-fp32", "openvino-fp32"):
+        record = exported.artifact(name)
+        assert record.parity["max_abs_diff"] <= 1e-4 and record.parity["top1_agreement"] == 1.0
+        assert record.test["top1_agreement"] == 1.0
+
+
+def test_eval_file_holds_the_test_split(exported: ExportResult) -> None:
+    data = np.load(exported.eval_file)
+    assert data["images"].dtype == np.float32 and data["images"].shape[1:] == (1, 8, 8)
+    assert data["labels"].dtype == np.int64 and len(data["labels"]) == len(data["images"])
+    assert data["reference_logits"].shape == (len(data["images"]), 10)
+    top1 = float(np.mean(data["reference_logits"].argmax(1) == data["labels"]))
+    assert top1 == pytest.approx(exported.reference_top1) and top1 > 0.5
+
+
+def test_export_json_lists_artifacts_with_figures(exported: ExportResult) -> None:
+    document = json.loads(exported.export_json.read_text())
+    assert [a["name"] for a in document["artifacts"]] == EXPECTED
+    for artifact in document["artifacts"]:
+        assert artifact["folder"] == artifact["name"]
+        assert set(artifact["parity"]) >= {"max_abs_diff", "top1_agreement", "images"}
+        assert 0 <= artifact["test"]["top1"] <= 1
+        assert artifact["sha256"] == read_manifest(exported.out_dir / artifact["folder"]).sha256
+    student = document["student"]
+    assert student["student"]["parameters"] < student["multi_branch_network"]["parameters"]
+    assert student["student"]["macs"] < student["multi_branch_network"]["macs"]
+    assert document["calibration"]["images"] > 0
+
+
+def test_int8_artifacts(exported: ExportResult) -> None:
+    search = exported.artifact("onnx-int8").extra["ort_int8_search"]
+    assert search["chosen"] in {"qdq-u8s8", "qoperator-u8s8"}
+    assert {row["candidate"] for row in search["measurements"]} >= {"fp32", search["chosen"]}
+    summary = check_tensorrt_qdq(exported.out_dir / "tensorrt-int8" / "model.onnx")
+    assert summary.quantized_weights == summary.weight_ops
+    for name in ("onnx-int8", "openvino-int8", "tensorrt-int8"):
+        assert exported.artifact(name).test["top1_drop_vs_torch_fp32"] <= 0.02
+
+
+def test_tensorrt_artifacts_carry_build_settings(exported: ExportResult) -> None:
+    for precision in ("fp16", "int8"):
+        manifest = read_manifest(exported.out_dir / f"tensorrt-{precision}")
+        assert manifest.format == "tensorrt" and manifest.model_file == "model.onnx"
+        build = manifest.extra["build"]
+        assert build["precision"] == precision and build["input_chw"] == [1, 8, 8]
+        assert f"--{precision}" in build["trtexec"] and manifest.extra["engine"] is None
+
+
+def test_onnx_metadata_names_the_checkpoint(exported: ExportResult) -> None:
+    import onnx
+
+    model = onnx.load(str(exported.out_dir / "onnx-fp32" / "model.onnx"))
+    metadata = read_metadata(model)
+    manifest = read_manifest(exported.out_dir / "onnx-fp32")
+    assert metadata["onedge.source_checkpoint_sha256"] == manifest.source_checkpoint_sha256
+    assert json.loads(metadata["onedge.class_names"]) == manifest.class_names
+    assert json.loads(metadata["onedge.normalization"])["std"] == manifest.input.std
+
+
+def test_student_loads_without_onedge(exported: ExportResult) -> None:
+    folder = exported.out_dir / "torch-fp32"
+    script = (
+        "import sys, torch\n"
+        f"m = torch.export.load({str(folder / 'student.pt2')!r}).module()\n"
+        "print(tuple(m(torch.zeros(3, 1, 8, 8)).shape))\n"
+        "assert not any(k.startswith(('training', 'export')) for k in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd="/", timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("(3, 10)")
+    data = np.load(exported.eval_file)
+    with torch.no_grad():
+        logits = load_student(folder)(torch.from_numpy(data["images"])).numpy()
+    assert np.abs(logits - data["reference_logits"]).max() <= 1e-5
+
+
+def test_extract_reports_sizes(digits_checkpoint: Path) -> None:
+    student = extract_branch(digits_checkpoint, branch=2)
+    assert student.branch == 2 and student.num_branches == 3
+    assert student.check["max_abs_diff"] <= 1e-5 and student.check["images"] > 0
+    summary = student.summary()
+    assert 0 < summary["ratios"]["parameters"] < 1 and 0 < summary["ratios"]["macs"] < 1
+
+
+def test_branch_out_of_range(digits_checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="branch 3 is out of range.*0..2") as info:
+        export_checkpoint(digits_checkpoint, tmp_path, ExportConfig(branch=3, formats="onnx"))
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_format_fails_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="known: onnx, openvino, tensorrt"):
+        export_checkpoint(tmp_path / "absent.pt", tmp_path / "out", ExportConfig(formats="tflite"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_a_multi_branch_checkpoint(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.pt"
+    torch.save({"weight": torch.zeros(3)}, plain)
+    with pytest.raises(CheckpointError, match="not an onedge checkpoint") as info:
+        export_checkpoint(plain, tmp_path / "out", ExportConfig(formats="onnx"))
+    assert "\n" not in str(info.value)
+
+
+def test_corrupt_checkpoint(digits_checkpoint: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(digits_checkpoint.read_bytes()[:1000])
+    with pytest.raises(CheckpointError):
+        export_checkpoint(broken, tmp_path / "out", ExportConfig(formats="onnx"))
+
+
+def test_missing_calibration_split(digits_checkpoint: Path, tmp_path: Path) -> None:
+    payload = read_checkpoint(digits_checkpoint)
+    payload["config"]["data"]["calibration_size"] = 0
+    state = {k: v for k, v in payload.items() if k not in ("format", "format_version")}
+    path = save_checkpoint(tmp_path / "no-calibration.pt", state)
+    with pytest.raises(DataError, match="no calibration split") as info:
+        export_checkpoint(path, tmp_path / "out", ExportConfig(formats="onnx"))
+    assert "\n" not in str(info.value)
+
+
+def test_accuracy_controlled_openvino_int8(digits_checkpoint: Path, tmp_path: Path) -> None:
+    settings = ExportConfig(
+        formats="openvino",
+        precisions="int8",
+        openvino_int8="accuracy_control",
+        max_accuracy_drop=0.01,
+        calibration_size=128,
+        threads=2,
+    )
+    result = export_checkpoint(digits_checkpoint, tmp_path, settings)
+    record = result.artifact("openvino-int8")
+    facts = record.extra["openvino"]
+    assert facts["mode"] == "accuracy_control" and facts["max_drop"] == 0.01
+    assert facts["calibration_images"] == 128 and facts["validation_images"] > 0
+    assert record.test["top1_drop_vs_torch_fp32"] <= 0.02
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "eval.npz",
+        "export.json",
+        "openvino-int8",
+        "torch-fp32",
+    ]

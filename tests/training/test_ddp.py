@@ -1,0 +1,30 @@
+"""DDP under torchrun, on the CPU with the gloo backend and two processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        "-m", "pipeline.cli", "train", "--config", str(ROOT / "configs/digits-one.yaml"),
+        "--out", str(out),
+        "--set", "train.epochs=2", "--set", "data.limit_train=256", "--set", "model.width=0.5",
+        "--set", "train.progress=false", "--set", "train.device=cpu",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 2
+    assert len(metrics["branch_top1"]) == 3
+    assert proc.stdout.count("epoch ") >= 2

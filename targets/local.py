@@ -9,7 +9,7 @@ from pathlib import Path
 
 from export.manifest import read_manifest
 from targets.base import TARGETS, TargetInfo, ValidationReport, ValidationSettings
-from targets.errors import RunnerFailedError, TargetTimeoutError
+from targets.errors import MissingPythonError, RunnerFailedError, TargetTimeoutError
 from targets.runs import (
     RUNNER_PATH,
     check_runtimes,
@@ -46,6 +46,8 @@ class LocalCpuTarget:
                 f"the runner ran past {timeout:.0f} s on {self.name}: raise "
                 "settings.command_timeout_s or shorten timed_seconds"
             ) from None
+        except FileNotFoundError:
+            raise MissingPythonError(f"there is no Python at {self.python!r}") from None
         except OSError as exc:
             raise RunnerFailedError(f"cannot start {self.python!r} on {self.name}: {exc}") from None
         return read_runner_output(done.stdout, done.stderr, done.returncode, self.name, self.python)

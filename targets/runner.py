@@ -13,9 +13,11 @@ then time until both the timed seconds and the timed call count are reached. Eve
 is checked against manifest.json before anything is measured. On failure the JSON object has
 "ok": false and an error kind; the exit status says which (see EXIT).
 
-The tensorrt backend builds its engine here from the shipped ONNX and caches it by ONNX sha256,
-TensorRT version, GPU and build settings. It follows TensorRT's documented Python API (8.5 and
-later) and the CUDA runtime C API through ctypes; it has not been run by onedge's test suite.
+The tensorrt backend builds its engine here from the shipped ONNX with the build settings the
+export recorded (manifest extra["build"]: profile, workspace) and caches it by ONNX sha256,
+TensorRT version, GPU and those settings. It follows TensorRT's documented Python API (8.5 and
+later); its CUDA calls go through ctypes to libcudart. The CUDA part has run on a GPU; the
+TensorRT part has not been run by onedge's tests (no TensorRT where they run).
 """
 
 from __future__ import annotations

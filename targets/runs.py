@@ -49,7 +49,7 @@ def read_runner_output(
     stdout: str, stderr: str, status: int | None, where: str, python: str
 ) -> dict:
     """Parse the runner's one JSON line; raise the typed error its failure calls for."""
-    if status == COMMAND_NOT_FOUND or ("No such file or directory" in stderr and not stdout):
+    if status == COMMAND_NOT_FOUND:
         raise MissingPythonError(
             f"{where} has no Python at {python!r}: install python3 (sudo apt-get install "
             "python3 python3-numpy) or set the target's python path"

@@ -56,6 +56,7 @@ from targets.runs import (
 )
 from training.errors import ConfigError
 
+# Runs on the board: the sha256 of each uploaded file, and the Python version (any Python runs it)
 HASH_SCRIPT = (
     "import hashlib,json,sys\n"
     "def h(p):\n"
@@ -63,8 +64,11 @@ HASH_SCRIPT = (
     " with open(p,'rb') as f:\n"
     "  for b in iter(lambda:f.read(1<<20),b''): d.update(b)\n"
     " return d.hexdigest()\n"
-    "print(json.dumps({p:h(p) for p in sys.argv[1:]}))"
+    "print(json.dumps({'python':list(sys.version_info[:3]),"
+    "'files':dict((p,h(p)) for p in sys.argv[1:])}))"
 )
+MIN_PYTHON = (3, 8)
+TIMEOUT_EXPIRED, TIMEOUT_KILLED = 124, 137  # exit status of coreutils timeout
 FAULTS = (
     asyncssh.ConnectionLost,
     asyncssh.DisconnectError,
@@ -148,10 +152,8 @@ class SshTarget:
         user, host, port, kind = parse_ssh_url(spec)
         if kind != cls.kind:
             raise ConfigError(f"target {spec!r} is a {kind} target, not {cls.kind}")
-        options = options or cls.options_type(**fields)
-        if not isinstance(options, cls.options_type):
-            options = cls.options_type(**options.model_dump())
-        return cls(host, user, port, options)
+        given = options.model_dump() if options is not None else {}
+        return cls(host, user, port, cls.options_type(**{**given, **fields}))
 
     # --- hooks a board family (Jetson) refines ---
     def runner_extra(self) -> list[str]:
@@ -231,7 +233,7 @@ class SshTarget:
             raise TargetUnreachableError(f"cannot resolve host {self.host!r}: {exc}") from None
         except asyncssh.KeyImportError as exc:
             raise TargetAuthError(f"cannot read the key {self.options.key}: {exc}") from None
-        except (OSError, *FAULTS) as exc:  # TimeoutError is an OSError
+        except (OSError, asyncio.TimeoutError, *FAULTS) as exc:
             raise _Fault(f"cannot connect to {self.where}", exc) from None
         return conn
 
@@ -273,13 +275,19 @@ class SshTarget:
                 "install python3 python3-numpy) or set the python option to its path"
             )
         try:
-            remote_hashes = json.loads(done.stdout)
+            answer = json.loads(done.stdout)
         except json.JSONDecodeError:
             raise UploadError(
                 f"cannot hash uploads on {self.where}: {done.stderr.strip()}"
             ) from None
+        if tuple(answer["python"]) < MIN_PYTHON:
+            found = ".".join(str(v) for v in answer["python"])
+            raise MissingPythonError(
+                f"{self.where}: {self.options.python} is Python {found}; the runner needs 3.8 or "
+                "later: install one (e.g. sudo apt-get install python3.8) and set the python option"
+            )
         for local, remote in pairs:
-            if remote_hashes.get(remote) != sha256_file(local):
+            if answer["files"].get(remote) != sha256_file(local):
                 raise UploadError(
                     f"{local.name} arrived on {self.where} corrupted (sha256 differs)"
                 )
@@ -335,9 +343,16 @@ class SshTarget:
                 self.options.python, f"{run_dir}/runner.py", remote, f"{run_dir}/eval.npz",
                 manifests[folder], settings, extra,
             )  # fmt: skip
-            done = await self._exec(conn, argv, timeout, f"measuring {folder.name}")
+            # the board stops the runner itself at the timeout, so nothing is left running
+            argv = ["timeout", "-k", "5", f"{timeout:g}", *argv]
+            done = await self._exec(conn, argv, timeout + 30, f"measuring {folder.name}")
+            if done.exit_status in (TIMEOUT_EXPIRED, TIMEOUT_KILLED):
+                raise TargetTimeoutError(
+                    f"measuring {folder.name} on {self.where} ran past {timeout:g} s: raise "
+                    "settings.command_timeout_s or shorten the timing settings"
+                )
             report = read_runner_output(
-                done.stdout, done.stderr, done.exit_status, self.where, argv[0]
+                done.stdout, done.stderr, done.exit_status, self.where, self.options.python
             )
             result = result_from_runner(report, self.name, folder.name)
             await self.finish(conn, result, report, timeout)

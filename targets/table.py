@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -27,28 +28,30 @@ def _num(value: float | None, digits: int = 2) -> str:
 
 
 def render_report(report: ValidationReport) -> Table:
+    """One row per artifact; the gates' reasons are printed below it by :func:`print_report`."""
     s = report.settings
     threads = s.threads or "default"
     table = Table(
         title=f"Validation on {report.target}: {machine_line(report.target_info)}",
+        box=box.SIMPLE_HEAVY,
+        pad_edge=False,
         caption=(
-            f"batch 1 latency, throughput at batch {s.batch_size}, threads {threads}; "
+            f"latency at batch 1, throughput at batch {s.batch_size}, threads {threads}; "
             f"timed >= {s.timed_seconds:g} s and >= {s.timed_calls} calls"
         ),
     )
     for column, justify in [
-        ("artifact", "left"), ("format", "left"), ("prec.", "left"),
+        ("artifact", "left"), ("prec.", "left"),
         ("top-1 %", "right"), ("drop", "right"), ("agree %", "right"),
         ("p50 ms", "right"), ("p99 ms", "right"), ("img/s", "right"),
-        ("MB", "right"), ("verdict", "left"), ("reasons", "left"),
+        ("MB", "right"), ("verdict", "left"),
     ]:  # fmt: skip
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify=justify, no_wrap=True)
     for r in report.results:
         lat = r.latency_ms
         verdict = r.verdict or "-"
         table.add_row(
             r.artifact,
-            r.format,
             r.precision,
             _num(r.top1),
             _num(r.top1_drop),
@@ -58,15 +61,18 @@ def render_report(report: ValidationReport) -> Table:
             _num(r.throughput, 0),
             _num(r.size_mb),
             f"[{VERDICT_STYLE.get(verdict, '')}]{verdict}[/]" if r.verdict else "-",
-            "; ".join(r.reasons),
         )
     return table
 
 
 def print_report(report: ValidationReport, console: Console | None = None) -> None:
-    """Print the table and one summary line."""
+    """Print the table, the reasons of every failed or skipped artifact, and a summary line."""
     console = console or Console()
     console.print(render_report(report))
+    for r in report.results:
+        for reason in r.reasons:
+            style = VERDICT_STYLE.get(r.verdict or "", "")
+            console.print(f"[{style}]{r.verdict}[/] {r.artifact}: {reason}", highlight=False)
     if report.passed:
         console.print("[bold green]all measured artifacts passed the gates[/]")
     else:

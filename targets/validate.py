@@ -14,7 +14,7 @@ from targets.base import (
     ValidationSettings,
     parse_target,
 )
-from targets.errors import EvalSetError
+from targets.errors import EvalSetError, TargetError
 from targets.gates import GatePolicy, evaluate
 
 REPORT_NAME = "report.json"
@@ -62,6 +62,7 @@ def write_report(report: ValidationReport, out_dir: Path) -> Path:
             handle.write(report.model_dump_json(indent=2))
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for everyone to read
         os.replace(tmp, out_dir / REPORT_NAME)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -105,6 +106,8 @@ def validate_artifacts(
     results = []
     for folder in folders:
         result = measured.get(folder.name)
+        if result is None and folder in runnable:
+            raise TargetError(f"{target.name} returned no result for {folder.name}")
         if result is None:
             results.append(skipped_result(folder, manifests[folder], target))
             continue

@@ -31,7 +31,10 @@ def test_unknown_keys_are_refused() -> None:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"formats": "onnx,tflite"}, "unknown export format 'tflite'; known: onnx, openvino, tensorrt"),
+        (
+            {"formats": "onnx,tflite"},
+            "unknown export format 'tflite'; known: onnx, openvino, tensorrt",
+        ),
         ({"precisions": "fp32,bf16"}, "unknown precision 'bf16'; known: fp32, fp16, int8"),
     ],
 )

@@ -14,7 +14,7 @@ import torch
 from export.config import ExportConfig
 from export.exporter import ExportResult, export_checkpoint
 from export.extract import extract_branch, load_student
-from export.manifest import read_manifest, verify_artifact
+from export.manifest import read_manifest, sha256_file, verify_artifact
 from export.onnx import ort_session, read_metadata, run_onnx
 from export.openvino import compile_openvino, run_openvino
 from export.qdq import check_tensorrt_qdq
@@ -33,14 +33,13 @@ def exported(tmp_path_factory, digits_checkpoint: Path) -> ExportResult:
 
 def test_every_artifact_folder_verifies(exported: ExportResult, digits_checkpoint: Path) -> None:
     assert [record.name for record in exported.artifacts] == EXPECTED
-    sha = read_checkpoint(digits_checkpoint)  # readable; its hash is what manifests record
-    assert sha
+    checkpoint_sha = sha256_file(digits_checkpoint)
     for name in ["torch-fp32", *EXPECTED]:
         manifest = verify_artifact(exported.out_dir / name)
         assert manifest.input.name == "input" and manifest.output.name == "logits"
         assert manifest.input.shape[0] == -1 and manifest.input.shape[1:] == [1, 8, 8]
         assert manifest.class_names == [str(d) for d in range(10)]
-        assert len(manifest.source_checkpoint_sha256) == 64
+        assert manifest.source_checkpoint_sha256 == checkpoint_sha
         assert manifest.versions["torch"] == torch.__version__
 
 

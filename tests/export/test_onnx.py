@@ -95,7 +95,12 @@ def test_missing_onnx(tmp_path: Path) -> None:
 def test_wrong_io_names_are_refused(cnn, tmp_path: Path) -> None:
     path = tmp_path / "named.onnx"
     torch.onnx.export(
-        cnn, (torch.zeros(1, 1, 12, 12),), str(path), input_names=["x"], dynamo=False, opset_version=17
+        cnn,
+        (torch.zeros(1, 1, 12, 12),),
+        str(path),
+        input_names=["x"],
+        dynamo=False,
+        opset_version=17,
     )
     with pytest.raises(OnnxModelError, match="expected input 'input'"):
         check_onnx(path)

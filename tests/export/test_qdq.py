@@ -52,9 +52,7 @@ def test_tensorrt_graph_still_classifies(cnn, qdq_graph: Path, images: np.ndarra
 
 
 def test_asymmetric_graph_fails(cnn_onnx: Path, tmp_path: Path, images: np.ndarray) -> None:
-    path = _ort_quantize(
-        cnn_onnx, tmp_path / "asym.onnx", images, activation_type=QuantType.QUInt8
-    )
+    path = _ort_quantize(cnn_onnx, tmp_path / "asym.onnx", images, activation_type=QuantType.QUInt8)
     with pytest.raises(QdqError, match="not signed INT8|asymmetric") as info:
         check_tensorrt_qdq(path)
     assert "\n" not in str(info.value)
@@ -108,6 +106,8 @@ def test_nonzero_zero_point_fails(qdq_graph: Path) -> None:
     model = onnx.load(str(qdq_graph))
     node = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
     init = next(i for i in model.graph.initializer if i.name == node.input[2])
-    init.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(init).shape, 3, np.int8), init.name))
+    init.CopyFrom(
+        numpy_helper.from_array(np.full(numpy_helper.to_array(init).shape, 3, np.int8), init.name)
+    )
     with pytest.raises(QdqError, match="asymmetric"):
         check_tensorrt_qdq(model)

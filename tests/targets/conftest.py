@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import warnings
@@ -9,11 +8,8 @@ from pathlib import Path
 import pytest
 
 from targets import SshOptions, ValidationSettings
-
-sys.path.insert(0, str(Path(__file__).parent))  # the helper modules beside this file
-
-from digits_artifacts import build_export  # noqa: E402
-from sshd_server import SSHD, SshServer  # noqa: E402
+from tests.targets.digits_artifacts import build_export
+from tests.targets.sshd_server import SshServer, start_server
 
 DATA = Path(__file__).parent / "data"
 
@@ -48,14 +44,6 @@ def fast() -> ValidationSettings:
         retries=2,
         backoff_s=0.1,
     )
-
-
-def start_server(folder: Path) -> SshServer:
-    if not Path(SSHD).exists():
-        if os.environ.get("CI"):
-            pytest.fail("sshd is missing: .ci/run must apt-get install openssh-server")
-        pytest.skip("sshd is not installed (apt-get install openssh-server)")
-    return SshServer(folder).start()
 
 
 @pytest.fixture(scope="session")

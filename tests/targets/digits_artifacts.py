@@ -15,7 +15,9 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
+from export.config import TensorRTOptions
 from export.manifest import InputSpec, OutputSpec, build_manifest, write_manifest
+from export.tensorrt import build_settings
 
 HELD_OUT = 400
 
@@ -70,7 +72,9 @@ def write_artifact(
         class_names=[str(d) for d in range(10)],
         source_checkpoint_sha256="0" * 64,
         branch=0,
-        extra={"tensorrt": {"onnx_file": model_file}} if fmt == "tensorrt" else {},
+        extra={"build": build_settings("fp16", (1, 8, 8), TensorRTOptions())}
+        if fmt == "tensorrt"
+        else {},
     )
     write_manifest(folder, manifest)
 

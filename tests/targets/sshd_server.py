@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 
@@ -132,3 +134,12 @@ class SshServer:
                 os.kill(pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
         self.proc = None
+
+
+def start_server(folder: Path) -> SshServer:
+    """A started server; skipped where sshd is not installed, failed in CI where it must be."""
+    if not Path(SSHD).exists():
+        if os.environ.get("CI"):
+            pytest.fail("sshd is missing: .ci/run must apt-get install openssh-server")
+        pytest.skip("sshd is not installed (apt-get install openssh-server)")
+    return SshServer(folder).start()

@@ -13,6 +13,7 @@ from targets import (
     EvalSetError,
     GatePolicy,
     LocalCpuTarget,
+    MissingPythonError,
     MissingRuntimeError,
     ValidationSettings,
     print_report,
@@ -108,3 +109,8 @@ def test_a_machine_without_the_runtime_names_what_to_install(
     with pytest.raises(MissingRuntimeError, match="pip install onnxruntime"):
         validate_artifacts(export_dir, target, tmp_path / "out", fast)
     assert target.describe().runtimes["onnxruntime"] is None
+
+
+def test_a_missing_python_is_a_clear_error() -> None:
+    with pytest.raises(MissingPythonError, match="no Python at"):
+        LocalCpuTarget(python="/opt/no-such/python3").describe()

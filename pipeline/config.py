@@ -6,23 +6,126 @@ Loaded from YAML with ``yaml.safe_load``, overridden with ``key.path=value`` pai
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from export.config import ExportConfig
+from targets.base import ValidationSettings
+from targets.gates import GatePolicy
 from training.config import TrainingConfig
-from training.errors import ConfigError
+from training.errors import ConfigError, OnedgeError
 
 
-class RunConfig(TrainingConfig):
-    """Training sections (data, model, method, train) plus the later stages of the pipeline."""
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    def training_config(self) -> TrainingConfig:
-        return TrainingConfig.model_validate(
-            self.model_dump(mode="json", include=set(TrainingConfig.model_fields))
-        )
+
+class ValidateConfig(Section):
+    """Where the artifacts are measured, how, and which gates they must pass.
+
+    ``targets`` are target specs (``local-cpu``, ``ssh://user@host:port[/jetson]``); ``boards``
+    gives each SSH target its options (``known_hosts``, ``key``, ``fingerprint``, ``python``,
+    ``name``, ...). ``required`` lists the targets a champion must pass (None: every target).
+    """
+
+    targets: list[str] = Field(default_factory=lambda: ["local-cpu"], min_length=1)
+    required: list[str] | None = None
+    boards: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    settings: ValidationSettings = Field(default_factory=ValidationSettings)
+    gates: GatePolicy = Field(default_factory=GatePolicy)
+    retries: int = Field(2, ge=0, description="task retries after a transient fault (SSH)")
+    retry_delay_s: float = Field(30.0, ge=0.0)
+    board_timeout_s: float | None = Field(
+        None, gt=0.0, description="how long to wait for a busy board (None: no limit)"
+    )
+    torch_baseline: bool = Field(
+        True, description="time the PyTorch FP32 student on this CPU for the speed-up column"
+    )
+
+    @field_validator("targets")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(v.strip() for v in value if v.strip()))
+
+    @model_validator(mode="after")
+    def _known_targets(self) -> ValidateConfig:
+        from targets.base import parse_target
+
+        for name in self.required or []:
+            if name not in self.targets:
+                raise ValueError(f"required target {name!r} is not in targets {self.targets}")
+        for name in self.boards:
+            if name not in self.targets:
+                raise ValueError(f"boards has options for {name!r}, which is not in targets")
+        for spec in self.targets:
+            try:
+                parse_target(spec, **self.boards.get(spec, {}))
+            except (OnedgeError, ValidationError, TypeError) as exc:
+                raise ValueError(f"target {spec!r}: {str(exc).splitlines()[0]}") from None
+        return self
+
+    def required_targets(self) -> list[str]:
+        return list(self.required) if self.required is not None else list(self.targets)
+
+
+class RegistryConfig(Section):
+    """The MLflow registry: where it is, what gets registered and when aliases move.
+
+    A version gets ``candidate_alias`` when the registered artifact passes the gates of every
+    required target; it also gets ``champion_alias`` when, on top of that, its top-1 beats the
+    current champion's by more than ``min_top1_gain`` (a fraction) on the same eval set (or there is
+    no champion).
+    """
+
+    enabled: bool = True
+    tracking_uri: str | None = Field(
+        None, description="None: sqlite file mlflow.db in the run folder"
+    )
+    experiment: str | None = Field(None, description="None: the config's name")
+    model_name: str | None = Field(None, description="None: <config name>-student")
+    artifact: str = Field(
+        "auto", description="artifact to register; auto: the fastest that passes every gate"
+    )
+    candidate_alias: str = "candidate"
+    champion_alias: str = "champion"
+    min_top1_gain: float = Field(
+        0.0, ge=0.0, le=1.0, description="top-1 (fraction) above the champion's it must beat by"
+    )
+    same_eval_set: bool = Field(True, description="compare with the champion only on its eval set")
+    log_artifacts: bool = Field(True, description="log every artifact folder to the MLflow run")
+    retries: int = Field(2, ge=0, description="task retries after a transient registry fault")
+    retry_delay_s: float = Field(10.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _distinct_aliases(self) -> RegistryConfig:
+        if self.candidate_alias == self.champion_alias:
+            raise ValueError("candidate_alias and champion_alias must differ")
+        return self
+
+
+with warnings.catch_warnings():
+    # The section is called "validate" in YAML and on the command line; on the model it shadows
+    # pydantic's deprecated ``BaseModel.validate`` classmethod, which nothing here uses.
+    warnings.filterwarnings("ignore", message='Field name "validate"', category=UserWarning)
+
+    class RunConfig(TrainingConfig):
+        """Training sections (data, model, method, train) plus the later stages of the pipeline."""
+
+        export: ExportConfig = Field(default_factory=ExportConfig)
+        validate: ValidateConfig = Field(default_factory=ValidateConfig)
+        registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+        def training_config(self) -> TrainingConfig:
+            return TrainingConfig.model_validate(
+                self.model_dump(mode="json", include=set(TrainingConfig.model_fields))
+            )
+
+        def model_name(self) -> str:
+            return self.registry.model_name or f"{self.name}-student"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -39,7 +142,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def apply_override(data: dict[str, Any], path: list[str], value: Any, model: type[BaseModel]) -> None:
+def apply_override(
+    data: dict[str, Any], path: list[str], value: Any, model: type[BaseModel]
+) -> None:
     """Set ``data[path] = value`` after checking that every key exists in the config schema."""
     node, schema = data, model
     for depth, part in enumerate(path):
@@ -53,7 +158,11 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any, model: typ
             node[part] = value
             return
         annotation = fields[part].annotation if schema is not None else None
-        schema = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        schema = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
         if schema is None:
             raise ConfigError(f"config key {'.'.join(path[: depth + 1])!r} is not a section")
         node = node.setdefault(part, {})
@@ -84,8 +193,17 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> RunCon
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections, not {type(loaded).__name__}")
+            raise ConfigError(
+                f"{path} must hold a mapping of sections, not {type(loaded).__name__}"
+            )
         data = loaded or {}
+    return config_from_data(data, overrides, source)
+
+
+def config_from_data(
+    data: dict[str, Any], overrides: list[str] | None = None, source: str = "config"
+) -> RunConfig:
+    """Apply ``overrides`` to plain config data and validate it into a RunConfig."""
     for text in overrides or []:
         apply_override(data, *parse_override(text), RunConfig)
     try:

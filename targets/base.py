@@ -105,7 +105,7 @@ Verdict = Literal["pass", "fail", "skipped"]
 
 
 class ArtifactResult(Model):
-    """One artifact measured on one target. Accuracy fields are percent; drops are points."""
+    """One artifact measured on one target. Accuracies and the drop are fractions in [0, 1]."""
 
     artifact: str
     format: str

@@ -17,9 +17,9 @@ class GatePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_top1_drop: float | None = Field(
-        1.0, ge=0.0, description="top-1 points below the FP32 reference"
+        0.01, ge=0.0, le=1.0, description="top-1 below the FP32 reference (0.01: one point)"
     )
-    min_agreement: float | None = Field(None, ge=0.0, le=100.0, description="percent")
+    min_agreement: float | None = Field(None, ge=0.0, le=1.0, description="fraction")
     max_p99_ms: dict[str, float] = Field(default_factory=dict)
     default_max_p99_ms: float | None = Field(None, gt=0.0)
     min_throughput: float | None = Field(None, gt=0.0, description="images per second")
@@ -53,7 +53,8 @@ def evaluate(result: ArtifactResult, policy: GatePolicy, target_name: str) -> Ve
         else:
             check(
                 result.top1_drop <= policy.max_top1_drop,
-                f"top-1 drop {result.top1_drop:.2f} points (limit {policy.max_top1_drop:.2f})",
+                f"top-1 drop {100 * result.top1_drop:.2f} points "
+                f"(limit {100 * policy.max_top1_drop:.2f})",
             )
     if policy.min_agreement is not None:
         if result.agreement is None:
@@ -61,7 +62,7 @@ def evaluate(result: ArtifactResult, policy: GatePolicy, target_name: str) -> Ve
         else:
             check(
                 result.agreement >= policy.min_agreement,
-                f"agreement {result.agreement:.2f}% (minimum {policy.min_agreement:.2f}%)",
+                f"agreement {result.agreement:.2%} (minimum {policy.min_agreement:.2%})",
             )
     limit = policy.p99_limit(target_name)
     if limit is not None:

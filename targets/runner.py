@@ -461,7 +461,7 @@ def load_eval(path: str, limit: int | None, shape: list) -> dict:
 
 
 def accuracy(backend, images, labels, data: dict, batch: int) -> dict:
-    """Top-1 on the eval set and agreement with the FP32 reference, in percent."""
+    """Top-1 on the eval set and agreement with the FP32 reference, as fractions."""
     np = need("numpy")
     logits = []
     for start in range(0, len(images), batch):
@@ -471,12 +471,12 @@ def accuracy(backend, images, labels, data: dict, batch: int) -> dict:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
         logits.append(np.asarray(backend(chunk), dtype=np.float32)[: batch - pad])
     predicted = np.concatenate(logits).argmax(axis=1)
-    out = {"top1": 100.0 * float((predicted == labels).mean()), "reference_top1": None,
+    out = {"top1": float((predicted == labels).mean()), "reference_top1": None,
            "agreement": None, "max_abs_diff": None}  # fmt: skip
     if "reference_logits" in data:
         ref = data["reference_logits"].astype(np.float32)
-        out["reference_top1"] = 100.0 * float((ref.argmax(axis=1) == labels).mean())
-        out["agreement"] = 100.0 * float((ref.argmax(axis=1) == predicted).mean())
+        out["reference_top1"] = float((ref.argmax(axis=1) == labels).mean())
+        out["agreement"] = float((ref.argmax(axis=1) == predicted).mean())
         out["max_abs_diff"] = float(np.abs(ref - np.concatenate(logits)).max())
     return out
 

@@ -23,8 +23,8 @@ def machine_line(info: TargetInfo) -> str:
     return f"{info.cpu_model or 'CPU unknown'}, {cores} ({info.hostname or info.name})"
 
 
-def _num(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+def _num(value: float | None, digits: int = 2, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{scale * value:.{digits}f}"
 
 
 def render_report(report: ValidationReport) -> Table:
@@ -42,7 +42,7 @@ def render_report(report: ValidationReport) -> Table:
     )
     for column, justify in [
         ("artifact", "left"), ("prec.", "left"),
-        ("top-1 %", "right"), ("drop", "right"), ("agree %", "right"),
+        ("top-1 %", "right"), ("drop pts", "right"), ("agree %", "right"),
         ("p50 ms", "right"), ("p99 ms", "right"), ("img/s", "right"),
         ("MB", "right"), ("verdict", "left"),
     ]:  # fmt: skip
@@ -53,9 +53,9 @@ def render_report(report: ValidationReport) -> Table:
         table.add_row(
             r.artifact,
             r.precision,
-            _num(r.top1),
-            _num(r.top1_drop),
-            _num(r.agreement),
+            _num(r.top1, scale=100),
+            _num(r.top1_drop, scale=100),
+            _num(r.agreement, scale=100),
             _num(lat.p50 if lat else None, 3),
             _num(lat.p99 if lat else None, 3),
             _num(r.throughput, 0),

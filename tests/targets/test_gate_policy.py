@@ -15,10 +15,10 @@ def measured(**overrides: object) -> ArtifactResult:
         precision="int8",
         target="local-cpu",
         sha256="a" * 64,
-        top1=97.0,
-        reference_top1=97.5,
-        top1_drop=0.5,
-        agreement=99.0,
+        top1=0.970,
+        reference_top1=0.975,
+        top1_drop=0.005,
+        agreement=0.99,
         latency_ms=LatencyStats(p50=1.0, p90=1.5, p99=2.0, mean=1.1),
         throughput=800.0,
         throughput_batch=32,
@@ -30,8 +30,8 @@ def measured(**overrides: object) -> ArtifactResult:
 
 def test_a_generous_policy_passes_and_lists_its_checks() -> None:
     policy = GatePolicy(
-        max_top1_drop=1.0,
-        min_agreement=98.0,
+        max_top1_drop=0.01,
+        min_agreement=0.98,
         default_max_p99_ms=5.0,
         min_throughput=500.0,
         max_size_mb=10.0,
@@ -44,8 +44,8 @@ def test_a_generous_policy_passes_and_lists_its_checks() -> None:
 @pytest.mark.parametrize(
     ("policy", "fragment"),
     [
-        (GatePolicy(max_top1_drop=0.3), "top-1 drop 0.50 points"),
-        (GatePolicy(max_top1_drop=None, min_agreement=99.5), "agreement 99.00%"),
+        (GatePolicy(max_top1_drop=0.003), "top-1 drop 0.50 points (limit 0.30)"),
+        (GatePolicy(max_top1_drop=None, min_agreement=0.995), "agreement 99.00% (minimum 99.50%)"),
         (GatePolicy(max_top1_drop=None, default_max_p99_ms=1.5), "p99 latency 2.000 ms"),
         (GatePolicy(max_top1_drop=None, min_throughput=1000.0), "throughput 800.0 img/s"),
         (GatePolicy(max_top1_drop=None, max_size_mb=3.5), "size 4.00 MB"),
@@ -58,7 +58,7 @@ def test_each_limit_fails_with_its_reason(policy: GatePolicy, fragment: str) -> 
 
 
 def test_all_failures_are_reported_together() -> None:
-    policy = GatePolicy(max_top1_drop=0.1, max_size_mb=1.0, min_throughput=10_000.0)
+    policy = GatePolicy(max_top1_drop=0.001, max_size_mb=1.0, min_throughput=10_000.0)
     verdict = evaluate(measured(), policy, "local-cpu")
     assert len(verdict.reasons) == 3
 
@@ -86,4 +86,6 @@ def test_policy_rejects_unknown_keys_and_negative_limits() -> None:
     with pytest.raises(ValidationError):
         GatePolicy(max_p99=3.0)
     with pytest.raises(ValidationError):
-        GatePolicy(max_top1_drop=-1.0)
+        GatePolicy(max_top1_drop=-0.01)
+    with pytest.raises(ValidationError):
+        GatePolicy(min_agreement=99.0)  # a fraction, not percent

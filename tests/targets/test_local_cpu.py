@@ -20,7 +20,7 @@ from targets import (
     validate_artifacts,
 )
 
-GENEROUS = GatePolicy(max_top1_drop=0.5, min_agreement=99.0, default_max_p99_ms=1000.0)
+GENEROUS = GatePolicy(max_top1_drop=0.005, min_agreement=0.99, default_max_p99_ms=1000.0)
 
 
 class WatchedTarget(LocalCpuTarget):
@@ -47,13 +47,13 @@ def test_local_cpu_report(export_dir: Path, tmp_path: Path, fast: ValidationSett
             assert entry[key] is not None, key
         assert set(entry["latency_ms"]) >= {"p50", "p90", "p99", "mean"}
         assert entry["verdict"] == "pass" and entry["target"] == "local-cpu"
-        assert entry["top1"] > 90.0 and entry["top1_drop"] == 0.0 and entry["agreement"] == 100.0
+        assert entry["top1"] > 0.9 and entry["top1_drop"] == 0.0 and entry["agreement"] == 1.0
         assert entry["threads"] == 1 and entry["throughput_batch"] == 16
     skipped = entries["tensorrt-fp16"]
     assert skipped["verdict"] == "skipped" and "cannot run tensorrt" in skipped["reasons"][0]
     assert data["target_info"]["cpu_model"] and data["target_info"]["cores"] >= 1
     assert data["settings"]["timed_calls"] == fast.timed_calls
-    assert data["policy"]["min_agreement"] == 99.0 and len(data["eval_set_sha256"]) == 64
+    assert data["policy"]["min_agreement"] == 0.99 and len(data["eval_set_sha256"]) == 64
     assert [p.name for p in out.iterdir()] == ["report.json"]  # no temp file left behind
 
 

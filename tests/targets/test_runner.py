@@ -38,8 +38,8 @@ def test_runner_measures_fp32_artifacts(export_dir: Path, artifact: str, backend
     assert report["format"] == read_manifest(export_dir / artifact).format
     assert report["sha256"] == read_manifest(export_dir / artifact).sha256
     # a trained model on held-out digits, and FP32 parity with the PyTorch reference
-    assert report["top1"] > 90.0
-    assert report["agreement"] == 100.0
+    assert report["top1"] > 0.9
+    assert report["agreement"] == 1.0
     assert report["top1"] == report["reference_top1"]
     assert report["max_abs_diff"] < 1e-3
     lat = report["latency_ms"]

@@ -47,7 +47,7 @@ def test_ssh_target_measures_like_local_cpu(
         here, there = local.result(name), remote.result(name)
         assert there.target == target.name == url(sshd, "/ssh")
         assert (there.top1, there.agreement) == (here.top1, here.agreement)
-        assert there.top1 > 90.0 and there.sha256 == here.sha256
+        assert there.top1 > 0.9 and there.sha256 == here.sha256
         assert there.latency_ms.p50 <= there.latency_ms.p99 and there.verdict == "pass"
     assert remote.result("tensorrt-fp16").verdict == "skipped"
     assert remote.target_info.kind == "ssh" and remote.target_info.cores >= 1

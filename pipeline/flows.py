@@ -1,0 +1,252 @@
+"""Prefect flows: train -> export -> validate (fan-out over targets) -> promote, and the chain.
+
+Every task is a thin call of a plain function (training, export, targets, pipeline.stages,
+pipeline.registry, pipeline.report). Each flow takes the run config (a RunConfig, or the path of
+a YAML file plus overrides, which is what a deployment passes) and the run folder; the stages
+exchange files through that folder (see :mod:`pipeline.stages`), so each flow also runs alone.
+
+Training and export persist their results in ``DIR/.cache`` with a cache policy on their inputs
+and their source: rerunning a run whose validation failed goes straight to validation. Only
+transient faults (a board unreachable or timing out, the registry busy) are retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.concurrency.sync import concurrency
+from pydantic import BaseModel, ConfigDict
+
+from export.config import ExportConfig
+from export.exporter import ExportResult, export_checkpoint
+from pipeline import stages
+from pipeline.config import RunConfig, ValidateConfig
+from pipeline.errors import ModelRegistryUnavailableError
+from pipeline.registry import RegistryOutcome
+from pipeline.report import ArtifactRow, artifact_rows, write_report
+from targets.base import ValidationReport
+from targets.errors import TargetTimeoutError, TargetUnreachableError
+from training.checkpoint import file_sha256
+from training.config import TrainingConfig
+from training.trainer import TrainResult, train
+
+LOCAL_BOARD = "local-cpu"
+TRANSIENT = (TargetUnreachableError, TargetTimeoutError, ModelRegistryUnavailableError)
+ConfigArg = RunConfig | Path
+R = TypeVar("R")
+
+
+def transient_fault(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry only faults that may pass (network, a busy store)."""
+    try:
+        state.result()
+    except TRANSIENT:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def ensure_board_limits(names: list[str]) -> None:
+    """Create a one-slot concurrency limit per board unless it exists (a user may widen it)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                with contextlib.suppress(ObjectAlreadyExists):  # another run made it meanwhile
+                    client.create_global_concurrency_limit(
+                        GlobalConcurrencyLimitCreate(name=name, limit=1)
+                    )
+
+
+def cached(task_obj: Any, run: stages.RunFolder, produced: Callable[[R], Path], **kwargs: Any) -> R:
+    """Run a cached task with its results kept in the run folder; redo it if its files are gone."""
+    in_run = task_obj.with_options(result_storage=run.cache)
+    result = in_run(**kwargs)
+    if not produced(result).exists():
+        result = in_run.with_options(refresh_cache=True)(**kwargs)
+    return result
+
+
+@task(name="train", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+def train_task(config: TrainingConfig, out_dir: Path) -> TrainResult:
+    get_run_logger().info(
+        f"training {config.model.name} x{config.model.branches} with {config.method.name} on "
+        f"{config.data.name} for {config.train.epochs} epochs -> {out_dir}"
+    )
+    result = train(config, out_dir)
+    m = result.metrics
+    get_run_logger().info(
+        f"trained: deployed branch {m.get('deployed_branch')} at "
+        f"{100 * m.get('deployed_top1', 0):.2f}% test top-1"
+    )
+    return result
+
+
+@task(name="export", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+def export_task(
+    checkpoint: Path, checkpoint_sha256: str, out_dir: Path, settings: ExportConfig
+) -> ExportResult:
+    """``checkpoint_sha256`` is part of the cache key: a retrained checkpoint is exported again."""
+    result = export_checkpoint(checkpoint, out_dir, settings)
+    get_run_logger().info(
+        f"exported {len(result.artifacts)} artifacts ({', '.join(a.name for a in result.artifacts)})"
+    )
+    return result
+
+
+@task(name="validate", cache_policy=NO_CACHE, retry_condition_fn=transient_fault)
+def validate_task(spec: str, out_dir: Path, cfg: ValidateConfig) -> ValidationReport:
+    with concurrency(
+        stages.board_limit_name(spec), occupy=1, timeout_seconds=cfg.board_timeout_s, strict=True
+    ):
+        report = stages.validate_on_target(spec, stages.RunFolder(out_dir), cfg)
+    rows = artifact_rows({spec: report}, None)
+    create_table_artifact(
+        key=f"validation-{stages.slug(spec)}",
+        table=[row.model_dump(exclude={"reasons", "speedup", "registered"}) for row in rows],
+        description=f"Validation on {spec}: {'passed' if report.passed else 'failed'}",
+    )
+    failed = [r.artifact for r in report.results if r.verdict == "fail"]
+    get_run_logger().info(
+        f"{spec}: {len(report.results)} artifacts, "
+        + (f"failed the gates: {', '.join(failed)}" if failed else "no gate failed")
+    )
+    return report
+
+
+@task(name="torch-baseline", cache_policy=NO_CACHE)
+def torch_baseline_task(out_dir: Path, cfg: ValidateConfig) -> stages.TorchBaseline:
+    run = stages.RunFolder(out_dir)
+    with concurrency(stages.board_limit_name(LOCAL_BOARD), occupy=1, strict=True):
+        return stages.torch_baseline(run.export, cfg.settings, run.baseline)
+
+
+@task(name="register", cache_policy=NO_CACHE, retry_condition_fn=transient_fault)
+def register_task(config: RunConfig, out_dir: Path) -> RegistryOutcome:
+    from pipeline.registry import register_run
+
+    outcome = register_run(config, stages.RunFolder(out_dir))
+    get_run_logger().info(
+        f"registered {outcome.artifact} as {outcome.model_name} version {outcome.version}: "
+        + "; ".join(outcome.decision.reasons)
+    )
+    return outcome
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(config: RunConfig, out_dir: Path) -> list[ArtifactRow]:
+    files = write_report(config, stages.RunFolder(out_dir))
+    create_markdown_artifact(
+        key=f"report-{stages.slug(config.name)}",
+        markdown=files.markdown,
+        description=f"onedge report of {config.name} ({out_dir})",
+    )
+    return files.rows
+
+
+@task(name="attach-report", cache_policy=NO_CACHE, retry_condition_fn=transient_fault)
+def attach_report_task(outcome: RegistryOutcome, files: list[Path]) -> None:
+    from pipeline.registry import attach_files
+    from pipeline.tracking import connect
+
+    attach_files(connect(outcome.tracking_uri), outcome.run_id, files)
+
+
+@flow(name="train")
+def train_flow(
+    config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
+) -> TrainResult:
+    cfg, run = stages.open_run(config, out_dir, overrides)
+    return cached(
+        train_task, run, lambda r: r.checkpoint, config=cfg.training_config(), out_dir=run.train
+    )
+
+
+@flow(name="export")
+def export_flow(
+    config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
+) -> ExportResult:
+    cfg, run = stages.open_run(config, out_dir, overrides)
+    checkpoint = run.checkpoint
+    return cached(
+        export_task,
+        run,
+        lambda r: r.export_json,
+        checkpoint=checkpoint,
+        checkpoint_sha256=file_sha256(checkpoint) if checkpoint.is_file() else "missing",
+        out_dir=run.export,
+        settings=cfg.export,
+    )
+
+
+@flow(name="validate")
+def validate_flow(
+    config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
+) -> dict[str, ValidationReport]:
+    """Every target at once; a one-slot limit per board keeps two measurements off one board."""
+    cfg, run = stages.open_run(config, out_dir, overrides)
+    v = cfg.validate
+    ensure_board_limits([stages.board_limit_name(s) for s in {*v.targets, LOCAL_BOARD}])
+    retrying = validate_task.with_options(retries=v.retries, retry_delay_seconds=v.retry_delay_s)
+    futures = {spec: retrying.submit(spec, run.root, v) for spec in v.targets}
+    if v.torch_baseline:
+        torch_baseline_task.submit(run.root, v).result()
+    return {spec: future.result() for spec, future in futures.items()}
+
+
+@flow(name="promote")
+def promote_flow(
+    config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
+) -> RegistryOutcome:
+    cfg, run = stages.open_run(config, out_dir, overrides)
+    r = cfg.registry
+    return register_task.with_options(retries=r.retries, retry_delay_seconds=r.retry_delay_s)(
+        cfg, run.root
+    )
+
+
+class PipelineResult(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    out_dir: Path
+    report_md: Path
+    report_html: Path
+    rows: list[ArtifactRow]
+    registry: RegistryOutcome | None = None
+
+
+@flow(name="edge-pipeline")
+def edge_pipeline(
+    config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
+) -> PipelineResult:
+    """The whole chain on one config; ends with the report (also a Prefect artifact)."""
+    cfg, run = stages.open_run(config, out_dir, overrides)
+    train_flow(cfg, run.root)
+    export_flow(cfg, run.root)
+    validate_flow(cfg, run.root)
+    outcome = promote_flow(cfg, run.root) if cfg.registry.enabled else None
+    rows = report_task(cfg, run.root)
+    if outcome is not None:
+        r = cfg.registry
+        attach_report_task.with_options(retries=r.retries, retry_delay_seconds=r.retry_delay_s)(
+            outcome, [run.report_md, run.report_html]
+        )
+    return PipelineResult(
+        out_dir=run.root,
+        report_md=run.report_md,
+        report_html=run.report_html,
+        rows=rows,
+        registry=outcome,
+    )

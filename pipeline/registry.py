@@ -1,0 +1,376 @@
+"""The MLflow model registry: register a run's student, move ``candidate``/``champion``.
+
+What is registered is what was validated: the artifact folder is copied byte for byte into the
+run's ``model`` folder (with an MLmodel file carrying the signature), and after registering it is
+downloaded back and its sha256 compared with the manifest and with every target's report.
+
+Aliases move in one guarded step: their state is read first, and if any call fails half-way
+they are put back as they were before the error is raised. Registering is idempotent: a version
+is keyed by the validated hash, the eval set and the reports, so a retry reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from export.manifest import MANIFEST_NAME, ArtifactError, Manifest, verify_artifact
+from pipeline.config import RegistryConfig, RunConfig
+from pipeline.errors import ModelRegistryError, PromotionError
+from pipeline.promotion import (
+    Champion,
+    Decision,
+    Evidence,
+    choose_artifact,
+    decide,
+    gather_evidence,
+)
+from pipeline.stages import RunFolder, load_reports, slug
+from pipeline.tracking import connect, guarded, log_run, tracking_uri
+from targets.base import ValidationReport
+
+TAG = "onedge."
+HISTORY_TAG = "onedge.champion_history"
+
+
+class RegistryOutcome(BaseModel):
+    """What registering one run did; written to ``DIR/registry.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tracking_uri: str
+    model_name: str
+    version: str
+    run_id: str
+    artifact: str
+    sha256: str
+    reused: bool = False
+    evidence: Evidence
+    decision: Decision
+    aliases: dict[str, str] = Field(default_factory=dict)  # alias -> version after the step
+
+
+def run_key(evidence: Evidence, reports: dict[str, ValidationReport]) -> str:
+    """One version per validated artifact and set of reports."""
+    parts = [evidence.sha256, evidence.eval_set_sha256 or "-"]
+    parts += [f"{spec}:{reports[spec].created}" for spec in sorted(reports)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def version_tags(
+    config: RunConfig, manifest: Manifest, evidence: Evidence, reports: dict, key: str
+) -> dict[str, str]:
+    tags = {
+        "dataset": config.data.name,
+        "model": config.model.name,
+        "method": config.method.name,
+        "branch": str(manifest.branch),
+        "artifact": evidence.artifact,
+        "format": manifest.format,
+        "precision": manifest.precision,
+        "sha256": manifest.sha256,
+        "checkpoint_sha256": manifest.source_checkpoint_sha256,
+        "eval_set_sha256": evidence.eval_set_sha256 or "",
+        "top1": "" if evidence.top1 is None else repr(evidence.top1),
+        "gates": "pass" if evidence.passed else "fail",
+        "required_targets": json.dumps(config.validate.required_targets()),
+        "run_key": key,
+        "complete": "false",
+    }
+    tags.update({f"file_sha256.{name}": sha for name, sha in manifest.files.items()})
+    for spec, verdict in evidence.verdicts.items():
+        tags[f"verdict.{slug(spec)}"] = verdict
+        result = next(r for r in reports[spec].results if r.artifact == evidence.artifact)
+        if result.latency_ms is not None:
+            tags[f"p50_ms.{slug(spec)}"] = f"{result.latency_ms.p50:.4f}"
+            tags[f"p99_ms.{slug(spec)}"] = f"{result.latency_ms.p99:.4f}"
+    return {TAG + k: v for k, v in tags.items()}
+
+
+def signature(manifest: Manifest) -> Any:
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    dtype = np.dtype(manifest.input.dtype)
+    return ModelSignature(
+        inputs=Schema([TensorSpec(dtype, tuple(manifest.input.shape), manifest.input.name)]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), tuple(manifest.output.shape), "logits")]),
+    )
+
+
+def stage_model(folder: Path, manifest: Manifest, run_id: str, into: Path) -> Path:
+    """The artifact's files, byte for byte, plus an MLmodel file with the signature."""
+    from mlflow.models import Model
+
+    into.mkdir(parents=True)
+    for name in [MANIFEST_NAME, *manifest.files]:
+        (into / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / name, into / name)
+    model = Model(run_id=run_id, artifact_path="model", signature=signature(manifest))
+    model.add_flavor(
+        "onedge",
+        format=manifest.format,
+        precision=manifest.precision,
+        model_file=manifest.model_file,
+        manifest=MANIFEST_NAME,
+        sha256=manifest.sha256,
+    )
+    model.save(str(into / "MLmodel"))
+    return into
+
+
+def registered_sha256(client: Any, uri: str, name: str, version: str) -> str:
+    """Download a version and check its files against its manifest; its artifact hash."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="onedge-registered-") as tmp:
+        source = client.get_model_version_download_uri(name, version)
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=tmp, tracking_uri=uri, registry_uri=uri
+        )
+        return verify_artifact(Path(path)).sha256
+
+
+def find_version(client: Any, name: str, key: str) -> Any | None:
+    versions = client.search_model_versions(f"name = '{name}'")
+    return next((v for v in versions if v.tags.get(TAG + "run_key") == key), None)
+
+
+def ensure_model(client: Any, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_registered_model(name, description="onedge students (ONE distillation)")
+
+
+def aliases_of(client: Any, name: str) -> dict[str, str]:
+    return {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}
+
+
+def history_of(client: Any, name: str) -> list[str]:
+    return [
+        str(v) for v in json.loads(client.get_registered_model(name).tags.get(HISTORY_TAG, "[]"))
+    ]
+
+
+def move_aliases(
+    client: Any, name: str, changes: dict[str, str], history: list[str] | None = None
+) -> dict[str, str]:
+    """Point each alias in ``changes`` at its version (and save ``history``), all or nothing."""
+    with guarded(f"reading the aliases of {name}"):
+        model = client.get_registered_model(name)
+    before = {alias: str(v) for alias, v in model.aliases.items()}
+    before_history = model.tags.get(HISTORY_TAG)
+    try:
+        for alias, version in changes.items():
+            if before.get(alias) != version:
+                client.set_registered_model_alias(name, alias, version)
+        if history is not None:
+            client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    except Exception as exc:
+        failures = restore_aliases(client, name, changes, before, before_history)
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if failures:
+            raise ModelRegistryError(
+                f"moving aliases of {name} failed half-way ({text}) and restoring them failed "
+                f"too ({failures[0]}): they should be {before}; set them with onedge promote"
+            ) from exc
+        raise ModelRegistryError(
+            f"moving aliases of {name} failed half-way ({text}); aliases left as they were: "
+            f"{before or 'none'}"
+        ) from exc
+    return {**before, **changes}
+
+
+def restore_aliases(
+    client: Any, name: str, changes: dict[str, str], before: dict[str, str], history: str | None
+) -> list[str]:
+    """Put every alias named in ``changes`` (and the history tag) back; the failures, if any."""
+    failures = []
+    for alias in changes:
+        try:
+            if alias in before:
+                client.set_registered_model_alias(name, alias, before[alias])
+            elif alias in aliases_of(client, name):
+                client.delete_registered_model_alias(name, alias)
+        except Exception as exc:  # keep going: restore as much as possible
+            failures.append(f"{alias}: {exc}")
+    try:
+        if history is not None:
+            client.set_registered_model_tag(name, HISTORY_TAG, history)
+        elif HISTORY_TAG in client.get_registered_model(name).tags:
+            client.delete_registered_model_tag(name, HISTORY_TAG)
+    except Exception as exc:
+        failures.append(f"history: {exc}")
+    return failures
+
+
+def current_champion(client: Any, name: str, rules: RegistryConfig) -> Champion | None:
+    version = aliases_of(client, name).get(rules.champion_alias)
+    if version is None:
+        return None
+    tags = client.get_model_version(name, version).tags
+    top1 = tags.get(TAG + "top1")
+    return Champion(
+        version=version,
+        top1=float(top1) if top1 else None,
+        eval_set_sha256=tags.get(TAG + "eval_set_sha256") or None,
+    )
+
+
+def apply_decision(
+    client: Any, name: str, version: str, evidence: Evidence, rules: RegistryConfig
+) -> tuple[Decision, dict[str, str]]:
+    with guarded(f"reading the champion of {name}"):
+        champion = current_champion(client, name, rules)
+    if champion is not None and champion.version == version:
+        return Decision(candidate=evidence.passed, champion=True, reasons=["already champion"]), (
+            aliases_of(client, name)
+        )
+    decision = decide(evidence, champion, rules)
+    changes: dict[str, str] = {}
+    history = None
+    if decision.candidate:
+        changes[rules.candidate_alias] = version
+    if decision.champion:
+        changes[rules.champion_alias] = version
+        history = history_of(client, name)
+        if champion is not None and (not history or history[-1] != champion.version):
+            history.append(champion.version)
+        history.append(version)
+    with guarded(f"tagging version {version} of {name}"):
+        client.set_model_version_tag(name, version, TAG + "decision", "; ".join(decision.reasons))
+    return decision, move_aliases(client, name, changes, history)
+
+
+def register_run(config: RunConfig, run: RunFolder, client: Any | None = None) -> RegistryOutcome:
+    """Log the run, register its chosen artifact, check hashes, move aliases; see module doc."""
+    reports = load_reports(run, config.validate)
+    required = config.validate.required_targets()
+    artifact = choose_artifact(reports, required, config.registry.artifact)
+    evidence = gather_evidence(artifact, reports, required)
+    manifest = verify_artifact(run.export / artifact)
+    if manifest.sha256 != evidence.sha256:
+        raise ArtifactError(
+            f"{run.export / artifact} changed since it was validated (sha256 "
+            f"{manifest.sha256[:12]}..., validated {evidence.sha256[:12]}...): validate it again"
+        )
+    uri = tracking_uri(config, run)
+    client = client or connect(uri)
+    name = config.model_name()
+    key = run_key(evidence, reports)
+    with guarded(f"registering {artifact} as {name}"):
+        found = find_version(client, name, key)
+        if found is None:
+            run_id = log_run(client, config, run, reports, uri)
+            with tempfile.TemporaryDirectory(prefix="onedge-model-") as tmp:
+                staged = stage_model(run.export / artifact, manifest, run_id, Path(tmp) / "model")
+                client.log_artifacts(run_id, str(staged), "model")
+            ensure_model(client, name)
+            source = f"{client.get_run(run_id).info.artifact_uri}/model"
+            tags = version_tags(config, manifest, evidence, reports, key)
+            version = str(client.create_model_version(name, source, run_id, tags=tags).version)
+            client.set_terminated(run_id, "FINISHED")
+        else:
+            run_id, version = found.run_id, str(found.version)
+        registered = registered_sha256(client, uri, name, version)
+    if registered != manifest.sha256:
+        raise ArtifactError(
+            f"version {version} of {name} holds sha256 {registered[:12]}..., but "
+            f"{manifest.sha256[:12]}... was validated: it gets no alias; register again"
+        )
+    with guarded(f"completing version {version} of {name}"):
+        client.set_model_version_tag(name, version, TAG + "complete", "true")
+    decision, aliases = apply_decision(client, name, version, evidence, config.registry)
+    outcome = RegistryOutcome(
+        tracking_uri=uri,
+        model_name=name,
+        version=version,
+        run_id=run_id,
+        artifact=artifact,
+        sha256=registered,
+        reused=found is not None,
+        evidence=evidence,
+        decision=decision,
+        aliases=aliases,
+    )
+    run.registry.write_text(outcome.model_dump_json(indent=2))
+    return outcome
+
+
+def attach_files(client: Any, run_id: str, files: list[Path], where: str = "report") -> None:
+    """Add files (the report) to a logged run."""
+    with guarded(f"logging {where} files to run {run_id}"):
+        for path in files:
+            client.log_artifact(run_id, str(path), where)
+
+
+def model_name_in(client: Any, name: str | None) -> str:
+    """``name``, or the only registered model in the store."""
+    if name:
+        return name
+    with guarded("listing registered models"):
+        names = sorted(m.name for m in client.search_registered_models())
+    if len(names) != 1:
+        raise PromotionError(
+            f"the store holds {len(names)} registered models ({', '.join(names) or 'none'}): "
+            "name one with --model"
+        )
+    return names[0]
+
+
+def promote(
+    client: Any, name: str, version: str, champion_alias: str = "champion", force: bool = False
+) -> dict[str, str]:
+    """Make ``version`` the champion by hand (it must have passed its gates unless ``force``)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version(name, str(version))
+    except MlflowException:
+        with guarded(f"listing versions of {name}"):
+            have = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+        raise PromotionError(
+            f"{name} has no version {version}; versions: {have or 'none'}"
+        ) from None
+    if mv.tags.get(TAG + "gates") != "pass" and not force:
+        raise PromotionError(
+            f"version {version} of {name} did not pass every required gate "
+            f"({mv.tags.get(TAG + 'decision', 'no decision recorded')}); add --force to promote it"
+        )
+    with guarded(f"reading the champion of {name}"):
+        current = aliases_of(client, name).get(champion_alias)
+        history = history_of(client, name)
+    if current == str(version):
+        return aliases_of(client, name)
+    if current is not None and (not history or history[-1] != current):
+        history.append(current)
+    return move_aliases(client, name, {champion_alias: str(version)}, [*history, str(version)])
+
+
+def rollback(client: Any, name: str, champion_alias: str = "champion") -> dict[str, str]:
+    """Give the champion alias back to the previous champion on record."""
+    with guarded(f"reading the champion of {name}"):
+        current = aliases_of(client, name).get(champion_alias)
+        history = history_of(client, name)
+    if current is None:
+        raise PromotionError(f"{name} has no {champion_alias}: nothing to roll back")
+    if history and history[-1] == current:
+        history.pop()
+    if not history:
+        raise PromotionError(
+            f"version {current} is the only {champion_alias} of {name} on record: "
+            "nothing to roll back to"
+        )
+    return move_aliases(client, name, {champion_alias: history[-1]}, history)

@@ -1,0 +1,328 @@
+"""The run report: ``DIR/report.md`` and a self-contained ``DIR/report.html``.
+
+Both are rendered from one list of blocks built from the run folder's files (metrics.json,
+export.json, every target's report.json, torch-fp32.json, registry.json), so the numbers are
+those files' numbers. The markdown is also the Prefect artifact of the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.config import RunConfig
+from pipeline.registry import RegistryOutcome
+from pipeline.stages import RunFolder, TorchBaseline, load_baseline, load_reports, read_json
+from targets.base import ArtifactResult, ValidationReport
+from targets.table import machine_line
+
+PLOT_FILE = "accuracy-latency.png"
+COLUMNS = [
+    "artifact", "format", "precision", "top-1 %", "drop pts", "agree %",
+    "p50 ms", "p99 ms", "img/s", "speed-up", "verdict", "pareto",
+]  # fmt: skip
+
+
+class ArtifactRow(BaseModel):
+    """One artifact on one target, as the tables show it (accuracies are fractions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    artifact: str
+    format: str
+    precision: str
+    top1: float | None = None
+    top1_drop: float | None = None
+    agreement: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    throughput: float | None = None
+    speedup: float | None = None  # PyTorch FP32 p50 / this p50, on the CPU that timed both
+    verdict: str | None = None
+    reasons: list[str] = []
+    pareto: bool = False
+    registered: bool = False
+
+    def cells(self) -> list[str]:
+        def num(value: float | None, digits: int = 2, scale: float = 1.0) -> str:
+            return "-" if value is None else f"{scale * value:.{digits}f}"
+
+        name = f"{self.artifact} (registered)" if self.registered else self.artifact
+        return [
+            name, self.format, self.precision,
+            num(self.top1, 2, 100), num(self.top1_drop, 2, 100), num(self.agreement, 2, 100),
+            num(self.p50_ms, 3), num(self.p99_ms, 3), num(self.throughput, 0),
+            "-" if self.speedup is None else f"{self.speedup:.2f}x",
+            self.verdict or "-", "yes" if self.pareto else "",
+        ]  # fmt: skip
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """For (latency, accuracy) points: True where no other point is as fast and as accurate
+    with one of the two strictly better."""
+    front = []
+    for i, (lat, acc) in enumerate(points):
+        dominated = any(
+            (o_lat <= lat and o_acc >= acc) and (o_lat < lat or o_acc > acc)
+            for j, (o_lat, o_acc) in enumerate(points)
+            if j != i
+        )
+        front.append(not dominated)
+    return front
+
+
+def artifact_rows(
+    reports: dict[str, ValidationReport],
+    baseline: TorchBaseline | None,
+    registered: str | None = None,
+) -> list[ArtifactRow]:
+    """Rows for every artifact on every target, with speed-up and the Pareto front marked.
+
+    On the CPU that timed the PyTorch FP32 student (``local-cpu``), its row (which the target
+    skips) shows that timing, as the speed-up reference.
+    """
+    rows: list[ArtifactRow] = []
+    for spec, report in reports.items():
+        local = baseline if report.target_info.kind == "local-cpu" else None
+        batch = [_row(spec, r, local, registered) for r in report.results]
+        measured = [row for row in batch if row.p50_ms is not None and row.top1 is not None]
+        flags = pareto_front([(row.p50_ms, row.top1) for row in measured])  # type: ignore[misc]
+        for row, flag in zip(measured, flags, strict=True):
+            row.pareto = flag
+        rows += batch
+    return rows
+
+
+def _row(
+    spec: str, r: ArtifactResult, baseline: TorchBaseline | None, registered: str | None
+) -> ArtifactRow:
+    row = ArtifactRow(
+        target=spec, artifact=r.artifact, format=r.format, precision=r.precision,
+        top1=r.top1, top1_drop=r.top1_drop, agreement=r.agreement,
+        p50_ms=r.latency_ms.p50 if r.latency_ms else None,
+        p99_ms=r.latency_ms.p99 if r.latency_ms else None,
+        throughput=r.throughput, verdict=r.verdict, reasons=list(r.reasons),
+        registered=r.artifact == registered,
+    )  # fmt: skip
+    if baseline is None:
+        return row
+    if r.artifact == baseline.artifact and r.sha256 == baseline.sha256:
+        row.p50_ms, row.p99_ms = baseline.latency_ms.p50, baseline.latency_ms.p99
+        row.top1, row.top1_drop, row.agreement = baseline.top1, 0.0, 1.0
+        row.verdict, row.reasons = "reference", []
+    if row.p50_ms:
+        row.speedup = baseline.latency_ms.p50 / row.p50_ms
+    return row
+
+
+def plot_accuracy_latency(rows: list[ArtifactRow], path: Path) -> Path:
+    """Top-1 against p50 latency, one panel per target, the Pareto front drawn as a step line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = list(dict.fromkeys(row.target for row in rows))
+    fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(6.5 * max(1, len(targets)), 4.5))
+    axes = axes if hasattr(axes, "__len__") else [axes]
+    for ax, target in zip(axes, targets, strict=False):
+        points = [r for r in rows if r.target == target and r.p50_ms and r.top1 is not None]
+        for r in points:
+            ax.scatter(r.p50_ms, 100 * r.top1, s=60 if r.pareto else 30,
+                       color="tab:red" if r.pareto else "tab:blue", zorder=3)  # fmt: skip
+            ax.annotate(r.artifact, (r.p50_ms, 100 * r.top1), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        front = sorted((r.p50_ms, 100 * r.top1) for r in points if r.pareto)
+        if front:
+            xs, ys = zip(*front, strict=True)
+            ax.step(xs, ys, where="post", color="tab:red", lw=1.2, label="Pareto front")
+        ax.set(title=target, xlabel="p50 latency at batch 1 (ms, log)", ylabel="test top-1 (%)")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+@dataclass
+class ReportFiles:
+    markdown: str
+    md: Path
+    html: Path
+    rows: list[ArtifactRow]
+
+
+Block = tuple  # ("h1"|"h2"|"p"|"list"|"table"|"img", ...)
+
+
+def build_blocks(config: RunConfig, run: RunFolder) -> tuple[list[Block], list[ArtifactRow]]:
+    metrics = read_json(run.train / "metrics.json", "training")
+    exported = read_json(run.export / "export.json", "export")
+    reports = load_reports(run, config.validate)
+    baseline = load_baseline(run)
+    outcome = (
+        RegistryOutcome.model_validate_json(run.registry.read_text())
+        if run.registry.is_file()
+        else None
+    )
+    rows = artifact_rows(reports, baseline, outcome.artifact if outcome else None)
+    plot_accuracy_latency(rows, run.root / PLOT_FILE)
+
+    student = exported.get("student", {})
+    s_cost, n_cost = student.get("student", {}), student.get("multi_branch_network", {})
+    blocks: list[Block] = [
+        ("h1", f"onedge run: {config.name}"),
+        ("p", f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, run folder `{run.root}`"),
+        ("h2", "Summary"),
+        ("list", summary_lines(config, metrics, rows, outcome)),
+        ("h2", "Training"),
+        ("img", "training curves", run.train / "curves.png"),
+        ("table", ["model", "test top-1 %"], training_rows(metrics)),
+        ("p", f"Student (branch {student.get('branch')}): {s_cost.get('parameters', 0):,} "
+              f"parameters, {s_cost.get('macs', 0):,} MACs; the whole multi-branch network: "
+              f"{n_cost.get('parameters', 0):,} parameters, {n_cost.get('macs', 0):,} MACs."),
+        ("h2", "Accuracy against latency"),
+        ("img", "accuracy against latency", run.root / PLOT_FILE),
+        ("p", "Red points lie on the Pareto front (no other artifact is both as fast and as "
+              "accurate); torch-fp32 is the PyTorch FP32 student, timed on this CPU only."),
+    ]  # fmt: skip
+    for spec, report in reports.items():
+        s = report.settings
+        blocks += [
+            ("h2", f"Validation on {spec}"),
+            ("p", f"{machine_line(report.target_info)}. Batch-1 latency, throughput at batch "
+                  f"{s.batch_size}, threads {s.threads or 'default'}, timed >= "
+                  f"{s.timed_seconds:g} s and >= {s.timed_calls} calls; eval set "
+                  f"{report.eval_set_sha256 and report.eval_set_sha256[:12]}... "
+                  f"({next((r.eval_size for r in report.results if r.eval_size), '?')} images)."),
+            ("table", COLUMNS, [row.cells() for row in rows if row.target == spec]),
+        ]  # fmt: skip
+        failed = [
+            f"{r.artifact}: {'; '.join(r.reasons)}" for r in rows if r.target == spec and r.reasons
+        ]
+        if failed:
+            blocks.append(("list", failed))
+    if baseline is not None:
+        blocks.append(
+            ("p", f"Speed-up is the PyTorch FP32 student's p50 ({baseline.latency_ms.p50:.3f} ms, "
+                  f"{baseline.threads} threads, {baseline.calls} calls) over the artifact's p50, "
+                  "both timed on this CPU in one run, one after the other.")
+        )  # fmt: skip
+    blocks += [("h2", "Registry"), ("list", registry_lines(outcome))]
+    return blocks, rows
+
+
+def summary_lines(config: RunConfig, metrics: dict, rows: list, outcome) -> list[str]:
+    passed = sum(r.verdict == "pass" for r in rows)
+    lines = [
+        f"{config.method.name} on {config.data.name}: {config.model.name} x"
+        f"{config.model.branches} branches, {metrics.get('epochs')} epochs; deployed branch "
+        f"{metrics.get('deployed_branch')} at {100 * metrics.get('deployed_top1', 0):.2f}% test "
+        f"top-1 (ensemble {100 * metrics.get('ensemble_top1', 0):.2f}%)",
+        f"{passed} of {len(rows)} artifact measurements passed their gates "
+        f"on {', '.join(dict.fromkeys(r.target for r in rows))}",
+    ]
+    if outcome is not None:
+        aliases = [a for a, v in outcome.aliases.items() if v == outcome.version]
+        lines.append(
+            f"registered {outcome.artifact} as {outcome.model_name} version {outcome.version}"
+            f" ({', '.join(aliases) or 'no alias'})"
+        )
+    return lines
+
+
+def training_rows(metrics: dict) -> list[list[str]]:
+    out = []
+    for i, acc in enumerate(metrics.get("branch_top1", [])):
+        tag = " (deployed)" if i == metrics.get("deployed_branch") else ""
+        out.append([f"branch {i}{tag}", f"{100 * acc:.2f}"])
+    if "ensemble_top1" in metrics:
+        out.append(["ensemble", f"{100 * metrics['ensemble_top1']:.2f}"])
+    return out
+
+
+def registry_lines(outcome: RegistryOutcome | None) -> list[str]:
+    if outcome is None:
+        return ["not registered (registry.enabled is false, or the registry step did not run)"]
+    e = outcome.evidence
+    return [
+        f"model `{outcome.model_name}` version **{outcome.version}** in `{outcome.tracking_uri}`"
+        f"{' (reused)' if outcome.reused else ''}",
+        f"artifact {outcome.artifact} ({e.format} {e.precision}), sha256 `{outcome.sha256}` "
+        "(registered = manifest = validated)",
+        "aliases now: " + (", ".join(f"{a} -> {v}" for a, v in outcome.aliases.items()) or "none"),
+        "decision: " + "; ".join(outcome.decision.reasons),
+        f"MLflow run `{outcome.run_id}`",
+    ]
+
+
+def to_markdown(blocks: list[Block], root: Path) -> str:
+    out: list[str] = []
+    for kind, *rest in blocks:
+        if kind == "h1":
+            out.append(f"# {rest[0]}\n")
+        elif kind == "h2":
+            out.append(f"## {rest[0]}\n")
+        elif kind == "p":
+            out.append(f"{rest[0]}\n")
+        elif kind == "list":
+            out.append("\n".join(f"- {item}" for item in rest[0]) + "\n")
+        elif kind == "img":
+            path = Path(rest[1])
+            rel = path.relative_to(root) if path.is_relative_to(root) else path
+            out.append(f"![{rest[0]}]({rel})\n")
+        elif kind == "table":
+            header, rows = rest
+            lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+            out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    esc = html.escape
+    body: list[str] = []
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2", "p"):
+            body.append(f"<{kind}>{esc(str(rest[0])).replace('`', '')}</{kind}>")
+        elif kind == "list":
+            items = "".join(f"<li>{esc(item).replace('`', '')}</li>" for item in rest[0])
+            body.append(f"<ul>{items.replace('**', '')}</ul>")
+        elif kind == "img":
+            path = Path(rest[1])
+            if path.is_file():
+                data = base64.b64encode(path.read_bytes()).decode()
+                body.append(f'<img alt="{esc(rest[0])}" src="data:image/png;base64,{data}">')
+        elif kind == "table":
+            header, rows = rest
+            head = "".join(f"<th>{esc(h)}</th>" for h in header)
+            cells = "".join(
+                "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def write_report(config: RunConfig, run: RunFolder) -> ReportFiles:
+    """Write ``report.md``, ``report.html`` and the plot into the run folder."""
+    blocks, rows = build_blocks(config, run)
+    markdown = to_markdown(blocks, run.root)
+    run.report_md.write_text(markdown)
+    run.report_html.write_text(to_html(blocks, f"onedge run: {config.name}"))
+    return ReportFiles(markdown, run.report_md, run.report_html, rows)

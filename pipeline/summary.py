@@ -1,0 +1,37 @@
+"""What ``onedge run`` prints at the end: a table per target, the report and the registry."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.flows import PipelineResult
+from pipeline.report import COLUMNS
+
+VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "skipped": "yellow"}
+
+
+def print_run(result: PipelineResult, seconds: float, console: Console) -> None:
+    for target in dict.fromkeys(row.target for row in result.rows):
+        table = Table(title=f"{target}: every artifact against the PyTorch FP32 student")
+        for column in COLUMNS:
+            table.add_column(column, justify="left" if column in COLUMNS[:3] else "right")
+        for row in (r for r in result.rows if r.target == target):
+            cells = row.cells()
+            style = VERDICT_STYLE.get(row.verdict or "")
+            if style:
+                cells[COLUMNS.index("verdict")] = f"[{style}]{row.verdict}[/]"
+            table.add_row(*cells)
+        console.print(table)
+    console.print(f"report:   {result.report_md}  and  {result.report_html}")
+    outcome = result.registry
+    if outcome is None:
+        console.print("registry: disabled (registry.enabled: false)")
+    else:
+        mine = [alias for alias, version in outcome.aliases.items() if version == outcome.version]
+        console.print(
+            f"registry: {outcome.tracking_uri}, model {outcome.model_name} version "
+            f"{outcome.version} ({', '.join(mine) or 'no alias'}): "
+            + "; ".join(outcome.decision.reasons)
+        )
+    console.print(f"done in {seconds:.0f} s; files in {result.out_dir}")

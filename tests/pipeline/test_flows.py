@@ -1,0 +1,171 @@
+"""edge_pipeline end to end on digits, under Prefect's test harness with a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from export.manifest import read_manifest, verify_artifact
+from pipeline.stages import RunFolder, board_limit_name
+
+pytestmark = pytest.mark.slow
+
+
+def client_for(run):
+    from mlflow import MlflowClient
+
+    uri = run.result.registry.tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_rerun_after_failed_validation_reuses_training_and_export(pipeline_run):
+    assert pipeline_run.first_error is not None, "the injected validation failure did not surface"
+    assert "injected" in str(pipeline_run.first_error)
+    # the plain functions ran once over both flow runs; validation ran in both
+    assert pipeline_run.calls == {"train": 1, "export": 1, "validate": 2}
+    assert pipeline_run.mtimes_after_rerun == pipeline_run.mtimes_after_failure
+
+
+def test_rerun_task_states_say_cached(pipeline_run):
+    """Prefect's own record: in the second run, training and export ended in 'Cached'."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="train-")), limit=200
+        )
+        runs += client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="export-")), limit=200
+        )
+    states = sorted((r.name.split("-")[0], r.state.name) for r in runs if r.state)
+    assert ("train", "Cached") in states and ("export", "Cached") in states, states
+
+
+def test_registered_version_has_its_tags_and_signature(pipeline_run, tmp_path):
+    import mlflow
+    from mlflow.models import Model
+
+    outcome = pipeline_run.result.registry
+    client = client_for(pipeline_run)
+    mv = client.get_model_version(outcome.model_name, outcome.version)
+    tags = mv.tags
+    manifest = read_manifest(pipeline_run.out / "export" / outcome.artifact)
+    assert tags["onedge.dataset"] == "digits"
+    assert tags["onedge.method"] == "one"
+    assert tags["onedge.model"] == "resnet20"
+    assert tags["onedge.branch"] == str(manifest.branch)
+    assert tags["onedge.format"] == manifest.format
+    assert tags["onedge.precision"] == manifest.precision
+    assert tags["onedge.verdict.local-cpu"] == "pass"
+    assert tags["onedge.gates"] == "pass"
+    assert tags["onedge.complete"] == "true"
+    for name, sha in manifest.files.items():
+        assert tags[f"onedge.file_sha256.{name}"] == sha
+    folder = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp_path))
+    model = Model.load(str(Path(folder) / "MLmodel"))
+    assert model.signature.inputs.inputs[0].shape == tuple(manifest.input.shape)
+    assert model.signature.inputs.inputs[0].name == "input"
+    assert model.flavors["onedge"]["sha256"] == manifest.sha256
+
+
+def test_registered_hash_equals_manifest_and_validated(pipeline_run, tmp_path):
+    import mlflow
+
+    outcome = pipeline_run.result.registry
+    client = client_for(pipeline_run)
+    source = client.get_model_version_download_uri(outcome.model_name, outcome.version)
+    downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp_path))
+    registered = verify_artifact(downloaded).sha256  # every file checked against its manifest
+    in_export = read_manifest(pipeline_run.out / "export" / outcome.artifact).sha256
+    report = json.loads((pipeline_run.out / "validate" / "local-cpu" / "report.json").read_text())
+    validated = next(r["sha256"] for r in report["results"] if r["artifact"] == outcome.artifact)
+    tagged = client.get_model_version(outcome.model_name, outcome.version).tags["onedge.sha256"]
+    assert registered == in_export == validated == tagged == outcome.sha256
+
+
+def test_first_passing_version_becomes_candidate_and_champion(pipeline_run):
+    outcome = pipeline_run.result.registry
+    client = client_for(pipeline_run)
+    aliases = {k: str(v) for k, v in client.get_registered_model(outcome.model_name).aliases.items()}
+    # the failed first run never reached the registry: this is the first version
+    assert outcome.version == "1"
+    assert aliases == {"candidate": "1", "champion": "1"}
+    assert outcome.decision.champion and outcome.decision.candidate
+
+
+def test_registered_artifact_is_the_fastest_passing_one(pipeline_run):
+    rows = [r for r in pipeline_run.result.rows if r.verdict == "pass"]
+    fastest = min(rows, key=lambda r: (r.p50_ms, -r.top1))
+    assert pipeline_run.result.registry.artifact == fastest.artifact
+
+
+def test_training_run_is_logged(pipeline_run):
+    outcome = pipeline_run.result.registry
+    client = client_for(pipeline_run)
+    run = client.get_run(outcome.run_id)
+    assert run.data.params["train.epochs"] == "2"
+    assert run.data.params["data.name"] == "digits"
+    metrics = json.loads((pipeline_run.out / "train" / "metrics.json").read_text())
+    assert run.data.metrics["train.deployed_top1"] == pytest.approx(metrics["deployed_top1"])
+    assert len(client.get_metric_history(outcome.run_id, "epoch.val_ensemble_top1")) == 2
+    logged = {f.path for f in client.list_artifacts(outcome.run_id, "training")}
+    assert "training/curves.png" in logged
+    assert {f.path for f in client.list_artifacts(outcome.run_id, "report")} == {
+        "report/report.md",
+        "report/report.html",
+    }
+    artifacts = {f.path for f in client.list_artifacts(outcome.run_id, "artifacts")}
+    assert "artifacts/onnx-int8" in artifacts and "artifacts/openvino-fp32" in artifacts
+
+
+def test_report_numbers_match_report_json(pipeline_run):
+    run = RunFolder(pipeline_run.out)
+    report = json.loads((run.validate / "local-cpu" / "report.json").read_text())
+    markdown = run.report_md.read_text()
+    html = run.report_html.read_text()
+    table = {
+        cells[0].removesuffix(" (registered)"): cells
+        for line in markdown.splitlines()
+        if line.startswith("| ") and not line.startswith("| artifact")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+        if len(cells) == 12
+    }
+    measured = [r for r in report["results"] if r["latency_ms"]]
+    assert measured and len(measured) == len(table) - 1  # + the PyTorch reference row
+    for r in measured:
+        cells = table[r["artifact"]]
+        assert cells[3] == f"{100 * r['top1']:.2f}"
+        assert cells[4] == f"{100 * r['top1_drop']:.2f}"
+        assert cells[6] == f"{r['latency_ms']['p50']:.3f}"
+        assert cells[7] == f"{r['latency_ms']['p99']:.3f}"
+        assert cells[10] == r["verdict"]
+        assert f"<td>{r['latency_ms']['p50']:.3f}</td>" in html
+    assert f"version **{pipeline_run.result.registry.version}**" in markdown
+    assert (run.root / "accuracy-latency.png").stat().st_size > 10_000
+    assert "data:image/png;base64," in html
+    assert re.search(r"\| torch-fp32 \| torch \| fp32 \| [\d.]+ \| 0\.00 \|", markdown)
+
+
+def test_prefect_artifacts_hold_the_report_and_a_table_per_target(pipeline_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        reports = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["report-digits-one"]))
+        )
+        tables = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["validation-local-cpu"]))
+        )
+        limit = client.read_global_concurrency_limit_by_name(board_limit_name("local-cpu"))
+    assert reports and reports[0].type == "markdown"
+    latest = max(reports, key=lambda a: a.created)
+    assert latest.data == RunFolder(pipeline_run.out).report_md.read_text()
+    assert tables and all(t.type == "table" for t in tables)
+    rows = json.loads(max(tables, key=lambda a: a.created).data)
+    assert {r["artifact"] for r in rows} >= {"onnx-fp32", "openvino-int8"}
+    assert limit.limit == 1

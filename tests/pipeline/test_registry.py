@@ -1,0 +1,229 @@
+"""The registry against a real MLflow SQLite store, on copies of the end-to-end run's folder.
+
+Each test registers the run's validated artifacts (real files, real reports) under its own model
+name; "better" and "worse" candidates are the same run with its reports' top-1 moved, as a new
+validation of a retrained student would move them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+
+import pytest
+
+from export.manifest import ArtifactError
+from pipeline.cli import main
+from pipeline.config import dump_config
+from pipeline.errors import ModelRegistryError, PromotionError
+from pipeline.registry import HISTORY_TAG, promote, register_run, rollback
+from pipeline.stages import RunFolder
+from pipeline.tracking import connect
+
+pytestmark = pytest.mark.slow
+
+SKIP = {"mlflow.db", "mlartifacts", ".cache", "registry.json"}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    connect(uri)  # creates the tables once for the module
+    return uri
+
+
+@pytest.fixture
+def run(pipeline_run, store, tmp_path, request):
+    """A copy of the run folder whose config registers into ``store`` under a fresh name."""
+    folder = RunFolder(tmp_path / "run")
+    shutil.copytree(pipeline_run.out, folder.root, ignore=lambda d, names: SKIP & set(names))
+    name = "t-" + request.node.name.replace("_", "-").replace("[", "-").strip("]")[:60]
+    config = pipeline_run.config.model_copy(deep=True)
+    config.registry.tracking_uri, config.registry.model_name = store, name
+    folder.config.write_text(dump_config(config))
+    return config, folder
+
+
+def revalidate(folder: RunFolder, **changes) -> None:
+    """Rewrite the reports as a new validation would: new timestamp, changed figures."""
+    for path in folder.validate.glob("*/report.json"):
+        report = json.loads(path.read_text())
+        report["created"] = datetime.now(timezone.utc).isoformat()
+        for r in report["results"]:
+            if r["latency_ms"] is None:
+                continue
+            if "top1_delta" in changes:
+                r["top1"] += changes["top1_delta"]
+            if changes.get("fail"):
+                r["verdict"], r["reasons"] = "fail", ["p99 latency 9.0 ms (limit 1.0 ms)"]
+        if "eval_set" in changes:
+            report["eval_set_sha256"] = changes["eval_set"]
+        path.write_text(json.dumps(report))
+
+
+def aliases(client, name) -> dict[str, str]:
+    return {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+
+
+def test_no_champion_then_better_then_worse(run, store):
+    config, folder = run
+    name = config.model_name()
+    first = register_run(config, folder)
+    client = connect(store)
+    assert (first.version, aliases(client, name)) == ("1", {"candidate": "1", "champion": "1"})
+
+    revalidate(folder, top1_delta=+0.01)
+    better = register_run(config, folder)
+    assert better.decision.champion and better.version == "2"
+    assert aliases(client, name) == {"candidate": "2", "champion": "2"}
+
+    revalidate(folder, top1_delta=-0.03)
+    worse = register_run(config, folder)
+    assert worse.decision.candidate and not worse.decision.champion
+    assert "not better" in worse.decision.reasons[0]
+    assert aliases(client, name) == {"candidate": "3", "champion": "2"}
+    assert json.loads(client.get_registered_model(name).tags[HISTORY_TAG]) == ["1", "2"]
+
+
+def test_failed_gate_is_registered_without_alias(run, store):
+    config, folder = run
+    register_run(config, folder)
+    revalidate(folder, fail=True)
+    failed = register_run(config, folder)
+    client = connect(store)
+    assert not failed.decision.candidate and not failed.decision.champion
+    assert client.get_model_version(config.model_name(), failed.version).tags["onedge.gates"] == "fail"
+    assert aliases(client, config.model_name()) == {"candidate": "1", "champion": "1"}
+
+
+def test_champion_on_another_eval_set_is_kept(run, store):
+    config, folder = run
+    register_run(config, folder)
+    revalidate(folder, top1_delta=+0.01, eval_set="0" * 64)
+    other = register_run(config, folder)
+    assert other.decision.candidate and not other.decision.champion
+    assert aliases(connect(store), config.model_name()) == {"candidate": "2", "champion": "1"}
+
+
+def test_registering_the_same_validation_again_reuses_the_version(run, store):
+    config, folder = run
+    first = register_run(config, folder)
+    again = register_run(config, folder)
+    assert (again.version, again.reused, first.reused) == (first.version, True, False)
+    assert len(connect(store).search_model_versions(f"name = '{config.model_name()}'")) == 1
+
+
+def test_registry_error_half_way_leaves_aliases_as_they_were(run, store):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    class FailsOnSecondAlias(MlflowClient):
+        """The real client; its second alias write raises, as a store dying mid-way would."""
+
+        calls = 0
+
+        def set_registered_model_alias(self, name, alias, version):
+            FailsOnSecondAlias.calls += 1
+            if FailsOnSecondAlias.calls == 2:
+                raise MlflowException("connection to the store lost (injected)")
+            return super().set_registered_model_alias(name, alias, version)
+
+    config, folder = run
+    name = config.model_name()
+    register_run(config, folder)
+    client = connect(store)
+    history = client.get_registered_model(name).tags[HISTORY_TAG]
+
+    revalidate(folder, top1_delta=+0.01)  # a better candidate: both aliases would move
+    flaky = FailsOnSecondAlias(tracking_uri=store, registry_uri=store)
+    with pytest.raises(ModelRegistryError, match="failed half-way.*left as they were"):
+        register_run(config, folder, client=flaky)
+    assert FailsOnSecondAlias.calls >= 2  # the first alias did move before the failure
+    assert aliases(client, name) == {"candidate": "1", "champion": "1"}
+    assert client.get_registered_model(name).tags[HISTORY_TAG] == history
+
+    retried = register_run(config, folder)  # what the flow's retry does: same version, aliases move
+    assert retried.reused and aliases(client, name) == {"candidate": "2", "champion": "2"}
+
+
+def test_registry_error_while_creating_the_version_moves_no_alias(run, store):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    class FailsToCreate(MlflowClient):
+        def create_model_version(self, *args, **kwargs):
+            raise MlflowException("database is locked (injected)")
+
+    config, folder = run
+    register_run(config, folder)
+    revalidate(folder, top1_delta=+0.01)
+    flaky = FailsToCreate(tracking_uri=store, registry_uri=store)
+    with pytest.raises(ModelRegistryError, match="database is locked") as caught:
+        register_run(config, folder, client=flaky)
+    assert type(caught.value).__name__ == "ModelRegistryUnavailableError"  # retried by the flow
+    assert aliases(connect(store), config.model_name()) == {"candidate": "1", "champion": "1"}
+
+
+def test_an_artifact_changed_after_validation_is_not_registered(run, store):
+    config, folder = run
+    registered = json.loads(
+        (folder.validate / "local-cpu" / "report.json").read_text()
+    )  # any artifact: auto picks one that passed; tamper with every one
+    for r in registered["results"]:
+        model = next((folder.export / r["artifact"]).glob("*.onnx"), None) or next(
+            (folder.export / r["artifact"]).glob("*.bin"), None
+        )
+        if model is not None:
+            model.write_bytes(model.read_bytes() + b"\0")
+    with pytest.raises(ArtifactError, match="sha256"):
+        register_run(config, folder)
+    assert connect(store).search_model_versions(f"name = '{config.model_name()}'") == []
+
+
+def test_broken_store_gives_one_clear_error(tmp_path):
+    bad = tmp_path / "mlflow.db"
+    bad.write_text("this is not a database")
+    with pytest.raises(ModelRegistryError, match="opening the MLflow store"):
+        connect(f"sqlite:///{bad}")
+
+
+def test_promote_and_rollback_by_hand(run, store, capsys):
+    config, folder = run
+    name = config.model_name()
+    register_run(config, folder)
+    revalidate(folder, top1_delta=+0.01)
+    register_run(config, folder)  # champion 2, history [1, 2]
+    revalidate(folder, fail=True)
+    failed = register_run(config, folder)  # version 3 failed its gates
+    client = connect(store)
+
+    assert main(["rollback", "--run", str(folder.root)]) == 0
+    assert aliases(client, name)["champion"] == "1"
+    assert "champion -> version 1" in capsys.readouterr().out
+    with pytest.raises(PromotionError, match="nothing to roll back to"):
+        rollback(client, name)
+    assert main(["rollback", "--run", str(folder.root)]) == 2
+    assert "nothing to roll back to" in capsys.readouterr().err
+
+    assert main(["promote", "--version", "2", "--run", str(folder.root)]) == 0
+    assert aliases(client, name)["champion"] == "2"
+    assert main(["promote", "--version", failed.version, "--run", str(folder.root)]) == 2
+    assert "did not pass every required gate" in capsys.readouterr().err
+    promote(client, name, failed.version, force=True)
+    assert aliases(client, name)["champion"] == failed.version
+    rollback(client, name)
+    assert aliases(client, name)["champion"] == "2"
+    assert main(["promote", "--version", "99", "--tracking-uri", store, "--model", name]) == 2
+    assert "has no version 99" in capsys.readouterr().err
+
+
+def test_promote_needs_to_know_which_registry(monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["promote", "--version", "1"]) == 2
+    assert "give --run DIR" in capsys.readouterr().err
+    bad = tmp_path / "mlflow.db"
+    bad.write_text("this is not a database")
+    assert main(["rollback", "--tracking-uri", f"sqlite:///{bad}"]) == 2
+    err = capsys.readouterr().err
+    assert "opening the MLflow store" in err and len(err.strip().splitlines()) == 1

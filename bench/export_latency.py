@@ -54,8 +54,8 @@ def train_student(dataset: str, out: Path, epochs: int, limit_train: int | None)
 def candidates(export_dir: Path, checkpoint: Path, threads: int) -> dict[str, dict[str, Any]]:
     """name -> {run: images -> logits, bind: images -> timed zero-argument call, ...}.
 
-    ``bind`` prepares the input once (a torch tensor, an ONNX Runtime I/O binding, an OpenVINO
-    tensor sharing the array's memory) so the timed call is the runtime's work, not conversion.
+    Every timed call is what an application makes: the runtime's own call on a float32 NCHW
+    array (PyTorch gets the tensor viewing that array, made once).
     """
     import onnxruntime as ort
     import openvino as ov
@@ -94,10 +94,7 @@ def candidates(export_dir: Path, checkpoint: Path, threads: int) -> dict[str, di
         )
 
         def ort_bind(x: np.ndarray, s: Any = session) -> Any:
-            binding = s.io_binding()
-            binding.bind_cpu_input("input", x)
-            binding.bind_output("logits")
-            return lambda: s.run_with_iobinding(binding)
+            return lambda: s.run(None, {"input": x})
 
         out[name] = {
             "run": lambda x, s=session: s.run(None, {"input": x})[0],
@@ -125,11 +122,12 @@ def candidates(export_dir: Path, checkpoint: Path, threads: int) -> dict[str, di
             return np.array(r.infer({0: x})[0])
 
         def ov_bind(x: np.ndarray, c: Any = compiled) -> Any:
-            # a private copy: with one stream, OpenVINO 2026.4 lets another request of the same
-            # compiled model write into memory shared with a bound input (seen here)
+            # infer() copies the input into the request. Bound input tensors (set_input_tensor)
+            # are avoided: with one stream, OpenVINO 2026.4 let another request of the same
+            # compiled model write into a bound tensor's memory (seen here: the data changed,
+            # and a longer run aborted with a corrupted heap)
             bound = c.create_infer_request()
-            bound.set_input_tensor(ov.Tensor(np.array(x, copy=True)))
-            return bound.infer
+            return lambda: bound.infer({0: x})
 
         weights = folder.split("-")[1]
         out[name] = {

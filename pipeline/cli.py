@@ -180,7 +180,7 @@ def validate(
         artifacts, parse_target(target, **options), out, cfg.settings, cfg.gates, eval_set
     )
     print_report(report, console)
-    console.print(f"report: {out / 'report.json'}")
+    console.print(f"report: {out / 'report.json'}", soft_wrap=True)
     if not report.passed:
         raise typer.Exit(1)
 
@@ -274,7 +274,7 @@ def rollback(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: errors onedge raises on purpose print one line and exit non-zero."""
     try:
-        app(args=argv, standalone_mode=False)
+        status = app(args=argv, standalone_mode=False)  # an Exit(n) comes back as n
     except OnedgeError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 def entry() -> None:

@@ -23,15 +23,16 @@ def print_run(result: PipelineResult, seconds: float, console: Console) -> None:
                 cells[COLUMNS.index("verdict")] = f"[{style}]{row.verdict}[/]"
             table.add_row(*cells)
         console.print(table)
-    console.print(f"report:   {result.report_md}  and  {result.report_html}")
+    console.print(f"report:   {result.report_md}  and  {result.report_html}", soft_wrap=True)
     outcome = result.registry
     if outcome is None:
-        console.print("registry: disabled (registry.enabled: false)")
+        console.print("registry: disabled (registry.enabled: false)", soft_wrap=True)
     else:
         mine = [alias for alias, version in outcome.aliases.items() if version == outcome.version]
         console.print(
             f"registry: {outcome.tracking_uri}, model {outcome.model_name} version "
             f"{outcome.version} ({', '.join(mine) or 'no alias'}): "
-            + "; ".join(outcome.decision.reasons)
+            + "; ".join(outcome.decision.reasons),
+            soft_wrap=True,
         )
-    console.print(f"done in {seconds:.0f} s; files in {result.out_dir}")
+    console.print(f"done in {seconds:.0f} s; files in {result.out_dir}", soft_wrap=True)

@@ -1,8 +1,8 @@
 import pytest
 
 from pipeline.config import RunConfig, load_config
-from training.errors import ConfigError
 from tests.conftest import ROOT
+from training.errors import ConfigError
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 

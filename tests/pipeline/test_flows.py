@@ -90,7 +90,9 @@ def test_registered_hash_equals_manifest_and_validated(pipeline_run, tmp_path):
 def test_first_passing_version_becomes_candidate_and_champion(pipeline_run):
     outcome = pipeline_run.result.registry
     client = client_for(pipeline_run)
-    aliases = {k: str(v) for k, v in client.get_registered_model(outcome.model_name).aliases.items()}
+    aliases = {
+        k: str(v) for k, v in client.get_registered_model(outcome.model_name).aliases.items()
+    }
     # the failed first run never reached the registry: this is the first version
     assert outcome.version == "1"
     assert aliases == {"candidate": "1", "champion": "1"}
@@ -169,3 +171,22 @@ def test_prefect_artifacts_hold_the_report_and_a_table_per_target(pipeline_run):
     rows = json.loads(max(tables, key=lambda a: a.created).data)
     assert {r["artifact"] for r in rows} >= {"onnx-fp32", "openvino-int8"}
     assert limit.limit == 1
+
+
+def test_onedge_run_on_the_same_folder_reuses_the_cache(pipeline_run, tmp_path, capsys):
+    """Last in this module, as it adds a version: same config and folder, cached stages."""
+    from pipeline.cli import main
+    from pipeline.config import dump_config
+
+    config_file = tmp_path / "digits-quick.yaml"
+    config_file.write_text(dump_config(pipeline_run.config))
+    checkpoint = pipeline_run.out / "train" / "checkpoint.pt"
+    before = checkpoint.stat().st_mtime_ns
+    assert main(["run", "--config", str(config_file), "--out", str(pipeline_run.out)]) == 0
+    out = capsys.readouterr().out
+    assert checkpoint.stat().st_mtime_ns == before
+    for text in ("speed-up", "onnx-int8", "openvino-fp32", "torch-fp32", "1.00x", "report.md"):
+        assert text in out
+    assert "registry: sqlite:///" in out and "version 2" in out
+    rows = [line for line in out.splitlines() if "openvino-fp32" in line]
+    assert rows and ("pass" in rows[0] or "fail" in rows[0])

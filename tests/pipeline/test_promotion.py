@@ -139,7 +139,11 @@ def test_only_transient_faults_are_retried():
     from pipeline.flows import transient_fault
     from targets.errors import RunnerFailedError, TargetTimeoutError, TargetUnreachableError
 
-    for exc in (TargetUnreachableError("x"), TargetTimeoutError("x"), ModelRegistryUnavailableError("x")):
+    for exc in (
+        TargetUnreachableError("x"),
+        TargetTimeoutError("x"),
+        ModelRegistryUnavailableError("x"),
+    ):
         assert transient_fault(None, None, Failed(data=exc)) is True
     for exc in (RunnerFailedError("x"), ValueError("x"), PipelineError("x")):
         assert transient_fault(None, None, Failed(data=exc)) is False

@@ -93,7 +93,9 @@ def test_failed_gate_is_registered_without_alias(run, store):
     failed = register_run(config, folder)
     client = connect(store)
     assert not failed.decision.candidate and not failed.decision.champion
-    assert client.get_model_version(config.model_name(), failed.version).tags["onedge.gates"] == "fail"
+    assert (
+        client.get_model_version(config.model_name(), failed.version).tags["onedge.gates"] == "fail"
+    )
     assert aliases(client, config.model_name()) == {"candidate": "1", "champion": "1"}
 
 

@@ -11,6 +11,7 @@ from typing import Annotated
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from training.errors import ConfigError, OnedgeError
@@ -276,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = app(args=argv, standalone_mode=False)  # an Exit(n) comes back as n
     except OnedgeError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        message = f"[bold red]error:[/] {escape(str(exc))}"  # messages may hold [brackets]
+        Console(stderr=True).print(message, highlight=False, soft_wrap=True)
         return 2
     except click.exceptions.ClickException as exc:
         exc.show()

@@ -43,10 +43,11 @@ def train(
     from training.trainer import train as run_training
 
     cfg = load_config(config, overrides).training_config()
-    console.print(
-        f"[bold]training[/] {cfg.model.name} x{cfg.model.branches} with [bold]{cfg.method.name}[/] "
-        f"on {cfg.data.name} for {cfg.train.epochs} epochs -> {out}"
-    )
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 speaks
+        console.print(
+            f"[bold]training[/] {cfg.model.name} x{cfg.model.branches} with [bold]{cfg.method.name}[/] "
+            f"on {cfg.data.name} for {cfg.train.epochs} epochs -> {out}"
+        )
     result = run_training(cfg, out, resume=resume)
     if result.metrics:
         print_train_metrics(result.metrics, out)

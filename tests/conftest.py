@@ -9,6 +9,14 @@ import pytest
 
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+
+def pytest_configure(config):
+    # the tests' models are tiny: one intra-op thread is faster, and immune to oversubscription
+    # when a test runs a runner or a server process beside pytest
+    import torch
+
+    torch.set_num_threads(1)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

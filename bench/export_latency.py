@@ -85,7 +85,12 @@ def candidates(export_dir: Path, checkpoint: Path, threads: int) -> dict[str, di
             "precision": "f32",
         }
     }
-    for name, folder in (("ort-fp32", "onnx-fp32"), ("ort-int8", "onnx-int8")):
+    onnx_variants = (
+        ("ort-fp32", "onnx-fp32", "f32"),
+        ("ort-int8", "onnx-int8", "int8, recipe chosen on this CPU"),
+        ("ort-tensorrt-qdq", "tensorrt-int8", "int8 S8S8 symmetric Q/DQ (the TensorRT graph)"),
+    )
+    for name, folder, precision in onnx_variants:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -100,7 +105,7 @@ def candidates(export_dir: Path, checkpoint: Path, threads: int) -> dict[str, di
             "run": lambda x, s=session: s.run(None, {"input": x})[0],
             "bind": ort_bind,
             "runtime": f"onnxruntime {ort.__version__}",
-            "precision": "f32" if name == "ort-fp32" else "int8 (" + folder + ")",
+            "precision": precision,
         }
     core = ov.Core()
     variants = [
@@ -151,7 +156,7 @@ def accuracy(run: Any, images: np.ndarray, labels: np.ndarray, ref: np.ndarray) 
 
 
 def bench_dataset(name: str, checkpoint: Path, out: Path, args: argparse.Namespace) -> dict:
-    settings = ExportConfig(formats="onnx,openvino", threads=args.threads)
+    settings = ExportConfig(formats="onnx,openvino,tensorrt", threads=args.threads)
     result = export_checkpoint(checkpoint, out / "export", settings)
     data = np.load(result.eval_file)
     images, labels, ref = data["images"], data["labels"], data["reference_logits"]
@@ -166,6 +171,7 @@ def bench_dataset(name: str, checkpoint: Path, out: Path, args: argparse.Namespa
         warmup_s=args.warmup,
         min_seconds=args.seconds,
         min_calls=200,
+        rounds=args.rounds,
     )
     b64 = interleaved(
         {k: v["bind"](batch) for k, v in runs.items()},
@@ -173,6 +179,7 @@ def bench_dataset(name: str, checkpoint: Path, out: Path, args: argparse.Namespa
         warmup_s=args.warmup,
         min_seconds=args.seconds,
         min_calls=50,
+        rounds=args.rounds,
     )
     rows = []
     for key, value in runs.items():
@@ -232,6 +239,7 @@ def table(report: dict) -> str:
             f"{row['b64']['throughput_ips']:,.0f} | {row['top1'] * 100:.2f}% | "
             f"{row['agreement'] * 100:.2f}% | {row['max_abs_diff']:.2g} |"
         )
+    lines += ["", *bars(rows)]
     search = report["ort_int8_search"]
     lines += [
         "",
@@ -249,6 +257,34 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def bars(rows: dict[str, dict]) -> list[str]:
+    """The issue's bars, computed from this run's rows."""
+
+    def p50(name: str) -> float:
+        return rows[name]["b1"]["p50_ms"]
+
+    def ips(name: str) -> float:
+        return rows[name]["b64"]["throughput_ips"]
+
+    fp32_top1 = rows["pytorch-fp32"]["top1"]
+    changes = ", ".join(
+        f"{name} {(rows[name]['top1'] - fp32_top1) * 100:+.2f}"
+        for name in ("ort-int8", "openvino-int8", "ort-tensorrt-qdq")
+    )
+    return [
+        f"- OpenVINO INT8 / FP32 batch-1 p50: {p50('openvino-int8') / p50('openvino-fp32'):.2f}x "
+        f"against FP32 computed in f32, {p50('openvino-int8') / p50('openvino-fp32-auto'):.2f}x "
+        "against the FP32 IR in the runtime's default precision; batch-64 throughput "
+        f"{ips('openvino-int8') / ips('openvino-fp32'):.2f}x the f32 one",
+        f"- ONNX Runtime INT8 / FP32 batch-1 p50: {p50('ort-int8') / p50('ort-fp32'):.2f}x; "
+        f"batch-64 throughput {ips('ort-int8') / ips('ort-fp32'):.2f}x",
+        f"- INT8 test top-1 minus the PyTorch FP32 student's (points): {changes}",
+        f"- ONNX Runtime FP32 / OpenVINO FP32 (f32) against PyTorch: max |diff| "
+        f"{rows['ort-fp32']['max_abs_diff']:.2g} / {rows['openvino-fp32']['max_abs_diff']:.2g}, "
+        f"agreement {rows['ort-fp32']['agreement']:.2%} / {rows['openvino-fp32']['agreement']:.2%}",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-export")
@@ -261,6 +297,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per candidate")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per candidate")
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
     parser.add_argument("--markdown", type=Path, help="also write the report here")
     args = parser.parse_args()
 
@@ -295,7 +332,7 @@ def main() -> None:
         f"- versions: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
         f"openvino {openvino.get_version().split('-')[0]}",
         "- protocol: warm-up >= 1 s per candidate, then >= 200 calls and >= "
-        f"{args.seconds:g} s per candidate in 5 interleaved rounds; batch-64 the same way "
+        f"{args.seconds:g} s per candidate in {args.rounds} interleaved rounds; batch-64 the same way "
         "(>= 50 calls); accuracy on the full test split; agreement = top-1 equal to the "
         "PyTorch FP32 student's; 'b1 vs FP32' = p50 over the same runtime's FP32 p50",
         "- openvino-fp32 runs with INFERENCE_PRECISION_HINT=f32; openvino-fp32-auto, -fp16 and "

@@ -29,7 +29,7 @@ from export.backends import BACKENDS, ArtifactFiles, ExportContext
 from export.config import PRECISIONS, ExportConfig
 from export.errors import ParityError
 from export.extract import Student, extract_branch, input_spec, library_versions, save_student
-from export.manifest import OutputSpec, build_manifest, write_manifest
+from export.manifest import MANIFEST_NAME, OutputSpec, build_manifest, write_manifest
 from export.onnx import onnx_metadata, torch_logits, torch_to_onnx
 from export.parity import check_parity, compare_logits, top1_accuracy
 from training.errors import ConfigError, DataError
@@ -141,6 +141,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _clear_previous_export(out_dir)
     config = {
         "export": settings.model_dump(mode="json"),
         "training": loaded.config.model_dump(mode="json"),
@@ -169,9 +170,9 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
         ctx = ExportContext(settings, student, work, onnx_fp32, calibration, validation)
         for fmt, precision in plan:
             folder = _fresh(out_dir / f"{fmt}-{precision}")
-            built = BACKENDS.get(fmt)().build(ctx, precision, folder)
-            records.append(
-                _measure_and_record(
+            try:
+                built = BACKENDS.get(fmt)().build(ctx, precision, folder)
+                record = _measure_and_record(
                     fmt,
                     precision,
                     folder,
@@ -182,7 +183,10 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
                     calibration=(calibration, calibration_reference),
                     test=(test_images, test_labels, reference, reference_top1),
                 )
-            )
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)  # no half-written artifact stays
+                raise
+            records.append(record)
 
     summary = student.summary()
     document = {
@@ -206,6 +210,15 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
     return ExportResult(
         out_dir, summary, records, out_dir / EXPORT_JSON, out_dir / EVAL_FILE, reference_top1
     )
+
+
+def _clear_previous_export(out_dir: Path) -> None:
+    """Remove the artifact folders (those holding a manifest) an earlier export left here."""
+    for child in out_dir.iterdir():
+        if child.is_dir() and (child / MANIFEST_NAME).is_file():
+            shutil.rmtree(child)
+    for name in (EXPORT_JSON, EVAL_FILE):
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def _fresh(folder: Path) -> Path:

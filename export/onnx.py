@@ -25,6 +25,7 @@ from export.parity import ParityReport, check_parity, compare_logits
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 MIN_OPSET = 17
+DYNAMO_MIN_OPSET = 18  # lowest opset the torch.export-based exporter writes without conversion
 _ORT_INSTALL = "pip install onnxruntime"
 
 
@@ -91,23 +92,39 @@ def torch_to_onnx(
             contextlib.redirect_stdout(quiet),
         ):
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                module,
-                (example,),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                opset_version=opset,
-                dynamic_shapes=({0: batch},),
-                dynamo=True,
-                external_data=False,
-                verbose=False,
-            )
+            if opset >= DYNAMO_MIN_OPSET:
+                model = torch.onnx.export(
+                    module,
+                    (example,),
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    opset_version=opset,
+                    dynamic_shapes=({0: batch},),
+                    dynamo=True,
+                    external_data=False,
+                    verbose=False,
+                ).model_proto
+            else:  # the torch.export-based exporter starts at 18; 17 takes the TorchScript one
+                buffer = io.BytesIO()
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    buffer,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    opset_version=opset,
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    dynamo=False,
+                )
+                model = onnx.load_from_string(buffer.getvalue())
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OnnxModelError(f"torch.onnx.export failed for the student: {first}") from exc
     finally:
         logger.setLevel(old_level)
-    model = program.model_proto
+    produced = _opset(model)
+    if produced != opset:
+        raise OnnxModelError(f"asked for ONNX opset {opset}, the exporter produced {produced}")
     set_metadata(model, metadata or {})
     model.producer_name = "onedge"
     onnx.save_model(model, str(path))
@@ -149,13 +166,17 @@ def check_onnx(path: Path) -> Any:
             f"{path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, "
             f"found inputs {inputs} and outputs {outputs}"
         )
-    opset = max(
-        (entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")),
-        default=0,
-    )
+    opset = _opset(model)
     if opset < MIN_OPSET:
         raise OnnxModelError(f"{path}: opset {opset} is older than {MIN_OPSET}")
     return inferred
+
+
+def _opset(model: Any) -> int:
+    return max(
+        (entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")),
+        default=0,
+    )
 
 
 def ort_session(path: Path, threads: int | None = None, optimize: bool = True) -> Any:

@@ -62,10 +62,20 @@ class ValidateConfig(Section):
             if name not in self.targets:
                 raise ValueError(f"boards has options for {name!r}, which is not in targets")
         for spec in self.targets:
+            options = self.boards.get(spec, {})
             try:
-                parse_target(spec, **self.boards.get(spec, {}))
-            except (OnedgeError, ValidationError, TypeError) as exc:
-                raise ValueError(f"target {spec!r}: {str(exc).splitlines()[0]}") from None
+                parse_target(spec, **options)
+            except OnedgeError as exc:
+                raise ValueError(str(exc)) from None
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                msg = err["msg"].removeprefix("Value error, ")
+                raise ValueError(f"boards[{spec!r}].{where}: {msg}") from None
+            except TypeError:
+                raise ValueError(
+                    f"target {spec!r} does not take the options {sorted(options)}"
+                ) from None
         return self
 
     def required_targets(self) -> list[str]:
@@ -176,7 +186,7 @@ def validation_message(exc: ValidationError, source: str) -> str:
     if err["type"] == "extra_forbidden":
         return f"{source}: unknown config key {where!r}"
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{source}: {where}: {err['msg']}{more}"
+    return f"{source}: {where}: {err['msg'].removeprefix('Value error, ')}{more}"
 
 
 def load_config(path: Path | None, overrides: list[str] | None = None) -> RunConfig:

@@ -27,7 +27,7 @@ from export.config import ExportConfig
 from export.exporter import ExportResult, export_checkpoint
 from pipeline import stages
 from pipeline.config import RunConfig, ValidateConfig
-from pipeline.errors import ModelRegistryUnavailableError
+from pipeline.errors import ModelRegistryUnavailableError, PipelineError
 from pipeline.registry import RegistryOutcome
 from pipeline.report import ArtifactRow, artifact_rows, write_report
 from targets.base import ValidationReport
@@ -180,12 +180,14 @@ def export_flow(
 ) -> ExportResult:
     cfg, run = stages.open_run(config, out_dir, overrides)
     checkpoint = run.checkpoint
+    if not checkpoint.is_file():
+        raise PipelineError(f"{checkpoint} does not exist: run the train stage first")
     return cached(
         export_task,
         run,
         lambda r: r.export_json,
         checkpoint=checkpoint,
-        checkpoint_sha256=file_sha256(checkpoint) if checkpoint.is_file() else "missing",
+        checkpoint_sha256=file_sha256(checkpoint),
         out_dir=run.export,
         settings=cfg.export,
     )
@@ -218,7 +220,7 @@ def promote_flow(
 
 
 class PipelineResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid")
 
     out_dir: Path
     report_md: Path

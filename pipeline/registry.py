@@ -11,6 +11,7 @@ is keyed by the validated hash, the eval set and the reports, so a retry reuses 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -254,6 +255,25 @@ def apply_decision(
     return decision, move_aliases(client, name, changes, history)
 
 
+def new_version(
+    client: Any, name: str, run_id: str, folder: Path, manifest: Manifest, tags: dict[str, str]
+) -> str:
+    """Log the model folder to the run and register it; a failure marks the run FAILED."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="onedge-model-") as tmp:
+            staged = stage_model(folder, manifest, run_id, Path(tmp) / "model")
+            client.log_artifacts(run_id, str(staged), "model")
+        ensure_model(client, name)
+        source = f"{client.get_run(run_id).info.artifact_uri}/model"
+        version = str(client.create_model_version(name, source, run_id, tags=tags).version)
+    except Exception:
+        with contextlib.suppress(Exception):  # the original error is the one to report
+            client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return version
+
+
 def register_run(config: RunConfig, run: RunFolder, client: Any | None = None) -> RegistryOutcome:
     """Log the run, register its chosen artifact, check hashes, move aliases; see module doc."""
     reports = load_reports(run, config.validate)
@@ -274,14 +294,9 @@ def register_run(config: RunConfig, run: RunFolder, client: Any | None = None) -
         found = find_version(client, name, key)
         if found is None:
             run_id = log_run(client, config, run, reports, uri)
-            with tempfile.TemporaryDirectory(prefix="onedge-model-") as tmp:
-                staged = stage_model(run.export / artifact, manifest, run_id, Path(tmp) / "model")
-                client.log_artifacts(run_id, str(staged), "model")
-            ensure_model(client, name)
-            source = f"{client.get_run(run_id).info.artifact_uri}/model"
-            tags = version_tags(config, manifest, evidence, reports, key)
-            version = str(client.create_model_version(name, source, run_id, tags=tags).version)
-            client.set_terminated(run_id, "FINISHED")
+            version = new_version(client, name, run_id, run.export / artifact, manifest, (
+                version_tags(config, manifest, evidence, reports, key)
+            ))  # fmt: skip
         else:
             run_id, version = found.run_id, str(found.version)
         registered = registered_sha256(client, uri, name, version)

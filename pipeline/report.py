@@ -133,11 +133,18 @@ def plot_accuracy_latency(rows: list[ArtifactRow], path: Path) -> Path:
     axes = axes if hasattr(axes, "__len__") else [axes]
     for ax, target in zip(axes, targets, strict=False):
         points = [r for r in rows if r.target == target and r.p50_ms and r.top1 is not None]
-        for r in points:
-            ax.scatter(r.p50_ms, 100 * r.top1, s=60 if r.pareto else 30,
-                       color="tab:red" if r.pareto else "tab:blue", zorder=3)  # fmt: skip
-            ax.annotate(r.artifact, (r.p50_ms, 100 * r.top1), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        names = sorted({r.artifact for r in rows})
+        tab10 = plt.get_cmap("tab10")
+        palette = [tab10(i) for i in range(10) if i != 3]  # red marks the front
+        for r in points:  # one colour per artifact (labels would collide); a red ring on the front
+            ax.scatter(
+                r.p50_ms, 100 * r.top1, s=70, zorder=3, label=r.artifact,
+                color=palette[names.index(r.artifact) % len(palette)],
+                edgecolors="tab:red" if r.pareto else "none", linewidths=2,
+            )  # fmt: skip
+        if points:
+            low, high = min(100 * r.top1 for r in points), max(100 * r.top1 for r in points)
+            ax.set_ylim(low - 2, min(100.5, high + 2) if high < 100 else 101)
         front = sorted((r.p50_ms, 100 * r.top1) for r in points if r.pareto)
         if front:
             xs, ys = zip(*front, strict=True)
@@ -145,7 +152,7 @@ def plot_accuracy_latency(rows: list[ArtifactRow], path: Path) -> Path:
         ax.set(title=target, xlabel="p50 latency at batch 1 (ms, log)", ylabel="test top-1 (%)")
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -170,7 +177,7 @@ def build_blocks(config: RunConfig, run: RunFolder) -> tuple[list[Block], list[A
     baseline = load_baseline(run)
     outcome = (
         RegistryOutcome.model_validate_json(run.registry.read_text())
-        if run.registry.is_file()
+        if config.registry.enabled and run.registry.is_file()
         else None
     )
     rows = artifact_rows(reports, baseline, outcome.artifact if outcome else None)
@@ -191,8 +198,8 @@ def build_blocks(config: RunConfig, run: RunFolder) -> tuple[list[Block], list[A
               f"{n_cost.get('parameters', 0):,} parameters, {n_cost.get('macs', 0):,} MACs."),
         ("h2", "Accuracy against latency"),
         ("img", "accuracy against latency", run.root / PLOT_FILE),
-        ("p", "Red points lie on the Pareto front (no other artifact is both as fast and as "
-              "accurate); torch-fp32 is the PyTorch FP32 student, timed on this CPU only."),
+        ("p", "Points ringed in red lie on the Pareto front (no other artifact is at least as fast and as "
+              "accurate, and better in one); torch-fp32 is the PyTorch FP32 student, timed on this CPU only."),
     ]  # fmt: skip
     for spec, report in reports.items():
         s = report.settings
@@ -221,13 +228,14 @@ def build_blocks(config: RunConfig, run: RunFolder) -> tuple[list[Block], list[A
 
 
 def summary_lines(config: RunConfig, metrics: dict, rows: list, outcome) -> list[str]:
-    passed = sum(r.verdict == "pass" for r in rows)
+    gated = [r for r in rows if r.verdict in ("pass", "fail")]
+    passed = sum(r.verdict == "pass" for r in gated)
     lines = [
         f"{config.method.name} on {config.data.name}: {config.model.name} x"
         f"{config.model.branches} branches, {metrics.get('epochs')} epochs; deployed branch "
         f"{metrics.get('deployed_branch')} at {100 * metrics.get('deployed_top1', 0):.2f}% test "
         f"top-1 (ensemble {100 * metrics.get('ensemble_top1', 0):.2f}%)",
-        f"{passed} of {len(rows)} artifact measurements passed their gates "
+        f"{passed} of {len(gated)} measured artifacts passed their gates "
         f"on {', '.join(dict.fromkeys(r.target for r in rows))}",
     ]
     if outcome is not None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from export.config import ExportConfig
+from export.errors import ParityError
 from export.exporter import ExportResult, export_checkpoint
 from export.extract import extract_branch, load_student
 from export.manifest import read_manifest, sha256_file, verify_artifact
@@ -190,9 +191,25 @@ def test_accuracy_controlled_openvino_int8(digits_checkpoint: Path, tmp_path: Pa
     assert facts["mode"] == "accuracy_control" and facts["max_drop"] == 0.01
     assert facts["calibration_images"] == 128 and facts["validation_images"] > 0
     assert record.test["top1_drop_vs_torch_fp32"] <= 0.02
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "onnx-fp32").mkdir()  # an artifact folder of an earlier export
+    (tmp_path / "onnx-fp32" / "manifest.json").write_text("{}")
+    export_checkpoint(digits_checkpoint, tmp_path, settings.model_copy(update={"branch": 1}))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "eval.npz",
         "export.json",
+        "notes",
         "openvino-int8",
         "torch-fp32",
     ]
+    assert read_manifest(tmp_path / "openvino-int8").branch == 1
+
+
+def test_parity_gate_fails_the_export(digits_checkpoint: Path, tmp_path: Path) -> None:
+    settings = ExportConfig(
+        formats="onnx", precisions="fp32", tolerances={"fp32_max_abs_diff": 1e-12}
+    )
+    with pytest.raises(ParityError, match="onnx-fp32.*above the tolerance 1e-12") as info:
+        export_checkpoint(digits_checkpoint, tmp_path, settings)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "onnx-fp32").exists() and not (tmp_path / "export.json").exists()

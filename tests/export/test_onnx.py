@@ -104,3 +104,13 @@ def test_wrong_io_names_are_refused(cnn, tmp_path: Path) -> None:
     )
     with pytest.raises(OnnxModelError, match="expected input 'input'"):
         check_onnx(path)
+
+
+@pytest.mark.parametrize("opset", [17, 20])
+def test_requested_opset_is_written(cnn, tmp_path: Path, images: np.ndarray, opset: int) -> None:
+    path = torch_to_onnx(cnn, tmp_path / "m.onnx", torch.from_numpy(images[:1]), opset=opset)
+    model = onnx.load(str(path))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == opset
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    reference = torch_logits(cnn, images)
+    onnx_parity(path, reference, images, max_abs_diff=1e-4, min_agreement=1.0)

@@ -64,3 +64,13 @@ def test_corrupt_onnx(tmp_path: Path) -> None:
     bad.write_bytes(b"\x08\x07garbage" * 30)
     with pytest.raises(OnnxModelError, match=str(bad)):
         onnx_to_openvino(bad, tmp_path / "m.xml")
+
+
+def test_running_leaves_the_images_untouched(irs: dict[str, Path], images: np.ndarray) -> None:
+    # OpenVINO may write into memory shared with a bound input; run_openvino copies its inputs
+    compiled = compile_openvino(irs["int8"], threads=1)
+    data = images.copy()
+    for batch in (64, 1, 7):
+        run_openvino(compiled, data, batch_size=batch)
+        run_openvino(compile_openvino(irs["fp32"], threads=1), data, batch_size=batch)
+    assert np.array_equal(data, images)

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from pipeline.config import RunConfig, load_config
@@ -55,3 +57,59 @@ def test_yaml_tags_are_not_executed(tmp_path):
     evil.write_text("name: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(evil)
+
+
+def test_later_stages_have_defaults_so_training_only_configs_stay_valid(tmp_path):
+    only_training = tmp_path / "train-only.yaml"
+    only_training.write_text("train:\n  epochs: 2\n")
+    cfg = load_config(only_training)
+    assert cfg.validate.targets == ["local-cpu"]
+    assert cfg.validate.required_targets() == ["local-cpu"]
+    assert cfg.registry.tracking_uri is None and cfg.model_name() == "onedge-student"
+    assert "export" not in cfg.training_config().model_dump()
+
+
+def test_digits_config_sets_quick_pipeline_settings():
+    cfg = load_config(ROOT / "configs/digits-one.yaml")
+    assert cfg.export.formats == ["onnx", "openvino"]
+    assert cfg.export.precisions == ["fp32", "fp16", "int8"]
+    assert cfg.validate.settings.timed_seconds <= 1.0
+    assert cfg.validate.gates.max_p99_ms == {"local-cpu": 25.0}
+    assert cfg.model_name() == "digits-one-student"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("validate.required=[ssh://pi@board:22]", "required target 'ssh://pi@board:22'"),
+        ("validate.targets=[jtag://board]", "is not of the form ssh://"),
+        ("validate.targets=[gpu-box]", "unknown target 'gpu-box'"),
+        ("validate.boards={local-cpu: {key: x}}", "'local-cpu' does not take the options ['key']"),
+        ("registry.champion_alias=candidate", "must differ"),
+        ("validate.gates.max_top1_dorp=1", "unknown config key 'validate.gates.max_top1_dorp'"),
+        ("export.formats=[]", "export.formats"),
+    ],
+)
+def test_bad_pipeline_settings_give_one_clear_error(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(ROOT / "configs/digits-one.yaml", [override])
+
+
+def test_ssh_board_options_are_checked_when_the_config_loads():
+    spec = "ssh://pi@board:2222/jetson"
+    good = load_config(
+        ROOT / "configs/digits-one.yaml",
+        [
+            f"validate.targets=[local-cpu, '{spec}']",
+            f"validate.boards={{'{spec}': {{python: /usr/bin/python3}}}}",
+        ],
+    )
+    assert good.validate.required_targets() == ["local-cpu", spec]
+    with pytest.raises(ConfigError, match="fingerprint"):
+        load_config(
+            ROOT / "configs/digits-one.yaml",
+            [
+                f"validate.targets=['{spec}']",
+                f"validate.boards={{'{spec}': {{fingerprint: MD5:aa}}}}",
+            ],
+        )

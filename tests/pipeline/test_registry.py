@@ -164,7 +164,11 @@ def test_registry_error_while_creating_the_version_moves_no_alias(run, store):
     with pytest.raises(ModelRegistryError, match="database is locked") as caught:
         register_run(config, folder, client=flaky)
     assert type(caught.value).__name__ == "ModelRegistryUnavailableError"  # retried by the flow
-    assert aliases(connect(store), config.model_name()) == {"candidate": "1", "champion": "1"}
+    client = connect(store)
+    assert aliases(client, config.model_name()) == {"candidate": "1", "champion": "1"}
+    experiment = client.get_experiment_by_name(config.name).experiment_id
+    failed = client.search_runs([experiment], "attributes.status = 'FAILED'")
+    assert failed, "the half-logged MLflow run should be marked FAILED"
 
 
 def test_an_artifact_changed_after_validation_is_not_registered(run, store):

@@ -17,10 +17,10 @@ $(BIN)/onedge: pyproject.toml
 setup: $(BIN)/onedge
 
 run: setup
-	$(BIN)/onedge train --config $(CONFIG) --out $(OUT)
+	$(BIN)/onedge run --config $(CONFIG) --out $(OUT)
 
 train: setup
-	$(BIN)/onedge train --config $(CONFIG) --out $(OUT)
+	$(BIN)/onedge train --config $(CONFIG) --out $(OUT)/training
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

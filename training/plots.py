@@ -15,7 +15,11 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> P
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
-    loss_keys = [k for k in (history[0] if history else {}) if k.startswith("train_")]
+    loss_keys = [
+        k
+        for k in (history[0] if history else {})
+        if k.startswith("train_") and k != "train_distill_weight"
+    ]
     for key in loss_keys:
         ax.plot(epochs, [h[key] for h in history], label=key.removeprefix("train_"))
     if history and "val_loss" in history[0]:
@@ -38,7 +42,11 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> P
     ax = axes[2]
     for b in range(branches):
         ax.plot(epochs, [h["gate_mean"][b] for h in history], label=f"branch {b}")
-    ax.set(title="mean gate weight (train)", xlabel="epoch", ylim=(0, 1))
+    if history and "train_distill_weight" in history[0]:
+        ax.plot(
+            epochs, [h["train_distill_weight"] for h in history], "k--", label="distillation w(t)"
+        )
+    ax.set(title="mean gate weight and w(t) (train)", xlabel="epoch", ylim=(0, 1.05))
     ax.legend(fontsize=8)
 
     fig.suptitle(title)

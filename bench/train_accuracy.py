@@ -85,7 +85,9 @@ def main() -> None:
             out.mkdir(parents=True, exist_ok=True)
             (out / "results.json").write_text(json.dumps(rows, indent=2))  # partial, per run
 
-    base = statistics.mean(r["seconds_per_epoch"] for r in rows.get("vanilla", rows[args.methods[0]]))
+    base = statistics.mean(
+        r["seconds_per_epoch"] for r in rows.get("vanilla", rows[args.methods[0]])
+    )
     command = "python " + " ".join(sys.argv)
     lines = [
         f"Command: `{command}`",

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from export.config import ExportConfig  # noqa: E402
 from export.exporter import export_checkpoint  # noqa: E402
 from export.extract import extract_branch  # noqa: E402
-from export.timing import interleaved  # noqa: E402
+from export.timing import cpu_name, interleaved  # noqa: E402
 
 
 def train_student(dataset: str, out: Path, epochs: int, limit_train: int | None) -> Path:
@@ -165,22 +165,25 @@ def bench_dataset(name: str, checkpoint: Path, out: Path, args: argparse.Namespa
     batch = np.array(images[:64], copy=True)
     if len(batch) < 64:
         batch = np.ascontiguousarray(np.resize(images, (64, *images.shape[1:])))
-    b1 = interleaved(
-        {k: v["bind"](one) for k, v in runs.items()},
-        batch=1,
-        warmup_s=args.warmup,
-        min_seconds=args.seconds,
-        min_calls=200,
-        rounds=args.rounds,
-    )
-    b64 = interleaved(
-        {k: v["bind"](batch) for k, v in runs.items()},
-        batch=64,
-        warmup_s=args.warmup,
-        min_seconds=args.seconds,
-        min_calls=50,
-        rounds=args.rounds,
-    )
+    # candidates are interleaved within each runtime; the runtimes are timed one after the
+    # other, so one runtime's worker threads do not disturb another's timings
+    groups: dict[str, list[str]] = {}
+    for key in runs:
+        groups.setdefault(key.split("-")[0], []).append(key)
+    b1: dict[str, Any] = {}
+    b64: dict[str, Any] = {}
+    for members in groups.values():
+        for x, out_times, min_calls in ((one, b1, 200), (batch, b64, 50)):
+            out_times.update(
+                interleaved(
+                    {k: runs[k]["bind"](x) for k in members},
+                    batch=len(x),
+                    warmup_s=args.warmup,
+                    min_seconds=args.seconds,
+                    min_calls=min_calls,
+                    rounds=args.rounds,
+                )
+            )
     rows = []
     for key, value in runs.items():
         rows.append(
@@ -207,23 +210,16 @@ def bench_dataset(name: str, checkpoint: Path, out: Path, args: argparse.Namespa
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical cores, {platform.system()} {platform.machine()}"
+    return f"{cpu_name()}, {platform.system()} {platform.machine()}"
 
 
 def table(report: dict) -> str:
     rows = {r["candidate"]: r for r in report["rows"]}
+    student = report["student"]["student"]
     lines = [
         f"### {report['dataset']}: input {'x'.join(map(str, report['input']))}, "
-        f"{report['test_images']} test images, student {report['student']['student']['parameters']:,} "
-        f"parameters, {report['student']['student']['macs']:,} MACs",
+        f"{report['test_images']} test images, student {student['parameters']:,} parameters, "
+        f"{student['macs']:,} MACs",
         "",
         "| candidate | runtime | precision | b1 p50 ms | b1 p90 ms | b1 p99 ms | b1 vs FP32 | "
         "b64 img/s | top-1 | agreement | max abs diff |",
@@ -332,9 +328,11 @@ def main() -> None:
         f"- versions: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
         f"openvino {openvino.get_version().split('-')[0]}",
         "- protocol: warm-up >= 1 s per candidate, then >= 200 calls and >= "
-        f"{args.seconds:g} s per candidate in {args.rounds} interleaved rounds; batch-64 the same way "
-        "(>= 50 calls); accuracy on the full test split; agreement = top-1 equal to the "
-        "PyTorch FP32 student's; 'b1 vs FP32' = p50 over the same runtime's FP32 p50",
+        f"{args.seconds:g} s per candidate in {args.rounds} interleaved rounds; the candidates "
+        "of one runtime are interleaved with each other, the runtimes timed one after the "
+        "other; batch-64 the same way (>= 50 calls); accuracy on the full test split; "
+        "agreement = top-1 equal to the PyTorch FP32 student's; 'b1 vs FP32' = p50 over the "
+        "same runtime's FP32 p50",
         "- openvino-fp32 runs with INFERENCE_PRECISION_HINT=f32; openvino-fp32-auto, -fp16 and "
         "-int8 with the runtime's default precision on this CPU (column 'precision')",
         f"- load average (1 min) at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f}: "

@@ -82,6 +82,15 @@ def tensorrt_qdq_graph(ctx: ExportContext) -> tuple[Path, dict[str, int]]:
     return ctx.cache["tensorrt-qdq"]
 
 
+def fp16_graph(ctx: ExportContext) -> Path:
+    """The FP16 graph (float32 input and output), built once per export run."""
+    from export.quantize import onnx_to_fp16
+
+    if "fp16" not in ctx.cache:
+        ctx.cache["fp16"] = onnx_to_fp16(ctx.onnx_fp32, ctx.work / "model-fp16.onnx")
+    return ctx.cache["fp16"]
+
+
 @BACKENDS.register("onnx")
 class OnnxBackend(ExportBackend):
     """``model.onnx`` for ONNX Runtime: FP32, FP16 (float32 I/O), INT8 chosen on this CPU."""
@@ -90,14 +99,14 @@ class OnnxBackend(ExportBackend):
     precisions = ("fp32", "fp16", "int8")
 
     def build(self, ctx: ExportContext, precision: str, folder: Path) -> ArtifactFiles:
-        from export.quantize import choose_ort_int8, onnx_to_fp16
+        from export.quantize import choose_ort_int8
 
         target = folder / "model.onnx"
         extra: dict[str, Any] = {}
         if precision == "fp32":
             shutil.copyfile(ctx.onnx_fp32, target)
         elif precision == "fp16":
-            onnx_to_fp16(ctx.onnx_fp32, target)
+            shutil.copyfile(fp16_graph(ctx), target)
         else:
             options = ctx.settings.ort_int8
             extra["ort_int8_search"] = choose_ort_int8(
@@ -154,7 +163,9 @@ class OpenVinoBackend(ExportBackend):
 class TensorRTBackend(ExportBackend):
     """The ONNX a board builds its engine from, plus the build settings and trtexec command.
 
-    FP32/FP16 ship the FP32 graph; INT8 ships the checked S8S8 Q/DQ graph. Without a GPU the
+    Each ships the graph that carries its precision: the FP32 graph, the FP16 graph (float32
+    input and output), the checked S8S8 Q/DQ graph, so strongly typed builds (TensorRT 11) and
+    flag-driven ones (up to 10.x, JetPack) give the same precision. Without a GPU the
     shipped graph is measured with ONNX Runtime on the CPU; with ``tensorrt.build_engine`` (on a
     GPU machine) the engine is built here too and measured instead.
     """
@@ -170,7 +181,9 @@ class TensorRTBackend(ExportBackend):
         chw = ctx.student.input_chw
         extra: dict[str, Any] = {"build": build_settings(precision, chw, options)}
         source = ctx.onnx_fp32
-        if precision == "int8":
+        if precision == "fp16":
+            source = fp16_graph(ctx)
+        elif precision == "int8":
             source, summary = tensorrt_qdq_graph(ctx)
             extra["qdq_check"] = summary
         target = folder / "model.onnx"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from training.errors import OnedgeError
 
 
@@ -29,8 +31,8 @@ class EngineMismatchError(ExportError):
     """A TensorRT engine was built for another GPU or TensorRT version."""
 
 
-def require(module: str, purpose: str, install: str):
-    """Import ``module`` lazily, or raise :class:`BackendNotInstalledError` saying how to install."""
+def require(module: str, purpose: str, install: str) -> ModuleType:
+    """Import ``module`` lazily, or raise :class:`BackendNotInstalledError` saying how."""
     import importlib
 
     try:

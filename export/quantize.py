@@ -32,7 +32,7 @@ from export.qdq import (
     onnx_to_tensorrt_qdq,
     quiet_logging,
 )
-from export.timing import interleaved
+from export.timing import cpu_name, interleaved
 
 __all__ = [
     "OrtInt8Candidate",
@@ -224,7 +224,12 @@ def choose_ort_int8(
             name: (lambda s=s: s.run(None, {INPUT_NAME: sample})) for name, s in sessions.items()
         }
         latency = interleaved(
-            calls, batch=1, warmup_s=0.3, min_seconds=timing_seconds * len(calls), min_calls=100
+            calls,
+            batch=1,
+            warmup_s=0.3,
+            min_seconds=timing_seconds * len(calls),
+            min_calls=100,
+            rounds=10,
         )
         best = max(accuracy[name] for name in paths)
         eligible = [name for name in paths if accuracy[name] >= best - accuracy_slack]
@@ -252,6 +257,7 @@ def choose_ort_int8(
         "measurements": measured,
         "failed": failures,
         "threads": threads,
+        "cpu": cpu_name(),  # the recipe is chosen for this CPU; another may prefer another
         "validation_images": len(images),
     }
 

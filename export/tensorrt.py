@@ -1,8 +1,10 @@
 """ONNX -> TensorRT engine (``onnx_to_tensorrt``) and the trtexec command that builds it on a board.
 
 An engine is tied to the GPU model and the exact TensorRT version it was built with, so the
-exporter ships the ONNX (FP32 graph for FP16 engines, the checked Q/DQ graph for INT8) with
-the build settings, and the engine is built where it runs. An engine's manifest records the
+exporter ships the ONNX with the build settings, and the engine is built where it runs. The
+precision lives in the graph (FP32 graph, FP16 graph, the checked Q/DQ graph for INT8), which
+both generations accept: TensorRT up to 10.x (JetPack) also gets the precision flags, while
+TensorRT 11 removed them and builds every network strongly typed, from the graph's own types. An engine's manifest records the
 TensorRT version and GPU; :func:`check_engine_compatible` refuses another GPU or version with
 a message telling the user to rebuild. ``tensorrt`` is imported lazily: nothing here needs a
 GPU until an engine is built or loaded.
@@ -18,6 +20,7 @@ from export.errors import EngineMismatchError, ExportError, require
 
 _INSTALL = "pip install 'onedge[tensorrt]' on a machine with an NVIDIA GPU (JetPack ships it)"
 ENGINE_FILE = "model.engine"
+STRONGLY_TYPED_ONLY = (11,)  # TensorRT 11 removed the precision builder flags
 
 
 def _trt() -> Any:
@@ -55,7 +58,8 @@ def trtexec_command(
 
     ``trt_version`` (e.g. "8.5.2", from the board) picks flags the installed trtexec knows:
     ``--memPoolSize`` from 8.4 (``--workspace`` before), ``--builderOptimizationLevel`` and
-    ``--skipInference`` from 8.6 (``--buildOnly`` before). Unknown version: current flags.
+    ``--skipInference`` from 8.6 (``--buildOnly`` before), no precision flags from 11 (the
+    graph carries its precision). Unknown version: the TensorRT 10 form (JetPack 6).
     """
     options = options or TensorRTOptions()
     if precision not in ("fp32", "fp16", "int8"):
@@ -73,9 +77,9 @@ def trtexec_command(
         argv.append(f"--memPoolSize=workspace:{options.workspace_mib}")  # MiB
     else:
         argv.append(f"--workspace={options.workspace_mib}")
-    if precision == "fp16":
+    if version < STRONGLY_TYPED_ONLY and precision == "fp16":
         argv.append("--fp16")
-    elif precision == "int8":
+    elif version < STRONGLY_TYPED_ONLY and precision == "int8":
         argv += ["--int8", "--fp16"]  # Q/DQ layers in INT8, the rest may use FP16
     if options.timing_cache:
         cache = Path(engine_path).parent / options.timing_cache
@@ -102,7 +106,42 @@ def build_settings(
         if precision == "int8"
         else None,
         "trtexec": trtexec_command("model.onnx", ENGINE_FILE, precision, input_chw, options),
+        "trtexec_tensorrt11": trtexec_command(
+            "model.onnx", ENGINE_FILE, precision, input_chw, options, trt_version="11.0"
+        ),
     }
+
+
+def graph_precision(onnx_path: Path) -> str:
+    """The precision an ONNX graph carries: int8 (Q/DQ nodes), fp16 (FP16 weights) or fp32."""
+    from export.onnx import load_onnx
+
+    model = load_onnx(onnx_path)
+    ops = {node.op_type for node in model.graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear"}:
+        return "int8"
+    if any(init.data_type == 10 for init in model.graph.initializer):  # TensorProto.FLOAT16
+        return "fp16"
+    return "fp32"
+
+
+def check_graph_precision(onnx_path: Path, precision: str, strongly_typed: bool) -> None:
+    """Refuse a build whose graph cannot give ``precision``.
+
+    Strongly typed builds (TensorRT 11) take the graph's precision as it is; weakly typed ones
+    (up to 10.x) may also turn an FP32 graph into an FP16 engine with the FP16 flag.
+    """
+    carried = graph_precision(onnx_path)
+    if carried == precision:
+        return
+    flag_may_lower = not strongly_typed and carried == "fp32" and precision == "fp16"
+    if flag_may_lower:
+        return
+    why = " (this TensorRT builds strongly typed: precision comes from the graph)"
+    raise ExportError(
+        f"{onnx_path} is a {carried} graph, which cannot build a {precision} engine"
+        f"{why if strongly_typed else ''}; use the tensorrt-{precision} artifact's model.onnx"
+    )
 
 
 def current_gpu() -> dict[str, str]:
@@ -125,18 +164,23 @@ def onnx_to_tensorrt(
 ) -> dict[str, Any]:
     """Build and serialise an engine with the TensorRT Python API; returns what to record.
 
-    FP16 sets the FP16 flag on the FP32 graph; INT8 expects the Q/DQ graph and sets INT8 (and
-    FP16 for the layers outside Q/DQ). The profile covers min/opt/max batch; the workspace
-    pool is limited; the timing cache is read if present and written back after the build.
+    ``onnx_path`` must carry ``precision`` (:func:`graph_precision`): the FP16 graph for FP16,
+    the Q/DQ graph for INT8. TensorRT up to 10.x also gets the FP16/INT8 builder flags (the
+    layers outside Q/DQ may then run in FP16); TensorRT 11 builds strongly typed. The profile
+    covers min/opt/max batch; the workspace pool is limited; the timing cache is read if present
+    and written back after the build.
     """
     trt = _trt()
     options = options or TensorRTOptions()
     if precision not in ("fp32", "fp16", "int8"):
         raise ExportError(f"TensorRT precision {precision!r} is not one of fp32, fp16, int8")
+    weakly_typed = hasattr(trt.BuilderFlag, "FP16")  # gone in TensorRT 11
+    check_graph_precision(Path(onnx_path), precision, strongly_typed=not weakly_typed)
     gpu = current_gpu()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    flags = 0 if weakly_typed else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -144,9 +188,9 @@ def onnx_to_tensorrt(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
     config.builder_optimization_level = options.builder_optimization_level
-    if precision in ("fp16", "int8"):
+    if weakly_typed and precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
+    if weakly_typed and precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
     profile = builder.create_optimization_profile()
     profile.set_shape(
@@ -167,7 +211,12 @@ def onnx_to_tensorrt(
     Path(engine_path).write_bytes(bytes(serialized))
     if cache_path:
         cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return {"tensorrt_version": trt.__version__, **gpu, "precision": precision}
+    return {
+        "tensorrt_version": trt.__version__,
+        **gpu,
+        "precision": precision,
+        "strongly_typed": not weakly_typed,
+    }
 
 
 def check_engine_compatible(recorded: dict[str, Any], tensorrt_version: str, gpu: str) -> None:

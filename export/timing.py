@@ -7,6 +7,8 @@ interleaved (:func:`interleaved`), and by ratios.
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -96,3 +98,17 @@ def interleaved(
         for name, call in calls.items():
             samples[name] += time_calls(call, per_round_s, per_round_calls)
     return {name: Latency.from_samples(values, batch) for name, values in samples.items()}
+
+
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo on Linux), with the logical core count."""
+    model = platform.processor() or platform.machine() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical cores"

@@ -19,6 +19,7 @@ from export.manifest import read_manifest, sha256_file, verify_artifact
 from export.onnx import ort_session, read_metadata, run_onnx
 from export.openvino import compile_openvino, run_openvino
 from export.qdq import check_tensorrt_qdq
+from export.tensorrt import graph_precision
 from training.checkpoint import read_checkpoint, save_checkpoint
 from training.errors import CheckpointError, ConfigError, DataError
 
@@ -99,6 +100,9 @@ def test_tensorrt_artifacts_carry_build_settings(exported: ExportResult) -> None
         build = manifest.extra["build"]
         assert build["precision"] == precision and build["input_chw"] == [1, 8, 8]
         assert f"--{precision}" in build["trtexec"] and manifest.extra["engine"] is None
+        assert f"--{precision}" not in build["trtexec_tensorrt11"]
+        graph = exported.out_dir / f"tensorrt-{precision}" / "model.onnx"
+        assert graph_precision(graph) == precision
 
 
 def test_onnx_metadata_names_the_checkpoint(exported: ExportResult) -> None:

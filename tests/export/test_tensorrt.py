@@ -10,12 +10,15 @@ import pytest
 import torch
 
 from export.config import TensorRTOptions
-from export.errors import BackendNotInstalledError, EngineMismatchError
+from export.errors import BackendNotInstalledError, EngineMismatchError, ExportError
 from export.onnx import torch_logits
 from export.qdq import onnx_to_tensorrt_qdq
+from export.quantize import onnx_to_fp16
 from export.tensorrt import (
     build_settings,
     check_engine_compatible,
+    check_graph_precision,
+    graph_precision,
     load_engine,
     onnx_to_tensorrt,
     run_engine,
@@ -63,6 +66,13 @@ def test_trtexec_flags_follow_the_board_version(version: str, present: set, abse
     assert "fp16" in flags and "int8" not in flags
 
 
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_tensorrt11_takes_the_precision_from_the_graph(precision: str) -> None:
+    argv = trtexec_command("m.onnx", "m.engine", precision, (1, 8, 8), trt_version="11.4.0")
+    assert not {"fp16", "int8", "best"} & set(_flags(argv))
+    assert "--skipInference" in argv and "--memPoolSize=workspace:1024" in argv
+
+
 def test_fp32_command_has_no_precision_flag() -> None:
     flags = _flags(trtexec_command("m.onnx", "m.engine", "fp32", (3, 32, 32), build_only=False))
     assert not {"fp16", "int8", "skipInference", "buildOnly"} & set(flags)
@@ -78,6 +88,24 @@ def test_build_settings_record_the_command() -> None:
     assert settings["profile"] == {"min": 1, "opt": 1, "max": 64}
     assert settings["trtexec"][1] == "--onnx=model.onnx"
     assert "--int8" in settings["trtexec"] and settings["int8_source"]
+    assert "--int8" not in settings["trtexec_tensorrt11"]
+
+
+def test_graph_precision(cnn_onnx: Path, tmp_path: Path, images: np.ndarray) -> None:
+    fp16 = onnx_to_fp16(cnn_onnx, tmp_path / "fp16.onnx")
+    qdq = tmp_path / "qdq.onnx"
+    onnx_to_tensorrt_qdq(cnn_onnx, qdq, images[:32])
+    assert [graph_precision(p) for p in (cnn_onnx, fp16, qdq)] == ["fp32", "fp16", "int8"]
+    check_graph_precision(cnn_onnx, "fp16", strongly_typed=False)  # the FP16 flag lowers it
+    for strongly_typed in (False, True):
+        check_graph_precision(fp16, "fp16", strongly_typed)
+        check_graph_precision(qdq, "int8", strongly_typed)
+        with pytest.raises(ExportError, match="tensorrt-int8 artifact"):
+            check_graph_precision(cnn_onnx, "int8", strongly_typed)
+        with pytest.raises(ExportError, match="fp16 graph, which cannot build a fp32 engine"):
+            check_graph_precision(fp16, "fp32", strongly_typed)
+    with pytest.raises(ExportError, match="strongly typed"):
+        check_graph_precision(cnn_onnx, "fp16", strongly_typed=True)
 
 
 def test_engine_from_another_gpu_is_refused() -> None:
@@ -105,7 +133,7 @@ def test_missing_tensorrt_is_a_typed_error(cnn_onnx: Path, tmp_path: Path) -> No
 def test_real_engine_build(
     cnn, cnn_onnx: Path, tmp_path: Path, images: np.ndarray, precision: str
 ) -> None:
-    source = cnn_onnx
+    source = onnx_to_fp16(cnn_onnx, tmp_path / "fp16.onnx")
     if precision == "int8":
         source = tmp_path / "qdq.onnx"
         onnx_to_tensorrt_qdq(cnn_onnx, source, images[:64])

@@ -19,6 +19,7 @@ from training.errors import ConfigError, OnedgeError
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,  # help texts hold literal brackets: ssh://user@host:port[/jetson]
     help="onedge: ONE online distillation to validated students on edge boards.",
 )
 console = Console()

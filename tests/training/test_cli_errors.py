@@ -78,3 +78,12 @@ def test_registry_listings(capsys):
     assert "one" in capsys.readouterr().out
     assert main(["datasets"]) == 0
     assert "fashion-mnist" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["train", "export", "validate", "run", "promote", "rollback", "datasets", "models", "methods"],
+)
+def test_every_command_has_working_help(capsys, command):
+    assert main([command, "--help"]) == 0
+    assert "Usage" in capsys.readouterr().out

@@ -14,7 +14,6 @@ top-1 on the test split with agreement against the reference; INT8 must stay wit
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from export.manifest import MANIFEST_NAME, OutputSpec, build_manifest, write_man
 from export.onnx import onnx_metadata, torch_logits, torch_to_onnx
 from export.parity import check_parity, compare_logits, top1_accuracy
 from training.errors import ConfigError, DataError
+from training.files import atomic_write
 
 EXPORT_JSON = "export.json"
 EVAL_FILE = "eval.npz"
@@ -117,11 +117,7 @@ def _split(splits: Any, name: str, limit: int | None = None) -> tuple[np.ndarray
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, default=str)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, default=str))
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> ExportResult:

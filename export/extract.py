@@ -20,7 +20,7 @@ from torch import nn
 
 from export.errors import ExportError
 from export.manifest import InputSpec, Manifest, OutputSpec, build_manifest, write_manifest
-from training.errors import CheckpointError, ConfigError
+from training.errors import CheckpointError, ConfigError, first_line
 from training.models.base import MultiBranchModel
 
 STUDENT_FILE = "student.pt2"
@@ -190,7 +190,7 @@ def save_student(student: Student, folder: Path, config: dict[str, Any] | None =
             student.module.eval(), (example,), dynamic_shapes=({0: batch},), strict=False
         )
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ExportError(f"torch.export failed for the student: {first}") from exc
     torch.export.save(program, str(folder / STUDENT_FILE))
     manifest = build_manifest(

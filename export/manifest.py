@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from training.errors import OnedgeError
+from training.errors import OnedgeError, first_line
+from training.files import atomic_write, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
@@ -70,14 +69,6 @@ class Manifest(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def artifact_hash(files: dict[str, str]) -> str:
     """One hash over the (path, sha256) pairs, independent of their order."""
     lines = "".join(f"{name}:{files[name]}\n" for name in sorted(files))
@@ -96,14 +87,8 @@ def hash_files(folder: Path, names: list[str]) -> dict[str, str]:
 
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
     """Write ``manifest.json`` atomically (temp file + rename)."""
-    folder = Path(folder)
-    target = folder / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest-", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(manifest.model_dump_json(indent=2))
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; artifacts are read by other users and hosts
-    os.replace(tmp, target)
-    return target
+    # world-readable: artifacts are read by other users and hosts
+    return atomic_write(Path(folder) / MANIFEST_NAME, manifest.model_dump_json(indent=2))
 
 
 def build_manifest(folder: Path, files: list[str], model_file: str, **fields: Any) -> Manifest:
@@ -120,7 +105,7 @@ def read_manifest(folder: Path) -> Manifest:
         data = json.loads(path.read_text())
         return Manifest.model_validate(data)
     except (json.JSONDecodeError, ValidationError) as exc:
-        first = str(exc).splitlines()[0]
+        first = first_line(exc)
         raise ArtifactError(f"{path} is not a valid onedge manifest: {first}") from None
 
 

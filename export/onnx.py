@@ -21,6 +21,7 @@ from torch import nn
 
 from export.errors import OnnxModelError, require
 from export.parity import ParityReport, check_parity, compare_logits
+from training.errors import first_line
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -118,7 +119,7 @@ def torch_to_onnx(
                 )
                 model = onnx.load_from_string(buffer.getvalue())
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise OnnxModelError(f"torch.onnx.export failed for the student: {first}") from exc
     finally:
         logger.setLevel(old_level)
@@ -157,7 +158,7 @@ def check_onnx(path: Path) -> Any:
         onnx.checker.check_model(model, full_check=True)
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise OnnxModelError(f"{path} fails the ONNX checker: {first}") from None
     inputs = [value.name for value in inferred.graph.input]
     outputs = [value.name for value in inferred.graph.output]
@@ -195,7 +196,7 @@ def ort_session(path: Path, threads: int | None = None, optimize: bool = True) -
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise OnnxModelError(f"ONNX Runtime cannot load {path}: {first}") from None
 
 

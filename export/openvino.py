@@ -14,6 +14,7 @@ import numpy as np
 
 from export.errors import ExportError, OnnxModelError, require
 from export.onnx import INPUT_NAME, check_onnx
+from training.errors import first_line
 
 _INSTALL = "pip install openvino"
 
@@ -29,7 +30,7 @@ def read_onnx_as_openvino(onnx_path: Path) -> Any:
     try:
         return ov.Core().read_model(str(onnx_path))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise OnnxModelError(f"OpenVINO cannot read {onnx_path}: {first}") from None
 
 

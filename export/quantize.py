@@ -33,6 +33,7 @@ from export.qdq import (
     quiet_logging,
 )
 from export.timing import cpu_name, interleaved
+from training.errors import first_line
 
 __all__ = [
     "OrtInt8Candidate",
@@ -214,7 +215,7 @@ def choose_ort_int8(
                 sessions[candidate.name] = ort_session(path, threads)
                 paths[candidate.name] = path
             except Exception as exc:  # recorded, and that candidate is out
-                failures[candidate.name] = str(exc).strip().splitlines()[0][:200]
+                failures[candidate.name] = first_line(exc)
         if not paths:
             raise ExportError(f"every ONNX Runtime INT8 candidate failed: {failures}")
         accuracy = {

@@ -32,8 +32,8 @@ from pipeline.registry import RegistryOutcome
 from pipeline.report import ArtifactRow, artifact_rows, write_report
 from targets.base import ValidationReport
 from targets.errors import TargetTimeoutError, TargetUnreachableError
-from training.checkpoint import file_sha256
 from training.config import TrainingConfig
+from training.files import sha256_file
 from training.trainer import TrainResult, train
 
 LOCAL_BOARD = "local-cpu"
@@ -187,7 +187,7 @@ def export_flow(
         run,
         lambda r: r.export_json,
         checkpoint=checkpoint,
-        checkpoint_sha256=file_sha256(checkpoint),
+        checkpoint_sha256=sha256_file(checkpoint),
         out_dir=run.export,
         settings=cfg.export,
     )

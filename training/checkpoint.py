@@ -6,7 +6,6 @@ RNG states, the resolved config, the data set spec, the metrics history and the 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import tempfile
@@ -20,19 +19,12 @@ from pydantic import ValidationError
 from torch import nn
 
 from training.config import TrainingConfig
-from training.errors import CheckpointError
+from training.errors import CheckpointError, first_line
+from training.files import sha256_file
 from training.models.base import MultiBranchModel
 
 FORMAT = "onedge-checkpoint"
 FORMAT_VERSION = 1
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
@@ -68,7 +60,7 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         zipfile.BadZipFile,
         ValueError,
     ) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise CheckpointError(
             f"checkpoint {path} cannot be read (corrupt, truncated or not a safe torch file): "
             f"{reason[:200]}"
@@ -146,6 +138,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Loa
         config = TrainingConfig.model_validate(payload["config"])
         spec = DatasetSpec.from_dict(payload["spec"])
         state = payload["model"]
+        deployed_branch = int(payload["deployed_branch"])
+        metrics = dict(payload["metrics"])
+        epoch = int(payload["epoch"])
     except (KeyError, TypeError, ValidationError) as exc:
         raise CheckpointError(f"checkpoint {path} is incomplete or malformed: {exc}") from None
     model = build_network(config, spec)
@@ -153,12 +148,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Loa
     model.eval()
     return LoadedCheckpoint(
         path=path,
-        sha256=file_sha256(path),
+        sha256=sha256_file(path),
         model=model,
         config=config,
         spec=spec,
-        deployed_branch=int(payload.get("deployed_branch", 0)),
-        metrics=dict(payload.get("metrics", {})),
-        epoch=int(payload.get("epoch", 0)),
+        deployed_branch=deployed_branch,
+        metrics=metrics,
+        epoch=epoch,
         raw=payload,
     )

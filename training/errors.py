@@ -32,3 +32,11 @@ class CheckpointError(OnedgeError):
 
 class TrainingError(OnedgeError):
     """Training cannot go on (for example the loss became NaN or infinite)."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (or its type name), for one-line errors."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(exc).__name__

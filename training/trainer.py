@@ -26,6 +26,7 @@ from training.checkpoint import load_state, read_checkpoint, save_checkpoint
 from training.config import TrainingConfig
 from training.errors import CheckpointError, ConfigError, TrainingError
 from training.evaluate import evaluate
+from training.files import atomic_write
 from training.methods import build_method
 
 CHECKPOINT = "checkpoint.pt"
@@ -339,6 +340,4 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2))

@@ -1,7 +1,7 @@
 """Latency, throughput and accuracy of the exported students on this CPU.
 
 For the digits and Fashion-MNIST students: PyTorch eager FP32, ONNX Runtime FP32 and INT8,
-OpenVINO FP32, FP16 and INT8, following the protocol in FACTS.md: every candidate warmed up by
+OpenVINO FP32, FP16 and INT8, following the protocol in docs/DESIGN.md: every candidate warmed up by
 time, then batch-1 latency (p50/p90/p99) timed in interleaved rounds, batch-64 throughput the
 same way, test top-1 on the full test split and top-1 agreement with the PyTorch FP32 student.
 Prints a markdown table with the command, the machine and the date.
@@ -254,7 +254,7 @@ def table(report: dict) -> str:
 
 
 def bars(rows: dict[str, dict]) -> list[str]:
-    """The issue's bars, computed from this run's rows."""
+    """The acceptance bars, computed from this run's rows."""
 
     def p50(name: str) -> float:
         return rows[name]["b1"]["p50_ms"]

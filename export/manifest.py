@@ -1,4 +1,4 @@
-"""The manifest every artifact folder carries (DESIGN.md rule 7).
+"""The manifest every artifact folder carries (docs/DESIGN.md rule 7).
 
 An artifact is a folder: the model files plus ``manifest.json``. The manifest records the
 sha256 of every file and one artifact hash over all of them; what was validated is what gets

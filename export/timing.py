@@ -1,4 +1,4 @@
-"""Latency measurement following the benchmark protocol in FACTS.md.
+"""Latency measurement following the benchmark protocol in docs/DESIGN.md.
 
 Warm up by time, then time at least ``min_calls`` calls and at least ``min_seconds``;
 report percentiles, never the first call. Candidates are compared inside one process,

@@ -55,7 +55,7 @@ class TargetInfo(Model):
 
 
 class ValidationSettings(Model):
-    """How to measure (FACTS.md protocol) and how patient to be with a remote board.
+    """How to measure (the benchmark protocol in docs/DESIGN.md) and how patient to be with a remote board.
 
     Warm-up runs until both ``warmup_seconds`` and ``warmup_calls`` are reached; the timed
     phase until both ``timed_seconds`` and ``timed_calls`` are. Throughput is timed at

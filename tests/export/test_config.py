@@ -57,7 +57,7 @@ def test_registered_backends(name: str) -> None:
     assert all(pair[0] == name for pair in plan_artifacts(ExportConfig(formats=name)))
 
 
-def test_defaults_cover_the_issue() -> None:
+def test_defaults_match_the_acceptance_bars() -> None:
     settings = ExportConfig()
     assert settings.calibration_size == 512 and settings.opset >= 17
     assert settings.tolerances.fp32_max_abs_diff == 1e-4

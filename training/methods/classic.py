@@ -13,7 +13,7 @@ from training.models.base import BranchOutputs, MultiBranchModel
 
 @METHODS.register("one")
 class OneMethod(Method):
-    """ONE: m branches on a shared trunk, the gated ensemble teaches every branch (METHODS.md §1)."""
+    """ONE: m branches on a shared trunk, the gated ensemble teaches every branch (docs/METHODS.md §1)."""
 
     default_temperature = 3.0
 

@@ -1,4 +1,4 @@
-"""Multi-branch model families (DESIGN.md rule 5) and the registry that names them.
+"""Multi-branch model families (docs/DESIGN.md rule 5) and the registry that names them.
 
 CIFAR-style ResNets (``resnet20``, ``resnet32``, ``resnet56``, ``resnet110``) and
 torchvision-based ImageNet-style networks (``resnet18``, ``mobilenet_v2``); see their modules.

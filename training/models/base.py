@@ -1,4 +1,4 @@
-"""The contract every multi-branch model honours (DESIGN.md rule 5).
+"""The contract every multi-branch model honours (docs/DESIGN.md rule 5).
 
 ``forward(x) -> BranchOutputs`` and ``extract(branch) -> nn.Module``: a plain single-path
 network whose logits equal that branch's logits in eval mode.

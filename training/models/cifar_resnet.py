@@ -1,4 +1,4 @@
-"""CIFAR-style ResNets with ONE branches (METHODS.md section 1).
+"""CIFAR-style ResNets with ONE branches (docs/METHODS.md section 1).
 
 Layout, for width multiplier w and block expansion e (1 basic, 4 bottleneck)::
 

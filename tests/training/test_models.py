@@ -164,6 +164,7 @@ def test_extraction_copies_and_rejects_bad_branches(name: str) -> None:
 def export_and_run(name: str, folder: Path, *, dynamo: bool) -> None:
     """Export branch 1's student to ONNX and check onnxruntime's logits against the model."""
     import onnxruntime as ort
+
     model = build(name, branches=2, in_channels=1, size=8)
     randomise_batch_norms(model)
     student = model.eval().extract(1)

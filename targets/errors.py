@@ -25,6 +25,10 @@ class TargetTimeoutError(TargetError):
     """A command on the target ran past its timeout."""
 
 
+class RemoteRootError(TargetError):
+    """The board's remote_root belongs to another user or others may write to it."""
+
+
 class MissingPythonError(TargetError):
     """The board has no usable Python interpreter."""
 

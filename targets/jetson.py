@@ -126,7 +126,7 @@ class JetsonTarget(SshTarget):
         shape = "x".join(str(d) for d in result.input_shape or [])
         name = report["backend_info"].get("input_name", "input")
         argv = [self.options.trtexec, f"--loadEngine={engine}", f"--shapes={name}:{shape}"]
-        done = await self._exec(conn, argv, timeout, f"trtexec on {result.artifact}")
+        done = await self._exec_bounded(conn, argv, timeout, f"trtexec on {result.artifact}")
         try:
             result.extra["trtexec"] = parse_trtexec_summary(done.stdout).model_dump()
         except TegraParseError:

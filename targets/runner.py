@@ -15,7 +15,8 @@ is checked against manifest.json before anything is measured. On failure the JSO
 
 The tensorrt backend builds its engine here from the shipped ONNX with the build settings the
 export recorded (manifest extra["build"]: profile, workspace) and caches it by ONNX sha256,
-TensorRT version, GPU and those settings. It follows TensorRT's documented Python API (8.5 and
+TensorRT version, GPU and those settings, with the engine's own sha256 beside it: a cached engine
+whose sha256 is missing or differs is rebuilt. It follows TensorRT's documented Python API (8.5 and
 later); its CUDA calls go through ctypes to libcudart. The CUDA part has run on a GPU; the
 TensorRT part has not been run by onedge's tests (no TensorRT where they run).
 """
@@ -321,6 +322,41 @@ class CudaRuntime:
         return props.value.decode(errors="replace")
 
 
+def write_engine(engine_path: str, serialized: bytes) -> None:
+    """Write an engine to the cache, and its sha256 beside it (``<engine>.sha256``)."""
+    for path, data in (
+        (engine_path, serialized),
+        (engine_path + ".sha256", hashlib.sha256(serialized).hexdigest().encode()),
+    ):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+
+
+def read_cached_engine(engine_path: str) -> tuple:
+    """The cached engine's bytes, or None and why it must be rebuilt (no engine is no reason)."""
+    try:
+        with open(engine_path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return None, None
+    expected = read_text(engine_path + ".sha256")
+    if expected is None:
+        return None, "the cached engine had no sha256 beside it: rebuilt"
+    if hashlib.sha256(data).hexdigest() != expected:
+        return None, "the cached engine's sha256 did not match: rebuilt"
+    return data, None
+
+
+def ignored_build_settings(trt, build: dict) -> list:
+    """The build settings configured but unknown to the installed TensorRT (reported)."""
+    level = build.get("builder_optimization_level")
+    if level is None or hasattr(trt.IBuilderConfig, "builder_optimization_level"):  # 8.6 and later
+        return []
+    return ["builder_optimization_level"]
+
+
 class TensorRtBackend:
     module = "tensorrt"
 
@@ -345,15 +381,15 @@ class TensorRtBackend:
             sort_keys=True,
         )
         key = hashlib.sha256(key_text.encode()).hexdigest()[:32]
-        os.makedirs(args.engine_cache, exist_ok=True)
+        os.makedirs(args.engine_cache, mode=0o700, exist_ok=True)
         engine_path = os.path.join(args.engine_cache, key + ".engine")
         logger = trt.Logger(trt.Logger.WARNING)
-        cached = os.path.isfile(engine_path)
+        data, note = read_cached_engine(engine_path)
+        cached = data is not None
         if not cached:
             shape = manifest["input"]["shape"][1:]
-            self._build(onnx_file, engine_path, precision, shape, batches, build, logger)
-        with open(engine_path, "rb") as handle:
-            self.engine = trt.Runtime(logger).deserialize_cuda_engine(handle.read())
+            data = self._build(onnx_file, engine_path, precision, shape, batches, build, logger)
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(data)
         if self.engine is None:
             raise RunnerError("runtime", f"TensorRT could not load the engine {engine_path}")
         self.context = self.engine.create_execution_context()
@@ -374,9 +410,12 @@ class TensorRtBackend:
             "engine_key": key,
             "batches": batches,
             "input_name": self.input_name,
+            "ignored_build_settings": ignored_build_settings(trt, build),
         }
+        if note:
+            self.info["engine_note"] = note
 
-    def _build(self, onnx_file, engine_path, precision, shape, batches, build, logger) -> None:
+    def _build(self, onnx_file, engine_path, precision, shape, batches, build, logger) -> bytes:
         trt = self.trt
         builder = trt.Builder(logger)
         flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
@@ -390,7 +429,7 @@ class TensorRtBackend:
         workspace = int(build.get("workspace_mib", 1024)) << 20
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
         level = build.get("builder_optimization_level")
-        if level is not None and hasattr(config, "builder_optimization_level"):  # 8.6 and later
+        if level is not None and not ignored_build_settings(trt, build):
             config.builder_optimization_level = int(level)
         if precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)
@@ -404,10 +443,9 @@ class TensorRtBackend:
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise RunnerError("runtime", f"TensorRT failed to build an engine from {onnx_file}")
-        tmp = f"{engine_path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as handle:
-            handle.write(serialized)
-        os.replace(tmp, engine_path)
+        data = bytes(serialized)
+        write_engine(engine_path, data)
+        return data
 
     def _buffer(self, name: str, nbytes: int) -> int:
         if self.buffers.get(name, (0, 0))[1] < nbytes:

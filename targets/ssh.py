@@ -1,8 +1,10 @@
 """The ``ssh`` target: any Linux board over SSH, measured by the same runner as local-cpu.
 
 Host keys are always verified: against known_hosts, or against a fingerprint the user pinned
-(``SHA256:...``). Only key authentication is offered. Each run works in its own folder under
-``remote_root``, removed afterwards; every uploaded file is hashed on the board and compared.
+(``SHA256:...``). Only key authentication is offered. Each run works in its own folder (mode
+0700) under ``remote_root`` (by default ``~/.cache/onedge``), removed afterwards; a remote_root
+that another user owns or may write to is refused. Every uploaded file is hashed on the board
+and compared.
 Commands are argv lists joined with ``shlex`` quoting. Connection faults (refused, reset, lost,
 connect timeout) are retried with exponential backoff; authentication failures, host-key
 refusals and runner errors are not.
@@ -38,6 +40,7 @@ from targets.base import (
 from targets.errors import (
     HostKeyError,
     MissingPythonError,
+    RemoteRootError,
     TargetAuthError,
     TargetError,
     TargetTimeoutError,
@@ -89,7 +92,9 @@ class SshOptions(BaseModel):
     fingerprint: str | None = Field(None, description="pinned host key, SHA256:...")
     key: Path | None = Field(None, description="private key; default: ~/.ssh keys and agent")
     python: str = "python3"
-    remote_root: str = "/tmp/onedge"
+    remote_root: str = Field(
+        ".cache/onedge", description="a relative path starts at the login user's home"
+    )
     engine_cache: str | None = Field(None, description="default: <remote_root>/engine-cache")
     name: str | None = Field(None, description="target name in reports and gate policies")
     keepalive_s: float = Field(10.0, gt=0.0)
@@ -299,10 +304,7 @@ class SshTarget:
                     for stale in list(state["stale"]):  # folders of attempts cut short
                         await sftp.rmtree(stale, ignore_errors=True)
                         state["stale"].remove(stale)
-                    await sftp.makedirs(self.options.remote_root, exist_ok=True)
-                    root = await sftp.realpath(self.options.remote_root)
-                    run_dir = f"{root}/run-{uuid.uuid4().hex[:12]}"
-                    await sftp.mkdir(run_dir)
+                    run_dir = await self._make_run_dir(conn, sftp, settings.command_timeout_s)
                 state["stale"].append(run_dir)
                 try:
                     info = await self._measure(conn, sftp, run_dir, jobs, eval_set, settings, state)
@@ -315,6 +317,36 @@ class SshTarget:
                     await sftp.rmtree(run_dir)
                 state["stale"].remove(run_dir)
         return info, [state["done"][folder] for folder in jobs]
+
+    async def _make_run_dir(self, conn: Any, sftp: Any, timeout: float) -> str:
+        """A new private folder under remote_root, once remote_root proves to be private too."""
+        private = asyncssh.SFTPAttrs(permissions=0o700)
+        await sftp.makedirs(self.options.remote_root, attrs=private, exist_ok=True)
+        root = await sftp.realpath(self.options.remote_root)
+        found = await sftp.stat(root)
+        done = await self._exec(conn, ["id", "-u"], timeout, "reading the login user's id")
+        mode = (found.permissions or 0) & 0o777
+        if str(found.uid) != done.stdout.strip() or mode & 0o022:
+            raise RemoteRootError(
+                f"remote_root {root} on {self.where} (uid {found.uid}, mode {mode:o}) must belong "
+                f"to {self.user} and be writable by no one else: run chown {self.user} {root} && "
+                f"chmod go-w {root} on the board, or set remote_root to a folder of {self.user}'s"
+            )
+        run_dir = f"{root}/run-{uuid.uuid4().hex[:12]}"
+        await sftp.mkdir(run_dir, attrs=private)
+        await sftp.chmod(run_dir, 0o700)  # also where the server ignores mkdir's attributes
+        return run_dir
+
+    async def _exec_bounded(self, conn: Any, argv: list[str], timeout: float, what: str) -> Any:
+        """Run argv under coreutils timeout: the board stops it itself, leaving nothing running."""
+        argv = ["timeout", "-k", "5", f"{timeout:g}", *argv]
+        done = await self._exec(conn, argv, timeout + 30, what)
+        if done.exit_status in (TIMEOUT_EXPIRED, TIMEOUT_KILLED):
+            raise TargetTimeoutError(
+                f"{what} on {self.where} ran past {timeout:g} s: raise "
+                "settings.command_timeout_s or shorten the timing settings"
+            )
+        return done
 
     async def _measure(self, conn, sftp, run_dir, jobs, eval_set, settings, state) -> TargetInfo:
         timeout = settings.command_timeout_s
@@ -343,14 +375,7 @@ class SshTarget:
                 self.options.python, f"{run_dir}/runner.py", remote, f"{run_dir}/eval.npz",
                 manifests[folder], settings, extra,
             )  # fmt: skip
-            # the board stops the runner itself at the timeout, so nothing is left running
-            argv = ["timeout", "-k", "5", f"{timeout:g}", *argv]
-            done = await self._exec(conn, argv, timeout + 30, f"measuring {folder.name}")
-            if done.exit_status in (TIMEOUT_EXPIRED, TIMEOUT_KILLED):
-                raise TargetTimeoutError(
-                    f"measuring {folder.name} on {self.where} ran past {timeout:g} s: raise "
-                    "settings.command_timeout_s or shorten the timing settings"
-                )
+            done = await self._exec_bounded(conn, argv, timeout, f"measuring {folder.name}")
             report = read_runner_output(
                 done.stdout, done.stderr, done.exit_status, self.where, self.options.python
             )

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -156,3 +157,27 @@ def test_describe_reports_the_machine() -> None:
     machine = report["machine"]
     assert machine["cores"] >= 1 and machine["arch"] and machine["python"]
     assert set(machine["runtimes"]) == {"numpy", "onnxruntime", "openvino", "tensorrt"}
+
+
+def test_cached_engine_is_used_only_when_its_sha256_matches(tmp_path: Path) -> None:
+    engine = str(tmp_path / "key.engine")
+    assert runner.read_cached_engine(engine) == (None, None)  # nothing cached: just build
+    runner.write_engine(engine, b"serialized engine")
+    assert runner.read_cached_engine(engine) == (b"serialized engine", None)
+    Path(engine).write_bytes(b"another engine")
+    data, note = runner.read_cached_engine(engine)
+    assert data is None and "did not match" in note
+    Path(engine + ".sha256").unlink()
+    data, note = runner.read_cached_engine(engine)
+    assert data is None and "no sha256" in note
+
+
+def test_build_settings_the_tensorrt_lacks_are_reported() -> None:
+    old = SimpleNamespace(IBuilderConfig=type("IBuilderConfig", (), {}))
+    new = SimpleNamespace(
+        IBuilderConfig=type("IBuilderConfig", (), {"builder_optimization_level": 3})
+    )
+    level = {"builder_optimization_level": 5}
+    assert runner.ignored_build_settings(old, level) == ["builder_optimization_level"]
+    assert runner.ignored_build_settings(new, level) == []
+    assert runner.ignored_build_settings(old, {}) == []

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ from targets import (
     JetsonTarget,
     MissingPythonError,
     MissingRuntimeError,
+    RemoteRootError,
     SshOptions,
     SshTarget,
     TargetAuthError,
@@ -143,6 +148,8 @@ def test_server_stopped_mid_run_gives_a_clear_error_and_no_report(
         while not list(remote_root.glob("run-*/artifacts/*/manifest.json")):
             assert time.monotonic() < deadline and worker.is_alive(), outcome
             time.sleep(0.05)
+        (run_dir,) = remote_root.glob("run-*")
+        assert run_dir.stat().st_mode & 0o777 == 0o700  # private to the login user
         time.sleep(1.0)  # the runner is measuring now
     finally:
         server.kill()
@@ -206,3 +213,35 @@ def test_jetson_target_refuses_a_board_that_is_no_jetson(
     assert isinstance(target, JetsonTarget)
     with pytest.raises(TargetError, match="nv_tegra_release"):
         target.describe()
+
+
+@pytest.mark.parametrize("change", ["world-writable", "group-writable", "other owner"])
+def test_remote_root_others_may_change_is_refused(
+    sshd: SshServer, ssh_options: SshOptions, change: str
+) -> None:
+    root = Path(ssh_options.remote_root)
+    root.mkdir(mode=0o700)
+    if change == "other owner":
+        os.chown(root, 65534, -1)  # the tests run as root: give it to nobody
+    else:
+        root.chmod(0o777 if change == "world-writable" else 0o770)
+    with pytest.raises(RemoteRootError, match=f"chown {sshd.user} {root} && chmod go-w"):
+        SshTarget.from_spec(url(sshd), options=ssh_options).describe()
+    assert list(root.iterdir()) == []  # no run folder made in it
+
+
+def test_default_remote_root_lies_in_the_login_home(
+    sshd: SshServer, ssh_options: SshOptions
+) -> None:
+    assert SshOptions().remote_root == ".cache/onedge"  # relative: SFTP starts at the home
+    relative = f".cache/onedge-test-{uuid.uuid4().hex[:8]}"
+    made = Path(pwd.getpwnam(sshd.user).pw_dir) / relative
+    try:
+        target = SshTarget.from_spec(
+            url(sshd), options=with_options(ssh_options, remote_root=relative)
+        )
+        assert target.describe().kind == "ssh"
+        assert made.is_dir() and made.stat().st_mode & 0o777 == 0o700
+        assert list(made.iterdir()) == []
+    finally:
+        shutil.rmtree(made, ignore_errors=True)

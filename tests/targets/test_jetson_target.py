@@ -1,0 +1,53 @@
+"""The jetson target's board commands, against a stand-in connection (no Jetson here)."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from targets import JetsonOptions, JetsonTarget, TargetTimeoutError
+
+SUMMARY = (Path(__file__).parent / "data" / "trtexec_samples.txt").read_text()
+
+
+class RecordingConnection:
+    """Answers every command with one exit status and remembers the command lines."""
+
+    def __init__(self, exit_status: int, stdout: str = "") -> None:
+        self.exit_status, self.stdout, self.commands = exit_status, stdout, []
+
+    async def run(self, command: str, check: bool = False) -> SimpleNamespace:
+        self.commands.append(command)
+        return SimpleNamespace(
+            exit_status=self.exit_status, exit_signal=None, stdout=self.stdout, stderr=""
+        )
+
+
+def run_trtexec(conn: RecordingConnection) -> SimpleNamespace:
+    options = JetsonOptions(trtexec="/usr/src/tensorrt/bin/trtexec")
+    target = JetsonTarget("board", "nvidia", 22, options)
+    result = SimpleNamespace(extra={}, input_shape=[1, 1, 8, 8], artifact="tensorrt-fp16")
+    report = {"backend_info": {"engine_path": "/home/nvidia/x y.engine", "input_name": "input"}}
+    asyncio.run(target.finish(conn, result, report, 42.0))
+    return result
+
+
+def test_trtexec_is_stopped_by_the_board_at_the_timeout() -> None:
+    conn = RecordingConnection(0, SUMMARY)
+    result = run_trtexec(conn)
+    (command,) = conn.commands
+    assert shlex.split(command) == [
+        "timeout", "-k", "5", "42", "/usr/src/tensorrt/bin/trtexec",
+        "--loadEngine=/home/nvidia/x y.engine", "--shapes=input:1x1x8x8",
+    ]  # fmt: skip
+    assert "error" not in result.extra["trtexec"]
+
+
+@pytest.mark.parametrize("status", [124, 137])
+def test_trtexec_past_the_timeout_is_a_clear_error(status: int) -> None:
+    with pytest.raises(TargetTimeoutError, match="trtexec on tensorrt-fp16.*command_timeout_s"):
+        run_trtexec(RecordingConnection(status))

@@ -223,9 +223,12 @@ ModelOpt = Annotated[str | None, typer.Option("--model", help="registered model 
 
 def open_registry(run_dir: Path | None, uri: str | None, model: str | None):
     """(client, model name, champion alias) from a run folder or a tracking URI."""
+    from pipeline.config import check_model_name
     from pipeline.registry import model_name_in
     from pipeline.tracking import connect
 
+    if model is not None:
+        check_model_name(model)
     alias = "champion"
     if run_dir is not None:
         from pipeline.config import load_config
@@ -249,7 +252,12 @@ def open_registry(run_dir: Path | None, uri: str | None, model: str | None):
 @app.command()
 def promote(
     version: Annotated[int, typer.Option("--version", help="model version to make champion")],
-    force: Annotated[bool, typer.Option(help="promote even if it failed a gate")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="promote even if it failed a gate (never one that failed its hash check)"
+        ),
+    ] = False,
     run_dir: RunDirOpt = None,
     tracking_uri: UriOpt = None,
     model: ModelOpt = None,

@@ -6,6 +6,7 @@ Loaded from YAML with ``yaml.safe_load``, overridden with ``key.path=value`` pai
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,19 @@ from training.errors import ConfigError, OnedgeError
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it is a safe registered model name (letters, digits, ``_``, ``.``, ``-``)."""
+    if not MODEL_NAME.fullmatch(name):
+        raise ConfigError(
+            f"model name {name!r} must start with a letter or digit and hold only letters, "
+            "digits, '_', '.' and '-'"
+        )
+    return name
 
 
 class ValidateConfig(Section):
@@ -110,6 +124,16 @@ class RegistryConfig(Section):
     retries: int = Field(2, ge=0, description="task retries after a transient registry fault")
     retry_delay_s: float = Field(10.0, ge=0.0)
 
+    @field_validator("model_name")
+    @classmethod
+    def _safe_model_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_model_name(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @model_validator(mode="after")
     def _distinct_aliases(self) -> RegistryConfig:
         if self.candidate_alias == self.champion_alias:
@@ -133,6 +157,15 @@ with warnings.catch_warnings():
             return TrainingConfig.model_validate(
                 self.model_dump(mode="json", include=set(TrainingConfig.model_fields))
             )
+
+        @model_validator(mode="after")
+        def _safe_default_model_name(self) -> RunConfig:
+            if self.registry.enabled and self.registry.model_name is None:
+                try:
+                    check_model_name(self.model_name())
+                except ConfigError as exc:
+                    raise ValueError(f"{exc} (from name); set registry.model_name") from None
+            return self
 
         def model_name(self) -> str:
             return self.registry.model_name or f"{self.name}-student"

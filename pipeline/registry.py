@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from export.manifest import MANIFEST_NAME, ArtifactError, Manifest, verify_artifact
-from pipeline.config import RegistryConfig, RunConfig
+from pipeline.config import RegistryConfig, RunConfig, check_model_name
 from pipeline.errors import ModelRegistryError, PromotionError
 from pipeline.promotion import (
     Champion,
@@ -139,8 +139,13 @@ def registered_sha256(client: Any, uri: str, name: str, version: str) -> str:
         return verify_artifact(Path(path)).sha256
 
 
+def versions_filter(name: str) -> str:
+    """The MLflow search filter for the versions of ``name`` (a checked, quote-free name)."""
+    return f"name = '{check_model_name(name)}'"
+
+
 def find_version(client: Any, name: str, key: str) -> Any | None:
-    versions = client.search_model_versions(f"name = '{name}'")
+    versions = client.search_model_versions(versions_filter(name))
     return next((v for v in versions if v.tags.get(TAG + "run_key") == key), None)
 
 
@@ -348,17 +353,28 @@ def model_name_in(client: Any, name: str | None) -> str:
 def promote(
     client: Any, name: str, version: str, champion_alias: str = "champion", force: bool = False
 ) -> dict[str, str]:
-    """Make ``version`` the champion by hand (it must have passed its gates unless ``force``)."""
+    """Make ``version`` the champion by hand.
+
+    The version must be complete (its registered files matched what was validated; ``force`` does
+    not override this) and must have passed its gates (unless ``force``).
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         mv = client.get_model_version(name, str(version))
     except MlflowException:
         with guarded(f"listing versions of {name}"):
-            have = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+            have = sorted(
+                int(v.version) for v in client.search_model_versions(versions_filter(name))
+            )
         raise PromotionError(
             f"{name} has no version {version}; versions: {have or 'none'}"
         ) from None
+    if mv.tags.get(TAG + "complete") != "true":
+        raise PromotionError(
+            f"version {version} of {name} is not complete: its registered files were never "
+            "checked against the validated artifact (or did not match); register the run again"
+        )
     if mv.tags.get(TAG + "gates") != "pass" and not force:
         raise PromotionError(
             f"version {version} of {name} did not pass every required gate "

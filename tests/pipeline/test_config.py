@@ -88,6 +88,8 @@ def test_digits_config_sets_quick_pipeline_settings():
         ("registry.champion_alias=candidate", "must differ"),
         ("validate.gates.max_top1_dorp=1", "unknown config key 'validate.gates.max_top1_dorp'"),
         ("export.formats=[]", "export.formats"),
+        ("registry.model_name=x' OR name != 'y", "registry.model_name: model name"),
+        ("registry.model_name=-student", "must start with a letter or digit"),
     ],
 )
 def test_bad_pipeline_settings_give_one_clear_error(override, message):
@@ -113,3 +115,19 @@ def test_ssh_board_options_are_checked_when_the_config_loads():
                 f"validate.boards={{'{spec}': {{fingerprint: MD5:aa}}}}",
             ],
         )
+
+
+def test_model_names_that_reach_registry_filters_are_checked(tmp_path, capsys):
+    from pipeline.cli import main
+
+    ok = load_config(ROOT / "configs/digits-one.yaml", ["registry.model_name=digits_v2.1-a"])
+    assert ok.model_name() == "digits_v2.1-a"
+    with pytest.raises(ConfigError, match="it's-student.*set registry.model_name"):
+        load_config(None, ["name=it's"])
+    assert load_config(None, ["name=it's", "registry.enabled=false"]).name == "it's"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for command in (["promote", "--version", "1"], ["rollback"]):
+        assert main([*command, "--tracking-uri", uri, "--model", "a' OR name LIKE '%"]) == 2
+        err = capsys.readouterr().err
+        assert "model name" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists()

@@ -188,5 +188,29 @@ def test_onedge_run_on_the_same_folder_reuses_the_cache(pipeline_run, tmp_path, 
     for text in ("speed-up", "onnx-int8", "openvino-fp32", "torch-fp32", "1.00x", "report.md"):
         assert text in out
     assert "registry: sqlite:///" in out and "version 2" in out
-    rows = [line for line in out.splitlines() if "openvino-fp32" in line]
-    assert rows and ("pass" in rows[0] or "fail" in rows[0])
+    assert printed_verdicts(out) == expected_verdicts(RunFolder(pipeline_run.out), "local-cpu")
+
+
+def printed_verdicts(out: str) -> dict[str, str]:
+    """Artifact -> the verdict cell of its row in the printed tables."""
+    from pipeline.report import COLUMNS
+
+    verdicts = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == len(COLUMNS) and cells[0] and cells[0] != "artifact":
+            verdicts[cells[0].removesuffix(" (registered)")] = cells[COLUMNS.index("verdict")]
+    return verdicts
+
+
+def expected_verdicts(run: RunFolder, spec: str) -> dict[str, str]:
+    """Artifact -> its verdict in report.json; the PyTorch FP32 baseline row reads "reference"."""
+    from pipeline.stages import load_baseline
+
+    report = json.loads((run.target_dir(spec) / "report.json").read_text())
+    baseline = load_baseline(run)
+    expected = {r["artifact"]: r["verdict"] for r in report["results"]}
+    if baseline is not None and baseline.artifact in expected:
+        expected[baseline.artifact] = "reference"
+    assert {"pass", "fail"} & set(expected.values())
+    return expected

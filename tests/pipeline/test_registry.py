@@ -224,6 +224,24 @@ def test_promote_and_rollback_by_hand(run, store, capsys):
     assert "has no version 99" in capsys.readouterr().err
 
 
+def test_a_version_refused_for_its_hash_is_never_promoted(run, store, monkeypatch, capsys):
+    config, folder = run
+    name = config.model_name()
+    monkeypatch.setattr("pipeline.registry.registered_sha256", lambda *args: "0" * 64)
+    with pytest.raises(ArtifactError, match="it gets no alias"):
+        register_run(config, folder)
+    client = connect(store)
+    version = client.get_model_version(name, "1")
+    assert version.tags["onedge.complete"] == "false" and version.tags["onedge.gates"] == "pass"
+    with pytest.raises(PromotionError, match="not complete"):
+        promote(client, name, "1", force=True)
+    argv = ["promote", "--version", "1", "--force", "--tracking-uri", store, "--model", name]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is not complete" in err and len(err.strip().splitlines()) == 1
+    assert aliases(client, name) == {}
+
+
 def test_promote_needs_to_know_which_registry(monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["promote", "--version", "1"]) == 2

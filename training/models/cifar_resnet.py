@@ -32,7 +32,6 @@ from torch import Tensor, nn
 from training.errors import ConfigError
 from training.models.branched import (
     TrunkBranchModel,
-    check_dimensions,
     classifier_head,
     init_weights,
     scaled,
@@ -143,13 +142,6 @@ def cifar_resnet(
     gate: bool,
 ) -> TrunkBranchModel:
     """Build a CIFAR ResNet whose stages from ``branch_point`` (1..3) on are per branch."""
-    check_dimensions(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        image_size=image_size,
-        branches=branches,
-        width=width,
-    )
     if not 1 <= branch_point <= 3:
         raise ConfigError(
             f"CIFAR ResNets have stages 1..3; branch_point must be in 1..3, got {branch_point}"

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from training.config import ModelConfig
 from training.models.base import MultiBranchModel
+from training.models.branched import check_dimensions
 from training.models.peers import PeerEnsemble
 from training.registry import Registry
 
@@ -40,6 +41,13 @@ def build_model(
 ) -> MultiBranchModel:
     """One network with ``cfg.branches`` branches (unknown name: RegistryError)."""
     factory = MODELS.get(cfg.name)
+    check_dimensions(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        branches=cfg.branches,
+        width=cfg.width,
+    )
     return factory(
         num_classes=num_classes,
         in_channels=in_channels,
@@ -55,17 +63,6 @@ def build_peers(
     cfg: ModelConfig, *, num_classes: int, in_channels: int, image_size: int
 ) -> PeerEnsemble:
     """``cfg.branches`` independent single-branch networks (DML peers, plain ensembles)."""
-    factory = MODELS.get(cfg.name)
-    members = [
-        factory(
-            num_classes=num_classes,
-            in_channels=in_channels,
-            image_size=image_size,
-            branches=1,
-            width=cfg.width,
-            branch_point=cfg.branch_point,
-            gate=False,
-        )
-        for _ in range(cfg.branches)
-    ]
-    return PeerEnsemble(members)
+    single = cfg.model_copy(update={"branches": 1})
+    shape = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
+    return PeerEnsemble([build_model(single, **shape, gate=False) for _ in range(cfg.branches)])

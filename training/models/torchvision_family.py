@@ -35,7 +35,6 @@ from torchvision import models as tvm
 from training.errors import ConfigError
 from training.models.branched import (
     TrunkBranchModel,
-    check_dimensions,
     init_weights,
 )
 from training.models.registry import MODELS
@@ -91,13 +90,6 @@ def resnet18(
     gate: bool,
 ) -> TrunkBranchModel:
     """torchvision ResNet-18 with layer ``branch_point`` onwards per branch."""
-    check_dimensions(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        image_size=image_size,
-        branches=branches,
-        width=width,
-    )
     if width != 1.0:
         raise ConfigError(f"resnet18 supports width 1.0 only, got {width}")
     check_branch_point("resnet18", branch_point)
@@ -137,13 +129,6 @@ def mobilenet_v2(
     gate: bool,
 ) -> TrunkBranchModel:
     """torchvision MobileNetV2 with stage ``branch_point`` onwards per branch."""
-    check_dimensions(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        image_size=image_size,
-        branches=branches,
-        width=width,
-    )
     check_branch_point("mobilenet_v2", branch_point)
     small = image_size < SMALL_INPUT
     nets = [

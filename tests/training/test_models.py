@@ -339,3 +339,11 @@ def test_count_macs() -> None:
     assert count_macs(depthwise, (1, 4, 6, 6)) == 4 * 6 * 6 * 9
     with pytest.raises(ConfigError):
         count_macs(linear, (0, 5))
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("bad", [{"num_classes": 0}, {"in_channels": 0}, {"image_size": -1}])
+def test_impossible_dimensions_are_refused_for_every_model(name, bad):
+    shape = {"num_classes": 10, "in_channels": 1, "image_size": 8, **bad}
+    with pytest.raises(ConfigError, match="must be a positive integer"):
+        build_model(ModelConfig(name=name), **shape)

@@ -106,6 +106,11 @@ def main() -> None:
             f"{statistics.mean(r['images_per_second'] for r in rs):.0f} | "
             f"{max(r['peak_memory_mb'] for r in rs):.0f} |"
         )
+    lines.append("")
+    lines.append(
+        "peak MB: on CUDA the GPU memory allocated by each run; on the CPU the process's peak "
+        "RSS so far, which accumulates over the runs of this process."
+    )
     if "vanilla" in rows and "one" in rows:
         gain = statistics.mean(r["deployed_top1"] for r in rows["one"]) - statistics.mean(
             r["deployed_top1"] for r in rows["vanilla"]

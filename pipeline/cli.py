@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from training.errors import ConfigError, OnedgeError
+from training.registry import Registry
 
 app = typer.Typer(
     add_completion=False,
@@ -70,13 +71,7 @@ def print_train_metrics(m: dict, out: Path) -> None:
     )
 
 
-def list_registry(kind: str) -> None:
-    if kind == "datasets":
-        from training.data import DATASETS as reg
-    elif kind == "models":
-        from training.models import MODELS as reg
-    else:
-        from training.methods import METHODS as reg
+def list_registry(reg: Registry) -> None:
     for name in reg.names():
         entry = reg.get(name)
         doc = (entry.__doc__ or "").strip().splitlines()
@@ -86,19 +81,25 @@ def list_registry(kind: str) -> None:
 @app.command()
 def datasets() -> None:
     """List the registered data sets."""
-    list_registry("datasets")
+    from training.data import DATASETS
+
+    list_registry(DATASETS)
 
 
 @app.command()
 def models() -> None:
     """List the registered model families."""
-    list_registry("models")
+    from training.models import MODELS
+
+    list_registry(MODELS)
 
 
 @app.command()
 def methods() -> None:
     """List the registered training methods."""
-    list_registry("methods")
+    from training.methods import METHODS
+
+    list_registry(METHODS)
 
 
 def export_settings(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from export.manifest import ArtifactError, Manifest, sha256_file, verify_artifact
@@ -16,6 +14,7 @@ from targets.base import (
 )
 from targets.errors import EvalSetError, TargetError
 from targets.gates import GatePolicy, evaluate
+from training.files import atomic_write
 
 REPORT_NAME = "report.json"
 EVAL_SET_NAME = "eval.npz"
@@ -56,18 +55,7 @@ def skipped_result(folder: Path, manifest: Manifest, target: Target) -> Artifact
 def write_report(report: ValidationReport, out_dir: Path) -> Path:
     """Write ``report.json`` atomically: a reader sees the old file, the new one, or none."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".report-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(report.model_dump_json(indent=2))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for everyone to read
-        os.replace(tmp, out_dir / REPORT_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out_dir / REPORT_NAME
+    return atomic_write(out_dir / REPORT_NAME, report.model_dump_json(indent=2))
 
 
 def validate_artifacts(

@@ -149,7 +149,7 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     method.prepare(device)
-    params = list(model.parameters()) + list(method.extra_modules().to(device).parameters())
+    params = list(model.parameters())
     t = config.train
     optimizer = torch.optim.SGD(
         params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from training.config import MethodConfig, ModelConfig
 from training.models.base import BranchOutputs, MultiBranchModel
@@ -48,10 +47,6 @@ class Method:
         epoch: float,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def extra_modules(self) -> nn.ModuleDict:
-        """Trainable modules that belong to the method, not the network (none by default)."""
-        return nn.ModuleDict()
 
 
 def build_method(cfg: MethodConfig) -> Method:

@@ -28,7 +28,12 @@ console = Console()
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML run configuration")]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="override a config key: --set train.epochs=5 (repeatable)"),
+    typer.Option(
+        "--set",
+        "-s",
+        help="override config keys: --set train.epochs=5 train.lr=0.05 (several pairs after "
+        "one flag, or the flag repeated)",
+    ),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output folder")]
 
@@ -194,6 +199,13 @@ def run(config: ConfigOpt, out: OutOpt, overrides: SetOpt = None) -> None:
     """The whole chain (train, export, validate, register, report) as Prefect flows.
 
     Runs against the Prefect server in PREFECT_API_URL, or else a temporary local one.
+
+    \b
+    Exit codes:
+      0  a version was registered
+      3  nothing passed its gates
+      2  bad input (configuration, arguments, files)
+      1  internal error
     """
     # The temporary server would report usage to Prefect; a user may turn it back on.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -283,10 +295,45 @@ def rollback(
     console.print(f"{name}: {alias} -> version {aliases[alias]} (rolled back)")
 
 
+SET_FLAGS = ("--set", "-s")
+
+
+def expand_set_pairs(argv: list[str]) -> list[str]:
+    """``--set a=1 b=2`` -> ``--set a=1 --set b=2``: a flag takes every key=value after it.
+
+    A bare word after a run of pairs is refused with one line (no command takes positional
+    arguments), so a forgotten ``=`` is not silently dropped.
+    """
+    out: list[str] = []
+    expecting, in_run = False, False
+    for token in argv:
+        if expecting:  # the flag's own value, given to Click unchanged
+            out.append(token)
+            expecting, in_run = False, True
+        elif token in SET_FLAGS:
+            out.append(token)
+            expecting = True
+        elif token.startswith("--set="):
+            out.append(token)
+            in_run = True
+        elif in_run and not token.startswith("-"):
+            if "=" not in token:
+                raise ConfigError(
+                    f"--set takes key=value pairs; {token!r} is not one "
+                    "(e.g. --set train.epochs=5 train.lr=0.05)"
+                )
+            out += ["--set", token]
+        else:
+            out.append(token)
+            in_run = False
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: errors onedge raises on purpose print one line and exit non-zero."""
     try:
-        status = app(args=argv, standalone_mode=False)  # an Exit(n) comes back as n
+        args = expand_set_pairs(list(sys.argv[1:] if argv is None else argv))
+        status = app(args=args, standalone_mode=False)  # an Exit(n) comes back as n
     except OnedgeError as exc:
         message = f"[bold red]error:[/] {escape(str(exc))}"  # messages may hold [brackets]
         Console(stderr=True).print(message, highlight=False, soft_wrap=True)

@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
     torch.manual_seed(0)
-    splits = load_data(DataConfig(name="fashion-mnist", calibration_size=300), seed=0)
+    splits = load_data(DataConfig(name="fashion-mnist", calibration_size=300))
     calibration, _ = to_numpy(splits.calibration)
     image = calibration[:1]
     rows = []

@@ -129,7 +129,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
     if settings.threads:
         torch.set_num_threads(settings.threads)
     loaded = load_checkpoint(Path(checkpoint))
-    splits = load_data(loaded.config.data, loaded.config.seed)
+    splits = load_data(loaded.config.data)
     calibration, _ = _split(splits, "calibration", settings.calibration_size)
     validation = _split(splits, "val")
     test_images, test_labels = _split(splits, "test", settings.eval_limit)

@@ -123,7 +123,7 @@ def extract_branch(
     if images is None:
         from training.data import load_data, to_numpy
 
-        splits = load_data(loaded.config.data, loaded.config.seed)
+        splits = load_data(loaded.config.data)
         images, _ = to_numpy(splits.val, limit=256)
     if len(images) == 0:
         raise ExportError("no images to check the extracted student on")

@@ -18,6 +18,9 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     name: str = "digits"
+    split_seed: int = Field(
+        0, description="seeds the test/val/calibration split alone; `seed` never moves it"
+    )
     root: Path | None = None
     download: bool = False
     batch_size: PositiveInt = 64

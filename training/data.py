@@ -1,6 +1,7 @@
 """Data sets registry, deterministic splits and a resumable, vectorised loader.
 
-Every entry of :data:`DATASETS` turns a :class:`DataConfig` and a seed into :class:`DataSplits`.
+Every entry of :data:`DATASETS` turns a :class:`DataConfig` and its ``split_seed`` into
+:class:`DataSplits`.
 Where a data set ships an official test split it is the test split; val is carved from the
 training data (stratified), calibration is drawn from the (possibly limited) training portion,
 never from val or test. Each split is a view: ``source`` names the pool of images it indexes
@@ -150,9 +151,13 @@ class DataSplits:
         return {k: len(getattr(self, k)) for k in ("train", "val", "calibration", "test")}
 
 
-def load_data(cfg: DataConfig, seed: int) -> DataSplits:
-    """Load the data set ``cfg.name`` from :data:`DATASETS` and split it for ``seed``."""
-    return DATASETS.get(cfg.name)(cfg, seed)
+def load_data(cfg: DataConfig) -> DataSplits:
+    """Load the data set ``cfg.name`` from :data:`DATASETS`, split by ``cfg.split_seed`` alone.
+
+    The training ``seed`` (initialisation, shuffling, augmentation) never moves the splits, so
+    runs that differ only in ``seed`` are scored on the same test images.
+    """
+    return DATASETS.get(cfg.name)(cfg, cfg.split_seed)
 
 
 # ----------------------------------------------------------------------------- splits

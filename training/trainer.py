@@ -30,6 +30,7 @@ from training.files import atomic_write
 from training.methods import build_method
 
 CHECKPOINT = "checkpoint.pt"
+PREDICTIONS = "test_predictions.json"  # per-image test labels and predictions, for paired tests
 
 
 @dataclass
@@ -137,7 +138,7 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
         torch.set_num_threads(config.train.threads)
     seed_everything(config.seed, config.train.deterministic)
 
-    splits = load_data(config.data, config.seed)
+    splits = load_data(config.data)
     spec = splits.spec
     method = build_method(config.method)
     model = method.build_network(
@@ -304,7 +305,7 @@ def finish(model, splits, config, history, device, memory_format, out_dir: Path)
     from training.plots import plot_curves
 
     test_loader = make_loader(splits.test, config.data.eval_batch_size, shuffle=False, seed=0)
-    test = evaluate(model, test_loader, device, memory_format)
+    test = evaluate(model, test_loader, device, memory_format, predictions=True)
     branch = pick_branch(history)
     metrics = {
         "deployed_branch": branch,
@@ -326,6 +327,16 @@ def finish(model, splits, config, history, device, memory_format, out_dir: Path)
         "device": str(device),
     }
     atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(
+        out_dir / PREDICTIONS,
+        {
+            "split_seed": config.data.split_seed,
+            "labels": test["labels"],
+            "deployed": test["branch_predictions"][branch],
+            "ensemble": test["ensemble_predictions"],
+            "branches": test["branch_predictions"],
+        },
+    )
     atomic_write_json(out_dir / "history.json", history)
     plot_curves(history, out_dir / "curves.png", title=f"{config.name}: {config.method.name}")
     return metrics

@@ -45,12 +45,12 @@ def ids(dataset) -> set[tuple[str, int]]:
 
 @pytest.fixture(scope="module")
 def digits() -> DataSplits:
-    return load_data(DataConfig(name="digits"), seed=0)
+    return load_data(DataConfig(name="digits"))
 
 
 @pytest.fixture(scope="module")
 def fashion() -> DataSplits:
-    return load_data(DataConfig(name="fashion-mnist", calibration_size=300), seed=0)
+    return load_data(DataConfig(name="fashion-mnist", calibration_size=300))
 
 
 # ----------------------------------------------------------------------------- registry
@@ -60,7 +60,7 @@ def test_registry_holds_every_data_set_and_rejects_unknown_names() -> None:
     expected = {"digits", "fashion-mnist", "cifar10", "cifar100", "svhn", "imagefolder"}
     assert expected <= set(DATASETS.names())
     with pytest.raises(RegistryError, match="known: .*cifar10.*digits.*fashion-mnist"):
-        load_data(DataConfig(name="mnist-typo"), seed=0)
+        load_data(DataConfig(name="mnist-typo"))
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
@@ -68,10 +68,10 @@ def test_every_data_set_loads_or_says_what_is_missing(name: str, tmp_path: Path)
     """Pointed at an empty folder, each entry loads (embedded data) or names what it expects."""
     cfg = DataConfig(name=name, root=tmp_path)
     if name == "digits":
-        assert load_data(cfg, seed=0).spec.name == "digits"
+        assert load_data(cfg).spec.name == "digits"
         return
     with pytest.raises(DataError, match=str(tmp_path)):
-        load_data(cfg, seed=0)
+        load_data(cfg)
 
 
 # ----------------------------------------------------------------------------- splits
@@ -103,22 +103,24 @@ def load_digits_labels() -> np.ndarray:
     return load_digits().target
 
 
-def test_splits_depend_on_the_seed_only(digits: DataSplits) -> None:
-    again = load_data(DataConfig(name="digits"), seed=0)
-    other = load_data(DataConfig(name="digits"), seed=1)
+def test_splits_depend_on_the_split_seed_only(digits: DataSplits) -> None:
+    again = load_data(DataConfig(name="digits"))
+    other = load_data(DataConfig(name="digits", split_seed=1))
     for split in SPLITS:
         np.testing.assert_array_equal(getattr(digits, split).indices, getattr(again, split).indices)
         assert not np.array_equal(getattr(digits, split).indices, getattr(other, split).indices)
 
 
 def test_limit_train_and_calibration_come_from_the_training_portion() -> None:
-    full = load_data(DataConfig(name="digits"), seed=3)
-    small = load_data(DataConfig(name="digits", limit_train=100, calibration_size=5000), seed=3)
+    full = load_data(DataConfig(name="digits", split_seed=3))
+    small = load_data(
+        DataConfig(name="digits", limit_train=100, calibration_size=5000, split_seed=3)
+    )
     assert len(small.train) == 100 and len(small.calibration) == 100  # min(5000, len(train))
     assert ids(small.calibration) == ids(small.train) and ids(small.train) <= ids(full.train)
     np.testing.assert_array_equal(small.val.indices, full.val.indices)  # val, test unaffected
     np.testing.assert_array_equal(small.test.indices, full.test.indices)
-    none = load_data(DataConfig(name="digits", val_fraction=0.0, calibration_size=0), seed=3)
+    none = load_data(DataConfig(name="digits", val_fraction=0.0, calibration_size=0, split_seed=3))
     assert len(none.val) == len(none.calibration) == 0
     assert to_numpy(none.val)[0].shape == (0, 1, 8, 8)
 
@@ -288,7 +290,7 @@ def test_fashion_mnist_from_a_root_of_its_own(tmp_path: Path) -> None:
     for name in FASHION_FILES:  # the first 200 real images and labels of each file
         data = read_idx(FASHION_MNIST_ROOT / name, 3 if "images" in name else 1)[:200]
         _write_idx(tmp_path / name, data)
-    splits = load_data(DataConfig(name="fashion-mnist", root=tmp_path, val_fraction=0.2), seed=0)
+    splits = load_data(DataConfig(name="fashion-mnist", root=tmp_path, val_fraction=0.2))
     assert splits.sizes() == {"train": 160, "val": 40, "calibration": 160, "test": 200}
 
 
@@ -317,7 +319,7 @@ def test_idx_round_trip_and_corrupt_files(tmp_path: Path) -> None:
 
 def test_fashion_mnist_missing_and_truncated_files(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz.*dataset-fashion-mnist"):
-        load_data(DataConfig(name="fashion-mnist", root=tmp_path), seed=0)
+        load_data(DataConfig(name="fashion-mnist", root=tmp_path))
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 50), ("t10k", 20)):
         _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
@@ -325,7 +327,7 @@ def test_fashion_mnist_missing_and_truncated_files(tmp_path: Path) -> None:
     labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
     labels.write_bytes(gzip.compress(gzip.decompress(labels.read_bytes())[:-1]))
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz is truncated"):
-        load_data(DataConfig(name="fashion-mnist", root=tmp_path), seed=0)
+        load_data(DataConfig(name="fashion-mnist", root=tmp_path))
 
 
 # ----------------------------------------------------------------------------- torchvision sets
@@ -341,11 +343,11 @@ def test_fashion_mnist_missing_and_truncated_files(tmp_path: Path) -> None:
 )
 def test_torchvision_sets_name_the_missing_files(name: str, expected: str, tmp_path: Path) -> None:
     with pytest.raises(DataError) as caught:
-        load_data(DataConfig(name=name, root=tmp_path), seed=0)
+        load_data(DataConfig(name=name, root=tmp_path))
     message = str(caught.value)
     assert str(tmp_path / expected) in message and "data.download=true" in message
     with pytest.raises(DataError, match=f"{name}' needs data.root.*{expected}"):
-        load_data(DataConfig(name=name), seed=0)
+        load_data(DataConfig(name=name))
 
 
 # ----------------------------------------------------------------------------- imagefolder
@@ -367,7 +369,7 @@ def _image_folder(root: Path, splits: tuple[str, ...], size: int = 16) -> None:
 
 def test_imagefolder_loads_and_uses_val_as_test(tmp_path: Path) -> None:
     _image_folder(tmp_path, ("train", "val"))
-    splits = load_data(DataConfig(name="imagefolder", root=tmp_path, calibration_size=8), seed=0)
+    splits = load_data(DataConfig(name="imagefolder", root=tmp_path, calibration_size=8))
     assert splits.spec.image_size == 16 and splits.spec.in_channels == 3
     assert splits.spec.class_names == ("class0", "class1", "class2")
     assert splits.sizes() == {"train": 30, "val": 10, "calibration": 8, "test": 10}
@@ -382,17 +384,17 @@ def test_imagefolder_loads_and_uses_val_as_test(tmp_path: Path) -> None:
 
 def test_imagefolder_with_test_folder_and_bad_folders(tmp_path: Path) -> None:
     _image_folder(tmp_path / "a", ("train", "val", "test"))
-    splits = load_data(DataConfig(name="imagefolder", root=tmp_path / "a"), seed=0)
+    splits = load_data(DataConfig(name="imagefolder", root=tmp_path / "a"))
     assert splits.test.source == "test" and splits.val.source == "val"
     with pytest.raises(DataError, match="needs data.root holding train/ and val/"):
-        load_data(DataConfig(name="imagefolder", root=tmp_path / "missing"), seed=0)
+        load_data(DataConfig(name="imagefolder", root=tmp_path / "missing"))
     _image_folder(tmp_path / "b", ("train", "val"))
     Image.new("RGB", (20, 16)).save(tmp_path / "b" / "train" / "class0" / "0.png")
     with pytest.raises(DataError, match="square images"):
-        load_data(DataConfig(name="imagefolder", root=tmp_path / "b"), seed=0)
+        load_data(DataConfig(name="imagefolder", root=tmp_path / "b"))
     _image_folder(tmp_path / "c", ("train", "val"))
     Image.new("RGB", (12, 12)).save(tmp_path / "c" / "train" / "class1" / "5.png")
-    mixed = load_data(DataConfig(name="imagefolder", root=tmp_path / "c"), seed=0)
+    mixed = load_data(DataConfig(name="imagefolder", root=tmp_path / "c"))
     with pytest.raises(DataError, match="must be square 16x16"):
         to_numpy(mixed.train)
 

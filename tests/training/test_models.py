@@ -312,8 +312,8 @@ def test_initialisation() -> None:
         ("resnet20", 0.27),
         ("resnet32", 0.46),
         ("resnet56", 0.85),
-        # bottleneck, n = 12, 16/32/64 planes x 4: about 1.15M (1.7M is the basic-block n = 18 net)
-        ("resnet110", 1.15),
+        # bottleneck, n = (110 - 2) / 6 = 18, 16/32/64 planes x 4, as in ONE's released code
+        ("resnet110", 1.70),
     ],
 )
 def test_cifar_resnet_parameter_counts(name: str, millions: float) -> None:

@@ -28,6 +28,33 @@ def test_trained_run_writes_its_files_and_learns(digits_run):
     history = json.loads((digits_run / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, 7))
     assert all(abs(sum(h["gate_mean"]) - 1) < 1e-4 for h in history)
+    preds = json.loads((digits_run / "test_predictions.json").read_text())
+    labels = preds["labels"]
+    assert len(labels) == metrics["test_images"] == len(preds["deployed"])
+    hits = sum(p == y for p, y in zip(preds["deployed"], labels, strict=True))
+    assert hits / len(labels) == pytest.approx(metrics["deployed_top1"])
+    ens_hits = sum(p == y for p, y in zip(preds["ensemble"], labels, strict=True))
+    assert ens_hits / len(labels) == pytest.approx(metrics["ensemble_top1"])
+
+
+def test_the_split_does_not_move_with_the_training_seed():
+    from training.data import load_data
+
+    cfg = tiny()
+    other = cfg.model_copy(update={"seed": 5})
+    a, b = load_data(cfg.data), load_data(other.data)
+    for split in ("train", "val", "calibration", "test"):
+        assert (getattr(a, split).indices == getattr(b, split).indices).all()
+    moved = load_data(cfg.data.model_copy(update={"split_seed": 1}))
+    assert not (moved.test.indices == a.test.indices).all()
+
+
+def test_dml_defaults_to_plain_softmax():
+    from training.methods import build_method
+
+    cfg = tiny(**{"method.name": "dml"})
+    assert build_method(cfg.method).temperature == 1.0
+    assert build_method(tiny().method).temperature == 3.0  # ONE keeps T = 3
 
 
 def test_checkpoint_round_trip(digits_checkpoint):

@@ -50,7 +50,12 @@ class PeersMethod(Method):
 
 @METHODS.register("dml")
 class DmlMethod(PeersMethod):
-    """Deep mutual learning: each peer learns from the labels and from the other peers."""
+    """Deep mutual learning: each peer learns from the labels and from the other peers.
+
+    T = 1 (plain softmax) by default, as in the DML paper's loss.
+    """
+
+    default_temperature = 1.0
 
     def loss(self, outputs, inputs, targets, epoch):
         return dml_loss(outputs.branch_logits, targets, self.temperature)

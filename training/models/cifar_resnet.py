@@ -13,9 +13,9 @@ once per branch. ONE's layout is the default ``branch_point=3``: stem, stage 1 a
 shared and every branch owns a full stage 3 and its classifier; the gate reads the stage-2
 output. ``branch_point=1`` shares only the stem.
 
-Depth fixes the blocks per stage: basic blocks have two convolutions, so n = (depth - 2) / 6
-(ResNet-20/32/56: n = 3/5/9); bottleneck blocks have three, so n = (depth - 2) / 9
-(ResNet-110: n = 12, the bottleneck variant ONE reports). The block kind is part of each
+Depth fixes the blocks per stage as in ONE's released code: n = (depth - 2) / 6 whatever the
+block kind (ResNet-20/32/56: n = 3/5/9 basic blocks; ResNet-110: n = 18 bottleneck blocks, about
+1.7M parameters, the network ONE's CIFAR figures are for). The block kind is part of each
 registered name rather than derived from the depth, so ``resnet56`` is the usual basic-block
 network.
 
@@ -96,28 +96,24 @@ class Bottleneck(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-BLOCKS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], int]] = {
-    # block kind -> (block class, convolutions per block)
-    "basic": (BasicBlock, 2),
-    "bottleneck": (Bottleneck, 3),
+BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {
+    "basic": BasicBlock,
+    "bottleneck": Bottleneck,
 }
 STAGE_PLANES = (16, 32, 64)
 STAGE_STRIDES = (1, 2, 2)
 
 
-def blocks_per_stage(depth: int, kind: str) -> int:
-    """n = (depth - 2) / (3 * convolutions per block); a depth that does not divide is an error."""
-    _, convs = BLOCKS[kind]
-    n, rest = divmod(depth - 2, 3 * convs)
+def blocks_per_stage(depth: int) -> int:
+    """n = (depth - 2) / 6 for either block kind; a depth that does not divide is an error."""
+    n, rest = divmod(depth - 2, 6)
     if n < 1 or rest:
-        raise ConfigError(
-            f"a CIFAR ResNet with {kind} blocks needs depth = {3 * convs}n + 2, got {depth}"
-        )
+        raise ConfigError(f"a CIFAR ResNet needs depth = 6n + 2, got {depth}")
     return n
 
 
 def make_stage(kind: str, cin: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-    block, _ = BLOCKS[kind]
+    block = BLOCKS[kind]
     layers = [block(cin, planes, stride)]
     layers += [block(planes * block.expansion, planes) for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
@@ -125,7 +121,7 @@ def make_stage(kind: str, cin: int, planes: int, blocks: int, stride: int) -> nn
 
 def stage_channels(kind: str, width: float) -> list[int]:
     """Output channels of stem, stage 1, stage 2 and stage 3."""
-    block, _ = BLOCKS[kind]
+    block = BLOCKS[kind]
     return [scaled(16, width)] + [scaled(p, width) * block.expansion for p in STAGE_PLANES]
 
 
@@ -146,7 +142,7 @@ def cifar_resnet(
         raise ConfigError(
             f"CIFAR ResNets have stages 1..3; branch_point must be in 1..3, got {branch_point}"
         )
-    n = blocks_per_stage(depth, kind)
+    n = blocks_per_stage(depth)
     channels = stage_channels(kind, width)
     split = branch_point - 1  # number of stages in the trunk
 
@@ -191,5 +187,5 @@ def resnet56(**kwargs: Any) -> TrunkBranchModel:
 
 @MODELS.register("resnet110")
 def resnet110(**kwargs: Any) -> TrunkBranchModel:
-    """ResNet-110: bottleneck blocks (expansion 4), n = 12."""
+    """ResNet-110: bottleneck blocks (expansion 4), n = 18, as in ONE's released code."""
     return cifar_resnet(110, "bottleneck", **kwargs)

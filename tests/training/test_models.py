@@ -46,12 +46,18 @@ def build(
     size: int = 32,
     classes: int = 10,
     gate: bool = True,
+    widths: list[float] | None = None,
     **cfg: object,
 ) -> MultiBranchModel:
     torch.manual_seed(0)
     config = ModelConfig(name=name, branches=branches, **cfg)
     return build_model(
-        config, num_classes=classes, in_channels=in_channels, image_size=size, gate=gate
+        config,
+        num_classes=classes,
+        in_channels=in_channels,
+        image_size=size,
+        gate=gate,
+        widths=widths,
     )
 
 
@@ -94,9 +100,41 @@ def test_forward_shapes_features_and_gate(name: str, channels: int, side: int) -
     torch.testing.assert_close(out.gate_weights.sum(dim=1), torch.ones(BATCH))
     expected = sum(out.gate_weights[:, i : i + 1] * out.branch_logits[i] for i in range(3))
     torch.testing.assert_close(out.ensemble_logits, expected)
-    assert len(out.features["shared"]) == 1 and len(out.features["branch"]) == 3
-    assert out.features["shared"][0].shape[0] == BATCH
-    assert all(f.dim() == 4 and f.shape[0] == BATCH for f in out.features["branch"])
+    assert out.features == {}  # maps only when tapped
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_taps_return_the_maps_their_feature_info_describes(name: str) -> None:
+    side = 16
+    model = build(name, branches=3, in_channels=1, size=side, widths=[1.0, 0.5, 0.25])
+    names = model.tap_names()
+    assert names[0] == "stem" and len(names) == len(set(names)) >= 4
+    out = model(torch.randn(BATCH, 1, side, side), taps=names)
+    assert set(out.features) == set(names)
+    for tap in names:
+        maps = out.features[tap]
+        assert len(maps) == 3
+        for k, fmap in enumerate(maps):
+            info = model.feature(tap, k)
+            expected = (
+                BATCH,
+                info.channels,
+                -(-side // info.reduction),
+                -(-side // info.reduction),
+            )
+            assert tuple(fmap.shape) == expected, (tap, k)
+    # the stem is shared: one tensor under every branch; the last stage is per branch
+    assert out.features["stem"][0] is out.features["stem"][2]
+    last = names[-1]
+    assert (
+        model.feature(last, 0).channels > model.feature(last, 2).channels or name == "mobilenet_v2"
+    )
+    one = model(torch.randn(BATCH, 1, side, side), taps=[last])
+    assert set(one.features) == {last}
+    with pytest.raises(ConfigError, match="unknown tap.*stem"):
+        model(torch.randn(BATCH, 1, side, side), taps=["nope"])
+    with pytest.raises(ConfigError, match="list of names"):
+        model(torch.randn(BATCH, 1, side, side), taps="stem")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -120,9 +158,39 @@ def test_gate_is_learned_per_sample_and_absent_when_off(name: str) -> None:
 
 def test_features_are_the_stage_outputs_of_a_cifar_resnet() -> None:
     model = build("resnet20", branches=2, in_channels=3, size=32, width=0.5)
-    out = model(torch.randn(BATCH, 3, 32, 32))
-    assert out.features["shared"][0].shape == (BATCH, 16, 16, 16)  # stage 2: 32w, stride 2
-    assert [f.shape for f in out.features["branch"]] == [(BATCH, 32, 8, 8)] * 2  # stage 3
+    out = model(torch.randn(BATCH, 3, 32, 32), taps=["stage2", "stage3"])
+    assert out.features["stage2"][0].shape == (BATCH, 16, 16, 16)  # stage 2: 32w, stride 2
+    assert [f.shape for f in out.features["stage3"]] == [(BATCH, 32, 8, 8)] * 2  # stage 3
+
+
+WIDTHS = [1.0, 0.8, 0.6, 0.4, 0.2]  # the student ensemble's default family, N = 5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_family_of_widths_extracts_every_student(name: str) -> None:
+    """Heterogeneous branches: each student's logits equal its branch's; smaller costs less."""
+    branch_point = 1 if name.startswith("resnet") and name != "resnet18" else 2
+    model = build(name, branches=5, in_channels=1, size=8, widths=WIDTHS, branch_point=branch_point)
+    assert model.widths == WIDTHS
+    randomise_batch_norms(model)
+    model.eval()
+    x = torch.randn(BATCH, 1, 8, 8)
+    macs = []
+    with torch.no_grad():
+        out = model(x)
+        for k in range(5):
+            student = model.extract(k)
+            diff = (student(x) - out.branch_logits[k]).abs().max().item()
+            assert diff <= 1e-5, f"width {WIDTHS[k]}: max |diff| {diff}"
+            macs.append(count_macs(student, (1, 1, 8, 8)))
+    assert macs == sorted(macs, reverse=True) and macs[-1] < macs[0]
+
+
+def test_family_widths_must_match_the_branches() -> None:
+    with pytest.raises(ConfigError, match="one per branch"):
+        build("resnet20", branches=3, widths=[1.0, 0.5])
+    with pytest.raises(ConfigError, match="positive"):
+        build("resnet20", branches=2, widths=[1.0, 0.0])
 
 
 # --- extraction -----------------------------------------------------------------------
@@ -206,7 +274,8 @@ def test_peer_ensemble_contract() -> None:
         torch.testing.assert_close(out.gate_weights, torch.full((BATCH, 3), 1 / 3))
         mean = torch.stack(out.branch_logits).mean(dim=0)
         torch.testing.assert_close(out.ensemble_logits, mean)
-        assert len(out.features["branch"]) == 3
+        tapped = ensemble(x, taps=["stage3"]).features["stage3"]
+        assert len(tapped) == 3 and tapped[0] is not tapped[1]
         for k, member in enumerate(ensemble.members):
             torch.testing.assert_close(out.branch_logits[k], member(x).branch_logits[0])
             diff = (ensemble.extract(k)(x) - out.branch_logits[k]).abs().max().item()
@@ -275,11 +344,11 @@ def test_branch_point_moves_stages_between_trunk_and_branches(name: str) -> None
 def test_imagenet_stems_keep_resolution_for_small_inputs() -> None:
     small = build("resnet18", branches=1, in_channels=1, size=32)
     large = build("resnet18", branches=1, in_channels=1, size=64)
-    assert small.trunk[0].kernel_size == (3, 3) and small.trunk[0].stride == (1, 1)
-    assert isinstance(small.trunk[3], nn.Identity)
-    assert large.trunk[0].kernel_size == (7, 7) and large.trunk[0].stride == (2, 2)
-    assert isinstance(large.trunk[3], nn.MaxPool2d)
-    assert large.trunk[0].in_channels == 1
+    assert small.trunk[0][0].kernel_size == (3, 3) and small.trunk[0][0].stride == (1, 1)
+    assert isinstance(small.trunk[0][3], nn.Identity)
+    assert large.trunk[0][0].kernel_size == (7, 7) and large.trunk[0][0].stride == (2, 2)
+    assert isinstance(large.trunk[0][3], nn.MaxPool2d)
+    assert large.trunk[0][0].in_channels == 1
     mobile = build("mobilenet_v2", branches=1, in_channels=1, size=32)
     assert mobile.trunk[0][0].stride == (1, 1) and mobile.trunk[0][0].in_channels == 1
 

@@ -19,17 +19,23 @@ block kind (ResNet-20/32/56: n = 3/5/9 basic blocks; ResNet-110: n = 18 bottlene
 registered name rather than derived from the depth, so ``resnet56`` is the usual basic-block
 network.
 
+``widths`` (one multiplier per branch, relative to ``width``) scales the per-branch stages of
+each branch: the student ensemble's family of students of several widths on one shared trunk.
+Taps: ``stem`` (reduction 1), ``stage1`` (1), ``stage2`` (2), ``stage3`` (4).
+
 Convolutions are 3x3 with padding 1 (1x1 inside bottlenecks), so any input size works (8x8
 digits, 28x28, 32x32). Where a block changes shape, its shortcut is a 1x1 convolution + BN.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
 from training.errors import ConfigError
+from training.models.base import FeatureInfo
 from training.models.branched import (
     TrunkBranchModel,
     classifier_head,
@@ -102,6 +108,8 @@ BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {
 }
 STAGE_PLANES = (16, 32, 64)
 STAGE_STRIDES = (1, 2, 2)
+TAPS = ("stem", "stage1", "stage2", "stage3")
+REDUCTIONS = (1, 1, 2, 4)
 
 
 def blocks_per_stage(depth: int) -> int:
@@ -125,6 +133,16 @@ def stage_channels(kind: str, width: float) -> list[int]:
     return [scaled(16, width)] + [scaled(p, width) * block.expansion for p in STAGE_PLANES]
 
 
+def stage_info(kind: str, width: float) -> list[FeatureInfo]:
+    """The four taps at width multiplier ``width``."""
+    return [
+        FeatureInfo(name, channels, reduction)
+        for name, channels, reduction in zip(
+            TAPS, stage_channels(kind, width), REDUCTIONS, strict=True
+        )
+    ]
+
+
 def cifar_resnet(
     depth: int,
     kind: str,
@@ -136,6 +154,7 @@ def cifar_resnet(
     width: float,
     branch_point: int,
     gate: bool,
+    widths: Sequence[float] | None = None,
 ) -> TrunkBranchModel:
     """Build a CIFAR ResNet whose stages from ``branch_point`` (1..3) on are per branch."""
     if not 1 <= branch_point <= 3:
@@ -143,25 +162,38 @@ def cifar_resnet(
             f"CIFAR ResNets have stages 1..3; branch_point must be in 1..3, got {branch_point}"
         )
     n = blocks_per_stage(depth)
+    multipliers = [1.0] * branches if widths is None else list(widths)
+    trunk_taps = stage_info(kind, width)
+    split = branch_point  # children of the trunk: the stem and stages 1..branch_point-1
+
+    def stage(i: int, w: float, cin: int) -> nn.Sequential:
+        return make_stage(kind, cin, scaled(STAGE_PLANES[i], w), n, STAGE_STRIDES[i])
+
     channels = stage_channels(kind, width)
-    split = branch_point - 1  # number of stages in the trunk
-
-    def stage(i: int) -> nn.Sequential:
-        return make_stage(kind, channels[i], scaled(STAGE_PLANES[i], width), n, STAGE_STRIDES[i])
-
     stem = nn.Sequential(
         conv3x3(in_channels, channels[0]), nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True)
     )
-    trunk = nn.Sequential(stem, *(stage(i) for i in range(split)))
-    bodies = [nn.Sequential(*(stage(i) for i in range(split, 3))) for _ in range(branches)]
-    heads = [classifier_head(channels[3], num_classes) for _ in range(branches)]
+    trunk = nn.Sequential(stem, *(stage(i, width, channels[i]) for i in range(split - 1)))
+    bodies, heads, body_info = [], [], []
+    for m in multipliers:
+        taps = stage_info(kind, width * m)
+        cins = [channels[split - 1]] + [t.channels for t in taps[split:3]]
+        bodies.append(
+            nn.Sequential(
+                *(stage(i, width * m, cins[k]) for k, i in enumerate(range(split - 1, 3)))
+            )
+        )
+        heads.append(classifier_head(taps[3].channels, num_classes))
+        body_info.append(taps[split:])
     model = TrunkBranchModel(
         trunk,
         bodies,
         heads,
-        trunk_channels=channels[split],
+        trunk_info=trunk_taps[:split],
+        body_info=body_info,
         num_classes=num_classes,
         gate=gate,
+        widths=multipliers,
     )
     init_weights(model)
     return model

@@ -7,6 +7,8 @@ the gate weights are uniform and the ensemble is the mean of the members' logits
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -17,8 +19,7 @@ from training.models.base import BranchOutputs, MultiBranchModel, gated_ensemble
 class PeerEnsemble(MultiBranchModel):
     """m independent single-branch networks sharing nothing.
 
-    ``features`` concatenates the members' lists under each name, so ``features["branch"][i]``
-    is member i's branch feature map and ``features["shared"][i]`` its own trunk output.
+    ``feature_info[i]`` is member i's; ``features[tap][i]`` is member i's map at ``tap``.
     """
 
     def __init__(self, members: list[MultiBranchModel]) -> None:
@@ -38,9 +39,12 @@ class PeerEnsemble(MultiBranchModel):
         self.members = nn.ModuleList(members)
         self.num_branches = len(members)
         self.num_classes = classes.pop()
+        self.feature_info = [m.feature_info[0] for m in members]
+        self.widths = [m.widths[0] for m in members]
 
-    def forward(self, x: torch.Tensor) -> BranchOutputs:
-        outputs = [member(x) for member in self.members]
+    def forward(self, x: torch.Tensor, taps: Sequence[str] = ()) -> BranchOutputs:
+        self.check_taps(taps)
+        outputs = [member(x, taps) for member in self.members]
         branch_logits = [out.branch_logits[0] for out in outputs]
         weights = x.new_full((x.shape[0], self.num_branches), 1.0 / self.num_branches)
         features: dict[str, list[torch.Tensor]] = {}

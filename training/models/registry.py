@@ -2,7 +2,8 @@
 
 Every factory in :data:`MODELS` takes the same keywords::
 
-    factory(*, num_classes, in_channels, image_size, branches, width, branch_point, gate)
+    factory(*, num_classes, in_channels, image_size, branches, width, branch_point, gate,
+            widths=None)
 
 and returns a :class:`MultiBranchModel`. The families register themselves when
 ``training.models`` is imported.
@@ -10,9 +11,11 @@ and returns a :class:`MultiBranchModel`. The families register themselves when
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from training.config import ModelConfig
+from training.errors import ConfigError
 from training.models.base import MultiBranchModel
 from training.models.branched import check_dimensions
 from training.models.peers import PeerEnsemble
@@ -30,6 +33,7 @@ class ModelFactory(Protocol):
         width: float,
         branch_point: int,
         gate: bool,
+        widths: Sequence[float] | None = None,
     ) -> MultiBranchModel: ...
 
 
@@ -37,10 +41,25 @@ MODELS: Registry[ModelFactory] = Registry("model")
 
 
 def build_model(
-    cfg: ModelConfig, *, num_classes: int, in_channels: int, image_size: int, gate: bool = True
+    cfg: ModelConfig,
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    gate: bool = True,
+    widths: Sequence[float] | None = None,
 ) -> MultiBranchModel:
-    """One network with ``cfg.branches`` branches (unknown name: RegistryError)."""
+    """One network with ``cfg.branches`` branches (unknown name: RegistryError).
+
+    ``widths``: one multiplier per branch for the per-branch stages (a family of students).
+    """
     factory = MODELS.get(cfg.name)
+    if widths is not None:
+        widths = list(widths)
+        if len(widths) != cfg.branches or any(not w > 0 for w in widths):
+            raise ConfigError(
+                f"widths must be {cfg.branches} positive multipliers (one per branch), got {widths}"
+            )
     check_dimensions(
         num_classes=num_classes,
         in_channels=in_channels,
@@ -56,6 +75,7 @@ def build_model(
         width=cfg.width,
         branch_point=cfg.branch_point,
         gate=gate,
+        widths=widths,
     )
 
 

@@ -1,6 +1,7 @@
 """Checkpoints: atomic saving and safe (``weights_only=True``) loading.
 
-A checkpoint holds the model, the optimiser, scheduler and AMP scaler states, the completed epoch,
+A checkpoint holds the model (the network alone, under ``model``), the method's auxiliary modules
+(under ``auxiliaries``: adapters and heads that train beside the network), the optimiser, scheduler and AMP scaler states, the completed epoch,
 RNG states, the resolved config, the data set spec, the metrics history and the deployed branch.
 """
 
@@ -120,7 +121,11 @@ def build_network(config: TrainingConfig, spec: Any) -> MultiBranchModel:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
-    """Rebuild the trained multi-branch model (eval mode) with its config and data spec."""
+    """Rebuild the trained multi-branch model (eval mode) with its config and data spec.
+
+    Only the network is rebuilt: the method's auxiliary modules stay in the file, so they can
+    never reach an extracted or exported student.
+    """
     from training.data import DatasetSpec
 
     path = Path(path)

@@ -27,7 +27,7 @@ from training.config import TrainingConfig
 from training.errors import CheckpointError, ConfigError, TrainingError
 from training.evaluate import evaluate
 from training.files import atomic_write
-from training.methods import build_method
+from training.methods import TrainedModules, build_method
 
 CHECKPOINT = "checkpoint.pt"
 PREDICTIONS = "test_predictions.json"  # per-image test labels and predictions, for paired tests
@@ -149,8 +149,10 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
     ).to(device)
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
+    auxiliaries = method.build_auxiliaries(model).to(device, memory_format=memory_format)
+    trained = TrainedModules(model, auxiliaries)
     method.prepare(device)
-    params = list(model.parameters())
+    params = list(trained.parameters())
     t = config.train
     optimizer = torch.optim.SGD(
         params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay
@@ -166,6 +168,7 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
         saved = read_checkpoint(ckpt_path, map_location=device)
         compatible_for_resume(saved["config"], config, ckpt_path)
         load_state(model, saved["model"], ckpt_path)
+        load_state(auxiliaries, saved.get("auxiliaries", {}), ckpt_path)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
@@ -176,10 +179,10 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
                 f"{ckpt_path} already holds {start_epoch} epochs; raise train.epochs to go on"
             )
 
-    train_model = model
+    train_model: torch.nn.Module = trained
     if ddp.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            trained, device_ids=[device.index] if device.type == "cuda" else None
         )
     augment = spec.augmentation if config.data.augment else "none"
     loader = make_loader(
@@ -205,6 +208,7 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
             "config": config.model_dump(mode="json"),
             "spec": spec.to_dict(),
             "model": model.state_dict(),
+            "auxiliaries": auxiliaries.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
@@ -219,7 +223,7 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
         torch.cuda.reset_peak_memory_stats(device)
     for epoch in range(start_epoch, t.epochs):
         loader.set_epoch(epoch)
-        model.train()
+        trained.train()
         sums: dict[str, float] = {}
         gate_sum = torch.zeros(model.num_branches, device=device)
         seen, started = 0, time.perf_counter()
@@ -234,7 +238,7 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
             x = x.to(device, non_blocking=True, memory_format=memory_format)
             y = y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                outputs = train_model(x)
+                outputs = train_model(x, method.taps)
                 loss, parts = method.loss(outputs, x, y, epoch + step / len(loader))
             if not torch.isfinite(loss):
                 raise TrainingError(

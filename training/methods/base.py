@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from training.config import MethodConfig, ModelConfig
 from training.models.base import BranchOutputs, MultiBranchModel
@@ -14,7 +15,9 @@ METHODS: Registry[type[Method]] = Registry("method")
 class Method:
     """A training method: builds its network and computes its loss.
 
-    ``build_network`` returns the multi-branch model the trainer optimises;
+    ``build_network`` returns the multi-branch model that is deployed;
+    ``build_auxiliaries`` the method's own trainable modules (adapters, heads), which train beside
+    the network and never reach a student; ``taps`` names the feature maps the loss reads;
     ``loss`` maps one batch's outputs to (total, parts). ``epoch`` is fractional (epoch + step/steps)
     so ramp-ups move smoothly.
     """
@@ -25,6 +28,8 @@ class Method:
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
         self.temperature = cfg.temperature or self.default_temperature
+        self.taps: tuple[str, ...] = ()
+        self.auxiliaries = nn.ModuleDict()
 
     @classmethod
     def build_network(
@@ -35,6 +40,15 @@ class Method:
         return build_model(
             model, num_classes=num_classes, in_channels=in_channels, image_size=image_size
         )
+
+    def build_auxiliaries(self, network: MultiBranchModel) -> nn.ModuleDict:
+        """The method's trainable modules beside ``network`` (none by default).
+
+        Subclasses size them from ``network.feature_info``, set ``self.taps`` and return them;
+        the trainer optimises, DDP-wraps and checkpoints them under their own key.
+        """
+        self.auxiliaries = nn.ModuleDict()
+        return self.auxiliaries
 
     def prepare(self, device: torch.device) -> None:
         """Load anything the method needs beyond the network (a teacher, for example)."""
@@ -47,6 +61,22 @@ class Method:
         epoch: float,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class TrainedModules(nn.Module):
+    """What trains: the network plus the method's auxiliary modules, as one module for DDP.
+
+    ``forward`` runs the network only; the method's loss calls the auxiliaries. Checkpoints keep
+    the two state dicts under separate keys, so loading for export rebuilds the network alone.
+    """
+
+    def __init__(self, network: MultiBranchModel, auxiliaries: nn.ModuleDict) -> None:
+        super().__init__()
+        self.network = network
+        self.auxiliaries = auxiliaries
+
+    def forward(self, x: torch.Tensor, taps: tuple[str, ...] = ()) -> BranchOutputs:
+        return self.network(x, taps=taps)
 
 
 def build_method(cfg: MethodConfig) -> Method:

@@ -117,6 +117,7 @@ def build_network(config: TrainingConfig, spec: Any) -> MultiBranchModel:
         num_classes=spec.num_classes,
         in_channels=spec.in_channels,
         image_size=spec.image_size,
+        method=config.method,
     )
 
 

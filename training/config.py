@@ -49,6 +49,16 @@ class MethodConfig(Section):
     rampup_epochs: PositiveInt = 80
     alpha: float = Field(0.9, ge=0.0, le=1.0, description="KD: weight of the distillation term")
     teacher: Path | None = Field(None, description="KD: checkpoint of a trained teacher")
+    widths: list[float] | None = Field(
+        None,
+        min_length=2,
+        description="student-ensemble: one width per student, the first 1.0; "
+        "None: (N-j)/N for N = model.branches",
+    )
+    a: float = Field(0.7, ge=0.0, description="student-ensemble: weight of CE(teacher, y)")
+    b: float = Field(0.15, ge=0.0, description="student-ensemble: weight of the adapted MSE")
+    c: float = Field(0.15, ge=0.0, description="student-ensemble: weight of the KL terms")
+    student_ce: bool = Field(False, description="student-ensemble: add every student's own CE")
 
 
 class TrainConfig(Section):

@@ -79,3 +79,36 @@ def hinton_kd_loss(
     ce = F.cross_entropy(student_logits, targets)
     kl = kd_kl(student_logits, teacher_logits, T)
     return alpha * kl + (1.0 - alpha) * ce, {"ce_branches": ce, "kl": kl}
+
+
+def student_ensemble_loss(
+    branch_logits: list[torch.Tensor],
+    adapted: list[list[torch.Tensor]],
+    reference: list[torch.Tensor],
+    targets: torch.Tensor,
+    *,
+    a: float = 0.7,
+    b: float = 0.15,
+    c: float = 0.15,
+    T: float = 2.0,
+    student_ce: bool = False,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """a*CE(z_t, y) + b*sum_s sum_{j>=1} MSE(adapt_j(F_sj), F_s0.detach()) + c*sum_{j>=1} T^2*KL(softmax(z_t/T) || softmax(z_j/T)) [+ sum_j CE(z_j, y)], z_t = mean_j z_j.
+
+    ``adapted[s][j-1]`` is student j's map at stage s after its 1x1 adapter, ``reference[s]``
+    student 0's map there (detached here). The teacher z_t is detached inside the KL terms, so
+    the students learn from the labels only through CE(z_t, y) (and the optional per-student CE).
+    Returns the total and its parts (``ce_teacher``, ``mse``, ``kl``, ``ce_branches``).
+    """
+    teacher = torch.stack(branch_logits, dim=0).mean(dim=0)
+    ce_teacher = F.cross_entropy(teacher, targets)
+    mse = teacher.new_zeros(())
+    for maps, ref in zip(adapted, reference, strict=True):
+        for fmap in maps:
+            mse = mse + F.mse_loss(fmap, ref.detach())
+    kl = teacher.new_zeros(())
+    for z in branch_logits[1:]:
+        kl = kl + kd_kl(z, teacher, T)
+    ce_branches = sum(F.cross_entropy(z, targets) for z in branch_logits)
+    total = a * ce_teacher + b * mse + c * kl + (ce_branches if student_ce else 0.0)
+    return total, {"ce_teacher": ce_teacher, "mse": mse, "kl": kl, "ce_branches": ce_branches}

@@ -146,6 +146,7 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
         num_classes=spec.num_classes,
         in_channels=spec.in_channels,
         image_size=spec.image_size,
+        method=config.method,
     ).to(device)
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -316,6 +317,7 @@ def finish(model, splits, config, history, device, memory_format, out_dir: Path)
         "deployed_top1": test["branch_top1"][branch],
         "ensemble_top1": test["ensemble_top1"],
         "branch_top1": test["branch_top1"],
+        "branch_widths": list(model.widths),
         "val_branch_top1": history[-1]["val_branch_top1"] if history else [],
         "val_ensemble_top1": history[-1]["val_ensemble_top1"] if history else None,
         "test_images": test["images"],

@@ -79,3 +79,31 @@ def test_auxiliaries_train_are_checkpointed_apart_and_never_reach_a_student(monk
     torch.testing.assert_close(
         again["auxiliaries"]["adapt.weight"], saved["auxiliaries"]["adapt.weight"], rtol=0, atol=0
     )
+
+
+def test_student_ensemble_trains_a_family_and_keeps_its_adapters_apart(tmp_path):
+    sets = {
+        "method.name": "student-ensemble",
+        "method.widths": "[1.0, 0.5, 0.25]",
+        "model.width": 0.5,
+        "data.limit_train": 128,
+        "train.epochs": 1,
+    }
+    result = train(quick_config(**sets).training_config(), tmp_path / "family")
+    assert result.metrics["branch_widths"] == [1.0, 0.5, 0.25]
+    assert len(result.metrics["branch_top1"]) == 3
+    saved = read_checkpoint(result.checkpoint)
+    # resnet20 students share the stem only: adapters on stages 1..3 for students 1 and 2
+    assert set(saved["auxiliaries"]) == {f"stage{s}_s{j}.weight" for s in (1, 2, 3) for j in (1, 2)}
+    assert saved["auxiliaries"]["stage3_s2.weight"].shape[:2] == (32, 8)  # 64*.5 <- 64*.5*.25
+    loaded = load_checkpoint(result.checkpoint)
+    assert loaded.model.widths == [1.0, 0.5, 0.25]
+    assert loaded.model.shared_taps == ["stem"]
+    assert set(loaded.model.state_dict()) == set(saved["model"])
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        out = loaded.model(x)
+        for k in range(3):
+            student = loaded.model.extract(k)
+            assert not any("stage" in name for name, _ in student.named_children())
+            assert (student(x) - out.branch_logits[k]).abs().max().item() <= 1e-5

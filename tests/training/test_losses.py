@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from training.losses import dml_loss, hinton_kd_loss, kd_kl, one_loss, rampup_weight
+from training.losses import (
+    dml_loss,
+    hinton_kd_loss,
+    kd_kl,
+    one_loss,
+    rampup_weight,
+    student_ensemble_loss,
+)
 
 Z1 = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
 Z2 = torch.tensor([[1.0, 1.0, 0.0], [-0.5, 2.0, 0.5]])
@@ -51,3 +58,33 @@ def test_rampup_weight_shape():
     assert rampup_weight(40, 80) == pytest.approx(math.exp(-1.25))
     assert rampup_weight(80, 80) == 1.0
     assert rampup_weight(500, 80) == 1.0
+
+
+Z3 = torch.tensor([[0.0, -1.0, 1.0], [0.3, 0.3, -0.2]])
+F0 = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 2, 2)
+F1 = torch.tensor([0.5, 2.5, 2.0, 5.0]).reshape(1, 1, 2, 2)
+F2 = torch.ones(1, 1, 2, 2)
+
+
+def test_student_ensemble_loss_golden():
+    total, parts = student_ensemble_loss([Z1, Z2, Z3], [[F1, F2]], [F0], Y, T=2.0)
+    assert parts["ce_teacher"].item() == pytest.approx(0.6287956492978651, abs=1e-6)
+    assert parts["mse"].item() == pytest.approx(4.125, abs=1e-6)
+    assert parts["kl"].item() == pytest.approx(0.4196298198819702, abs=1e-6)
+    assert parts["ce_branches"].item() == pytest.approx(2.4186214505716, abs=1e-6)
+    assert total.item() == pytest.approx(1.121851427490801, abs=1e-6)  # a, b, c = .7, .15, .15
+    with_ce, _ = student_ensemble_loss([Z1, Z2, Z3], [[F1, F2]], [F0], Y, T=2.0, student_ce=True)
+    assert with_ce.item() == pytest.approx(3.540472878062401, abs=1e-6)
+
+
+def test_student_ensemble_loss_gradients():
+    """Student 0's map and the teacher inside KL are detached; student 0 learns through CE(z_t)."""
+    z = [Z1.clone().requires_grad_(), Z2.clone().requires_grad_(), Z3.clone().requires_grad_()]
+    f0, f1 = F0.clone().requires_grad_(), F1.clone().requires_grad_()
+    _, parts = student_ensemble_loss(z, [[f1]], [f0], Y)
+    grads = torch.autograd.grad(parts["mse"], [f0, f1], allow_unused=True)
+    assert grads[0] is None and torch.count_nonzero(grads[1]) > 0
+    (g0,) = torch.autograd.grad(parts["kl"], [z[0]], allow_unused=True)
+    assert g0 is None or torch.count_nonzero(g0) == 0  # the teacher is detached in KL
+    (g0,) = torch.autograd.grad(parts["ce_teacher"], [z[0]])
+    assert torch.count_nonzero(g0) > 0

@@ -33,8 +33,15 @@ class Method:
 
     @classmethod
     def build_network(
-        cls, model: ModelConfig, *, num_classes: int, in_channels: int, image_size: int
+        cls,
+        model: ModelConfig,
+        *,
+        num_classes: int,
+        in_channels: int,
+        image_size: int,
+        method: MethodConfig | None = None,
     ) -> MultiBranchModel:
+        """The network this method trains; ``method`` carries settings that shape it (widths)."""
         from training.models import build_model
 
         return build_model(

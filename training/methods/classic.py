@@ -45,6 +45,7 @@ class PeersMethod(Method):
     def build_network(cls, model: ModelConfig, **shape) -> MultiBranchModel:
         from training.models import build_peers
 
+        shape.pop("method", None)
         return build_peers(model, **shape)
 
 

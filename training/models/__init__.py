@@ -9,7 +9,13 @@ from training.models.base import BranchOutputs, MultiBranchModel, gated_ensemble
 from training.models.branched import BranchGate, BranchNetwork, TrunkBranchModel
 from training.models.measure import count_macs, count_parameters
 from training.models.peers import PeerEnsemble
-from training.models.registry import MODELS, ModelFactory, build_model, build_peers
+from training.models.registry import (
+    MODELS,
+    ModelFactory,
+    build_model,
+    build_peers,
+    student_branch_point,
+)
 
 __all__ = [
     "MODELS",
@@ -25,4 +31,5 @@ __all__ = [
     "count_macs",
     "count_parameters",
     "gated_ensemble",
+    "student_branch_point",
 ]

@@ -63,6 +63,7 @@ class MultiBranchModel(nn.Module):
     num_classes: int
     feature_info: list[list[FeatureInfo]]
     widths: list[float]  # per-branch width multiplier relative to the shared trunk
+    shared_taps: list[str]  # taps computed once for all branches (the trunk's)
 
     def forward(
         self, x: torch.Tensor, taps: Sequence[str] = ()
@@ -72,6 +73,10 @@ class MultiBranchModel(nn.Module):
     def tap_names(self) -> list[str]:
         """The taps every branch offers, in forward order."""
         return [info.name for info in self.feature_info[0]]
+
+    def branch_taps(self) -> list[str]:
+        """The taps each branch computes on its own (after the shared trunk), in forward order."""
+        return [name for name in self.tap_names() if name not in self.shared_taps]
 
     def feature(self, tap: str, branch: int) -> FeatureInfo:
         """The :class:`FeatureInfo` of ``tap`` on ``branch`` (unknown tap: ConfigError)."""

@@ -151,6 +151,7 @@ class TrunkBranchModel(MultiBranchModel):
             raise ConfigError(f"{len(self.widths)} widths given for {self.num_branches} branches")
         self.feature_info = [list(trunk_info) + list(infos) for infos in body_info]
         self.trunk_info = list(trunk_info)
+        self.shared_taps = [info.name for info in trunk_info]
         self.body_info = [list(infos) for infos in body_info]
         self.trunk = trunk
         self.bodies = nn.ModuleList(bodies)

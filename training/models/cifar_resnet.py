@@ -42,7 +42,7 @@ from training.models.branched import (
     init_weights,
     scaled,
 )
-from training.models.registry import MODELS
+from training.models.registry import MODELS, student_base
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -200,24 +200,28 @@ def cifar_resnet(
 
 
 @MODELS.register("resnet20")
+@student_base(1)
 def resnet20(**kwargs: Any) -> TrunkBranchModel:
     """ResNet-20: basic blocks, n = 3."""
     return cifar_resnet(20, "basic", **kwargs)
 
 
 @MODELS.register("resnet32")
+@student_base(1)
 def resnet32(**kwargs: Any) -> TrunkBranchModel:
     """ResNet-32: basic blocks, n = 5."""
     return cifar_resnet(32, "basic", **kwargs)
 
 
 @MODELS.register("resnet56")
+@student_base(1)
 def resnet56(**kwargs: Any) -> TrunkBranchModel:
     """ResNet-56: basic blocks, n = 9."""
     return cifar_resnet(56, "basic", **kwargs)
 
 
 @MODELS.register("resnet110")
+@student_base(1)
 def resnet110(**kwargs: Any) -> TrunkBranchModel:
     """ResNet-110: bottleneck blocks (expansion 4), n = 18, as in ONE's released code."""
     return cifar_resnet(110, "bottleneck", **kwargs)

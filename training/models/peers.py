@@ -41,6 +41,7 @@ class PeerEnsemble(MultiBranchModel):
         self.num_classes = classes.pop()
         self.feature_info = [m.feature_info[0] for m in members]
         self.widths = [m.widths[0] for m in members]
+        self.shared_taps = []  # peers share nothing
 
     def forward(self, x: torch.Tensor, taps: Sequence[str] = ()) -> BranchOutputs:
         self.check_taps(taps)

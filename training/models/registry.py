@@ -86,3 +86,26 @@ def build_peers(
     single = cfg.model_copy(update={"branches": 1})
     shape = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
     return PeerEnsemble([build_model(single, **shape, gate=False) for _ in range(cfg.branches)])
+
+
+def student_base(branch_point: int):
+    """Decorator: the family's shared base for a family of students (its first own stage).
+
+    The student ensemble shares the stem of CIFAR ResNets (``1``) and the stem and first stage of
+    ImageNet-style networks (``2``).
+    """
+
+    def mark(factory: ModelFactory) -> ModelFactory:
+        factory.student_branch_point = branch_point  # type: ignore[attr-defined]
+        return factory
+
+    return mark
+
+
+def student_branch_point(name: str) -> int:
+    """The branch point at which model ``name``'s students part (unknown name: RegistryError)."""
+    factory = MODELS.get(name)
+    point = getattr(factory, "student_branch_point", None)
+    if point is None:
+        raise ConfigError(f"model {name!r} does not declare a shared base for a student family")
+    return int(point)

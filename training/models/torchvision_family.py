@@ -45,7 +45,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 from training.errors import ConfigError
 from training.models.base import FeatureInfo
 from training.models.branched import TrunkBranchModel, init_weights, scaled
-from training.models.registry import MODELS
+from training.models.registry import MODELS, student_base
 
 SMALL_INPUT = 64  # below this many pixels a side, the stems keep full resolution
 MOBILENET_STAGE_STARTS = (1, 4, 7, 14, 19)  # stage k = features[STARTS[k-1] : STARTS[k]]
@@ -176,6 +176,7 @@ def imagenet_style(
 
 
 @MODELS.register("resnet18")
+@student_base(2)
 def resnet18(
     *,
     num_classes: int,
@@ -225,6 +226,7 @@ def resnet18(
 
 
 @MODELS.register("mobilenet_v2")
+@student_base(2)
 def mobilenet_v2(
     *,
     num_classes: int,

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from export.config import ExportConfig
 from targets.base import ValidationSettings
-from targets.gates import GatePolicy
+from targets.gates import GatePolicy, TargetBudget
 from training.config import TrainingConfig
 from training.errors import ConfigError, OnedgeError
 
@@ -51,6 +51,10 @@ class ValidateConfig(Section):
     boards: dict[str, dict[str, Any]] = Field(default_factory=dict)
     settings: ValidationSettings = Field(default_factory=ValidationSettings)
     gates: GatePolicy = Field(default_factory=GatePolicy)
+    budgets: dict[str, TargetBudget] = Field(
+        default_factory=dict,
+        description="per target: max_p99_ms, max_size_mb, min_top1 for the per-target choice",
+    )
     retries: int = Field(2, ge=0, description="task retries after a transient fault (SSH)")
     retry_delay_s: float = Field(30.0, ge=0.0)
     board_timeout_s: float | None = Field(
@@ -75,6 +79,9 @@ class ValidateConfig(Section):
         for name in self.boards:
             if name not in self.targets:
                 raise ValueError(f"boards has options for {name!r}, which is not in targets")
+        for name in self.budgets:
+            if name not in self.targets:
+                raise ValueError(f"budgets has a budget for {name!r}, which is not in targets")
         for spec in self.targets:
             options = self.boards.get(spec, {})
             try:

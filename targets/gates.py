@@ -29,6 +29,16 @@ class GatePolicy(BaseModel):
         return self.max_p99_ms.get(target_name, self.default_max_p99_ms)
 
 
+class TargetBudget(BaseModel):
+    """What one target can afford; a limit left at None is not checked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_p99_ms: float | None = Field(None, gt=0.0, description="p99 latency at batch 1")
+    max_size_mb: float | None = Field(None, gt=0.0)
+    min_top1: float | None = Field(None, ge=0.0, le=1.0, description="fraction")
+
+
 class Verdict(BaseModel):
     passed: bool
     reasons: list[str] = Field(default_factory=list)  # why it failed; empty when it passed

@@ -18,6 +18,7 @@ import numpy as np
 
 from export.config import ExportConfig
 from export.extract import Student
+from export.preprocess import InputContract, embed_onnx
 from training.registry import Registry
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -31,13 +32,29 @@ class ExportContext:
     student: Student
     work: Path  # scratch folder for intermediate graphs
     onnx_fp32: Path
-    calibration: np.ndarray
+    calibration: np.ndarray  # normalised NCHW float32: what the model body is built on
     validation: tuple[np.ndarray, np.ndarray]
+    contract: InputContract | None = None  # None: the artifact takes the normalised tensor
     cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def threads(self) -> int | None:
         return self.settings.threads
+
+    @property
+    def embedded(self) -> bool:
+        return self.contract is not None and self.contract.embedded
+
+    def embed_onnx(self, path: Path) -> Path:
+        """Put the raw-image preprocessing in front of the graph at ``path`` (if embedding)."""
+        if self.embedded:
+            embed_onnx(path, self.contract)
+        return path
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One input image's shape at the artifact's input (without the batch axis)."""
+        return self.contract.sample_shape if self.embedded else self.student.input_chw
 
 
 @dataclass
@@ -120,6 +137,7 @@ class OnnxBackend(ExportBackend):
                 accuracy_slack=options.accuracy_slack,
                 threads=ctx.threads,
             )
+        ctx.embed_onnx(target)
         return ArtifactFiles(
             ["model.onnx"],
             "model.onnx",
@@ -138,6 +156,7 @@ class OpenVinoBackend(ExportBackend):
 
     def build(self, ctx: ExportContext, precision: str, folder: Path) -> ArtifactFiles:
         from export.openvino import compile_openvino, onnx_to_openvino, run_openvino
+        from export.preprocess import embed_openvino
 
         xml = folder / "model.xml"
         facts = onnx_to_openvino(
@@ -149,6 +168,9 @@ class OpenVinoBackend(ExportBackend):
             validation=ctx.validation,
             max_drop=ctx.settings.max_accuracy_drop,
         )
+        if ctx.embedded:  # after quantising: the body is quantised, the preprocessing stays f32
+            embed_openvino(xml, ctx.contract, compress_to_fp16=precision == "fp16")
+            facts["preprocessing"] = "embedded (PrePostProcessor)"
         compiled = compile_openvino(xml, ctx.threads, exact_f32=True, latency=False)
         return ArtifactFiles(
             ["model.xml", "model.bin"],
@@ -178,7 +200,7 @@ class TensorRTBackend(ExportBackend):
         from export.tensorrt import run_engine as run_trt
 
         options = ctx.settings.tensorrt
-        chw = ctx.student.input_chw
+        chw = ctx.input_shape  # C,H,W (or H,W,C for an NHWC raw input)
         extra: dict[str, Any] = {"build": build_settings(precision, chw, options)}
         source = ctx.onnx_fp32
         if precision == "fp16":
@@ -188,6 +210,7 @@ class TensorRTBackend(ExportBackend):
             extra["qdq_check"] = summary
         target = folder / "model.onnx"
         shutil.copyfile(source, target)
+        ctx.embed_onnx(target)
         if not options.build_engine:
             extra["engine"] = None
             return ArtifactFiles(

@@ -102,6 +102,14 @@ class ExportConfig(Section):
     ort_int8: OrtInt8Options = Field(default_factory=OrtInt8Options)
     tolerances: Tolerances = Field(default_factory=Tolerances)
     tensorrt: TensorRTOptions = Field(default_factory=TensorRTOptions)
+    embed_preprocessing: bool = Field(
+        True,
+        description="artifacts take the raw image as the data set stores it and scale and "
+        "normalise inside the graph (export/preprocess.py); false: the normalised NCHW tensor",
+    )
+    input_layout: Literal["NCHW", "NHWC"] = Field(
+        "NCHW", description="layout of the raw input when the preprocessing is embedded"
+    )
     threads: int | None = Field(None, gt=0, description="CPU threads for checks and timing")
     eval_limit: int | None = Field(None, gt=0, description="cap on test images in eval.npz")
 
@@ -117,6 +125,15 @@ class ExportConfig(Section):
         if not names:
             raise ValueError("give at least one name")
         return list(dict.fromkeys(names))
+
+    @model_validator(mode="after")
+    def _layout_needs_embedding(self) -> ExportConfig:
+        if self.input_layout != "NCHW" and not self.embed_preprocessing:
+            raise ValueError(
+                "input_layout NHWC needs embed_preprocessing=true (without it the artifact "
+                "takes the normalised NCHW tensor)"
+            )
+        return self
 
 
 def _split_csv(value: object) -> object:

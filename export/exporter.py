@@ -5,6 +5,11 @@ DIR/<format>-<prec>/ model files + manifest.json, for every requested format and
 DIR/eval.npz         test split (images, labels) and the PyTorch FP32 student's reference_logits
 DIR/export.json      the student's cost, calibration facts, and every artifact's parity/accuracy
 
+With ``settings.embed_preprocessing`` (the default) every artifact, the PyTorch one included,
+takes the raw image as the data set stores it (:mod:`export.preprocess`), and ``eval.npz`` holds
+raw images too: validation feeds exactly what a deployed application feeds. The parity checks
+then run the artifacts on raw images against the PyTorch student on the same images.
+
 Every artifact is measured the same way: parity against the PyTorch student on the calibration
 images (max |diff|, top-1 agreement; failing loudly beyond the tolerance of its precision), and
 top-1 on the test split with agreement against the reference; INT8 must stay within
@@ -31,6 +36,7 @@ from export.extract import Student, extract_branch, input_spec, library_versions
 from export.manifest import MANIFEST_NAME, OutputSpec, build_manifest, write_manifest
 from export.onnx import onnx_metadata, torch_logits, torch_to_onnx
 from export.parity import check_parity, compare_logits, top1_accuracy
+from export.preprocess import InputContract
 from training.errors import ConfigError, DataError
 from training.files import atomic_write
 
@@ -104,8 +110,19 @@ def _gate(precision: str, settings: ExportConfig) -> tuple[float | None, float]:
     return None, tol.int8_min_agreement
 
 
-def _split(splits: Any, name: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    from training.data import to_numpy
+@dataclass
+class SplitImages:
+    """One split as the body sees it (normalised NCHW float32) and as the artifacts take it."""
+
+    normalised: np.ndarray
+    labels: np.ndarray
+    inputs: np.ndarray  # raw images in the contract's layout, or ``normalised``
+
+
+def _split(
+    splits: Any, name: str, contract: InputContract, limit: int | None = None
+) -> SplitImages:
+    from training.data import to_numpy, to_raw_numpy
 
     dataset = getattr(splits, name, None)
     if dataset is None or len(dataset) == 0:
@@ -113,7 +130,18 @@ def _split(splits: Any, name: str, limit: int | None = None) -> tuple[np.ndarray
             f"the checkpoint's data set has no {name} split; export needs calibration, "
             "validation and test images (check data.calibration_size and the split fractions)"
         )
-    return to_numpy(dataset, limit=limit)
+    images, labels = to_numpy(dataset, limit=limit)
+    if not contract.embedded:
+        return SplitImages(images, labels, images)
+    raw = contract.arrange(to_raw_numpy(dataset, limit=limit))
+    # the body sees exactly what the embedded preprocessing computes from the raw images
+    return SplitImages(contract.normalise(raw), labels, raw)
+
+
+def _raw_dtype(splits: Any) -> str:
+    from training.data import to_raw_numpy
+
+    return to_raw_numpy(splits.test, limit=1).dtype.name
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -130,9 +158,14 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
         torch.set_num_threads(settings.threads)
     loaded = load_checkpoint(Path(checkpoint))
     splits = load_data(loaded.config.data)
-    calibration, _ = _split(splits, "calibration", settings.calibration_size)
-    validation = _split(splits, "val")
-    test_images, test_labels = _split(splits, "test", settings.eval_limit)
+    contract = InputContract.for_spec(
+        loaded.spec, settings.embed_preprocessing, settings.input_layout, _raw_dtype(splits)
+    )
+    cal = _split(splits, "calibration", contract, settings.calibration_size)
+    val = _split(splits, "val", contract)
+    test = _split(splits, "test", contract, settings.eval_limit)
+    calibration, validation = cal.normalised, (val.normalised, val.labels)
+    test_images, test_labels = test.normalised, test.labels
     student = extract_branch(loaded, settings.branch, images=validation[0][:256])
 
     out_dir = Path(out_dir)
@@ -147,11 +180,13 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
     calibration_reference = torch_logits(student.module, calibration)
     np.savez(
         out_dir / EVAL_FILE,
-        images=test_images.astype(np.float32),
+        images=test.inputs if contract.embedded else test_images.astype(np.float32),
         labels=test_labels.astype(np.int64),
         reference_logits=reference.astype(np.float32),
     )
-    save_student(student, _fresh(out_dir / "torch-fp32"), config)
+    save_student(student, _fresh(out_dir / "torch-fp32"), config, contract)
+    if contract.embedded:  # the saved program on raw images against the student
+        _check_saved_student(out_dir / "torch-fp32", cal.inputs, calibration_reference)
 
     records: list[ArtifactRecord] = []
     with tempfile.TemporaryDirectory(prefix="onedge-export-") as tmp:
@@ -163,7 +198,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
             opset=settings.opset,
             metadata=_metadata(student),
         )
-        ctx = ExportContext(settings, student, work, onnx_fp32, calibration, validation)
+        ctx = ExportContext(settings, student, work, onnx_fp32, calibration, validation, contract)
         for fmt, precision in plan:
             folder = _fresh(out_dir / f"{fmt}-{precision}")
             try:
@@ -176,8 +211,9 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
                     student,
                     settings,
                     config,
-                    calibration=(calibration, calibration_reference),
-                    test=(test_images, test_labels, reference, reference_top1),
+                    contract,
+                    calibration=(cal.inputs, calibration_reference),
+                    test=(test.inputs, test_labels, reference, reference_top1),
                 )
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)  # no half-written artifact stays
@@ -198,6 +234,11 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
             "images": len(calibration),
         },
         "eval": {"file": EVAL_FILE, "split": "test", "images": len(test_images)},
+        "input": {
+            **contract.to_dict(),
+            "shape": [-1, *(contract.sample_shape if contract.embedded else student.input_chw)],
+            "class_names": list(student.spec.class_names),
+        },
         "settings": settings.model_dump(mode="json"),
         "versions": library_versions(),
         "artifacts": [record.to_dict() for record in records],
@@ -205,6 +246,22 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
     _write_json(out_dir / EXPORT_JSON, document)
     return ExportResult(
         out_dir, summary, records, out_dir / EXPORT_JSON, out_dir / EVAL_FILE, reference_top1
+    )
+
+
+def _check_saved_student(folder: Path, images: np.ndarray, reference: np.ndarray) -> None:
+    from export.extract import load_student
+
+    module = load_student(folder)
+    dtype = getattr(torch, images.dtype.name)
+    with torch.inference_mode():
+        logits = np.concatenate([
+            module(torch.from_numpy(np.ascontiguousarray(chunk)).to(dtype)).numpy()
+            for chunk in np.split(images, range(256, len(images), 256))
+        ])  # fmt: skip
+    # the saved program is the student behind the preprocessing: only float order may differ
+    check_parity(
+        compare_logits(reference, logits), "torch-fp32 (student.pt2 on raw images)", 1e-5, 1.0
     )
 
 
@@ -244,6 +301,7 @@ def _measure_and_record(
     student: Student,
     settings: ExportConfig,
     config: dict[str, Any],
+    contract: InputContract,
     calibration: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray, np.ndarray, float],
 ) -> ArtifactRecord:
@@ -284,7 +342,7 @@ def _measure_and_record(
         name=f"{student.spec.name}-branch{student.branch}-{name}",
         format=fmt,
         precision=precision,
-        input=input_spec(student.spec),
+        input=input_spec(student.spec, contract),
         output=OutputSpec(shape=[-1, student.spec.num_classes]),
         class_names=list(student.spec.class_names),
         source_checkpoint_sha256=student.checkpoint_sha256,

@@ -154,12 +154,25 @@ def extract_branch(
     )
 
 
-def input_spec(spec: Any) -> InputSpec:
+def input_spec(spec: Any, contract: Any = None) -> InputSpec:
+    """The manifest's input: the normalised NCHW tensor, or ``contract``'s raw image."""
+    if contract is None:
+        return InputSpec(
+            shape=[-1, spec.in_channels, spec.image_size, spec.image_size],
+            mean=list(spec.mean),
+            std=list(spec.std),
+            scale=float(spec.scale),
+        )
+    facts = contract.to_dict()
     return InputSpec(
-        shape=[-1, spec.in_channels, spec.image_size, spec.image_size],
+        shape=[-1, *contract.sample_shape],
+        dtype=contract.dtype,
+        layout=contract.layout,
         mean=list(spec.mean),
         std=list(spec.std),
         scale=float(spec.scale),
+        preprocessing=facts["preprocessing"],
+        value_range=facts["value_range"],
     )
 
 
@@ -179,15 +192,31 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def save_student(student: Student, folder: Path, config: dict[str, Any] | None = None) -> Manifest:
-    """Write ``student.pt2`` (torch.export, dynamic batch) and its manifest into ``folder``."""
+def save_student(
+    student: Student,
+    folder: Path,
+    config: dict[str, Any] | None = None,
+    contract: Any = None,
+) -> Manifest:
+    """Write ``student.pt2`` (torch.export, dynamic batch) and its manifest into ``folder``.
+
+    With an embedded ``contract`` (:class:`export.preprocess.InputContract`) the saved program
+    takes the raw image and normalises it itself.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    module: nn.Module = student.module.eval()
     example = torch.zeros(2, *student.input_chw)
+    if contract is not None and contract.embedded:
+        from export.preprocess import Preprocessed
+
+        module = Preprocessed(module, contract).eval()
+        dtype = getattr(torch, contract.dtype)
+        example = torch.zeros(2, *contract.sample_shape, dtype=dtype)
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
         program = torch.export.export(
-            student.module.eval(), (example,), dynamic_shapes=({0: batch},), strict=False
+            module, (example,), dynamic_shapes=({0: batch},), strict=False
         )
     except Exception as exc:
         first = first_line(exc)
@@ -200,7 +229,7 @@ def save_student(student: Student, folder: Path, config: dict[str, Any] | None =
         name=f"{student.spec.name}-branch{student.branch}-torch-fp32",
         format="torch",
         precision="fp32",
-        input=input_spec(student.spec),
+        input=input_spec(student.spec, contract),
         output=OutputSpec(shape=[-1, student.spec.num_classes]),
         class_names=list(student.spec.class_names),
         source_checkpoint_sha256=student.checkpoint_sha256,

@@ -39,6 +39,12 @@ class InputSpec(BaseModel):
     mean: list[float]
     std: list[float]
     scale: float = Field(1.0, description="raw pixel value divided by this before mean/std")
+    preprocessing: Literal["embedded", "external"] = Field(
+        "external",
+        description="embedded: the model takes raw images and applies scale, mean and std "
+        "itself; external: the caller feeds (raw / scale - mean) / std in NCHW",
+    )
+    value_range: list[float] | None = Field(None, description="range of raw input values")
 
 
 class OutputSpec(BaseModel):

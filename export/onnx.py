@@ -200,11 +200,19 @@ def ort_session(path: Path, threads: int | None = None, optimize: bool = True) -
         raise OnnxModelError(f"ONNX Runtime cannot load {path}: {first}") from None
 
 
+ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
+
+
 def run_onnx(session: Any, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Logits of ``images`` (float32 NCHW) through an ONNX Runtime session, in batches."""
+    """Logits of ``images`` through an ONNX Runtime session, in batches.
+
+    The images are given to the graph in its input's type: float32 NCHW normalised images, or
+    the raw images of a graph with embedded preprocessing (uint8 where the data set is uint8).
+    """
+    dtype = ORT_DTYPES.get(session.get_inputs()[0].type, np.float32)
     outputs = []
     for start in range(0, len(images), batch_size):
-        chunk = np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32)
+        chunk = np.ascontiguousarray(images[start : start + batch_size], dtype=dtype)
         outputs.append(session.run([OUTPUT_NAME], {INPUT_NAME: chunk})[0])
     return np.concatenate(outputs).astype(np.float32)
 

@@ -112,11 +112,12 @@ def compile_openvino(
 
 
 def run_openvino(compiled: Any, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Logits of ``images`` through a compiled OpenVINO model, in batches."""
+    """Logits of ``images`` through a compiled OpenVINO model, in batches (in its input type)."""
     request = compiled.create_infer_request()
+    dtype = compiled.input(0).get_element_type().to_dtype()
     outputs = []
     for start in range(0, len(images), batch_size):
-        chunk = np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32)
+        chunk = np.ascontiguousarray(images[start : start + batch_size], dtype=dtype)
         result = request.infer({INPUT_NAME: chunk})
         outputs.append(np.array(result[compiled.output(0)], dtype=np.float32))
     return np.concatenate(outputs)

@@ -261,7 +261,8 @@ def run_engine(engine: Any, images: Any, input_name: str = "input") -> Any:
         for i in range(engine.num_io_tensors)
         if engine.get_tensor_name(i) != input_name
     )
-    batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).cuda()
+    dtype = _trt().nptype(engine.get_tensor_dtype(input_name))  # uint8 for raw-image inputs
+    batch = torch.from_numpy(np.ascontiguousarray(images, dtype=dtype)).cuda()
     context.set_input_shape(input_name, tuple(batch.shape))
     out = torch.empty(tuple(context.get_tensor_shape(output_name)), device="cuda")
     context.set_tensor_address(input_name, batch.data_ptr())

@@ -153,7 +153,7 @@ def torch_baseline(export_dir: Path, settings: ValidationSettings, out: Path) ->
     manifest = verify_artifact(folder)
     module = load_student(folder)
     with np.load(Path(export_dir) / "eval.npz") as data:
-        images = data["images"].astype(np.float32)
+        images = data["images"].astype(manifest.input.dtype)  # raw images when embedded
         labels = data["labels"]
     if settings.eval_limit:
         images, labels = images[: settings.eval_limit], labels[: settings.eval_limit]
@@ -170,7 +170,7 @@ def torch_baseline(export_dir: Path, settings: ValidationSettings, out: Path) ->
 
             predicted = np.concatenate(
                 [
-                    module(torch.from_numpy(chunk)).argmax(1).numpy()
+                    module(torch.from_numpy(np.ascontiguousarray(chunk))).argmax(1).numpy()
                     for chunk in np.split(images, range(256, len(images), 256))
                 ]
             )

@@ -226,7 +226,9 @@ class OnnxRuntimeBackend:
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         first = self.session.get_inputs()[0]
         self.input_name = first.name
-        self.dtype = "float16" if first.type == "tensor(float16)" else "float32"
+        self.dtype = {"tensor(float16)": "float16", "tensor(uint8)": "uint8"}.get(
+            first.type, "float32"
+        )
         self.static_batch = first.shape[0] if isinstance(first.shape[0], int) else None
         self.version = ort.__version__
         self.threads = args.threads or os.cpu_count()
@@ -252,7 +254,9 @@ class OpenVinoBackend:
         self.compiled = core.compile_model(model, args.device, config)
         self.request = self.compiled.create_infer_request()
         port = self.compiled.input(0)
-        self.dtype = "float16" if port.get_element_type() == ov.Type.f16 else "float32"
+        self.dtype = {ov.Type.f16: "float16", ov.Type.u8: "uint8"}.get(
+            port.get_element_type(), "float32"
+        )
         batch = port.get_partial_shape()[0]
         self.static_batch = None if batch.is_dynamic else batch.get_length()
         self.version = ov.get_version()
@@ -398,7 +402,7 @@ class TensorRtBackend:
         self.input_name = inputs[0]
         self.output_name = next(n for n in names if n not in inputs)
         in_type = trt.nptype(self.engine.get_tensor_dtype(self.input_name))
-        self.dtype = "float16" if in_type.__name__ == "float16" else "float32"
+        self.dtype = in_type.__name__ if in_type.__name__ in ("float16", "uint8") else "float32"
         self.out_type = trt.nptype(self.engine.get_tensor_dtype(self.output_name))
         self.static_batch, self.max_batch = None, high
         self.stream, self.buffers = self.cuda.stream(), {}

@@ -340,6 +340,27 @@ def to_numpy(dataset: Dataset, limit: int | None = None) -> tuple[np.ndarray, np
     return torch.cat(xs)[:n].numpy(), torch.cat(ys)[:n].to(torch.int64).numpy()
 
 
+def to_raw_numpy(dataset: Dataset, limit: int | None = None) -> np.ndarray:
+    """The first ``limit`` images as the data set stores them, NCHW, in :func:`to_numpy`'s order.
+
+    In-memory pools give their raw values (uint8); a data set read from files (image folders)
+    gives its normalised images mapped back to [0, spec.scale], as uint8 when the scale is 255.
+    """
+    if isinstance(dataset, TensorImages):
+        n = len(dataset) if limit is None else min(limit, len(dataset))
+        return dataset.images[dataset._index[:n]].numpy()
+    spec = getattr(dataset, "spec", None)
+    if spec is None:
+        raise DataError("raw images need a data set from load_data (one with a .spec)")
+    images, _ = to_numpy(dataset, limit)
+    mean = np.asarray(spec.mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(spec.std, np.float32).reshape(1, -1, 1, 1)
+    raw = (images * std + mean) * np.float32(spec.scale)
+    if spec.scale == 255.0:
+        return np.clip(np.rint(raw), 0, 255).astype(np.uint8)
+    return raw.astype(np.float32)
+
+
 # ----------------------------------------------------------------------------- data sets
 
 

@@ -62,7 +62,9 @@ def test_fp32_runtimes_agree_with_pytorch(exported: ExportResult) -> None:
 
 def test_eval_file_holds_the_test_split(exported: ExportResult) -> None:
     data = np.load(exported.eval_file)
-    assert data["images"].dtype == np.float32 and data["images"].shape[1:] == (1, 8, 8)
+    # raw images as the data set stores them: what a deployed application feeds
+    assert data["images"].dtype == np.uint8 and data["images"].shape[1:] == (1, 8, 8)
+    assert data["images"].max() <= 16 and data["images"].max() > 8
     assert data["labels"].dtype == np.int64 and len(data["labels"]) == len(data["images"])
     assert data["reference_logits"].shape == (len(data["images"]), 10)
     top1 = float(np.mean(data["reference_logits"].argmax(1) == data["labels"]))
@@ -121,7 +123,7 @@ def test_student_loads_without_onedge(exported: ExportResult) -> None:
     script = (
         "import sys, torch\n"
         f"m = torch.export.load({str(folder / 'student.pt2')!r}).module()\n"
-        "print(tuple(m(torch.zeros(3, 1, 8, 8)).shape))\n"
+        "print(tuple(m(torch.zeros(3, 1, 8, 8, dtype=torch.uint8)).shape))\n"
         "assert not any(k.startswith(('training', 'export')) for k in sys.modules)\n"
     )
     result = subprocess.run(

@@ -195,9 +195,19 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_override(
     data: dict[str, Any], path: list[str], value: Any, model: type[BaseModel]
 ) -> None:
-    """Set ``data[path] = value`` after checking that every key exists in the config schema."""
+    """Set ``data[path] = value`` after checking that every key exists in the config schema.
+
+    A section whose schema depends on its data (the ``method`` section: each method owns its
+    config) is checked against the variant its current ``name`` selects; setting its ``name`` to
+    another method starts that section from the new method's defaults (later keys apply).
+    """
     node, schema = data, model
     for depth, part in enumerate(path):
+        if schema is not None and hasattr(schema, "variant"):
+            try:
+                schema = schema.variant(node)
+            except OnedgeError as exc:
+                raise ConfigError(f"{'.'.join(path[:depth])}: {exc}") from None
         fields = schema.model_fields if schema is not None else {}
         if schema is not None and part not in fields:
             where = ".".join(path[:depth]) or "the top level"
@@ -205,7 +215,13 @@ def apply_override(
                 f"unknown config key {'.'.join(path)!r}; keys at {where}: {', '.join(fields)}"
             )
         if depth == len(path) - 1:
-            node[part] = value
+            if part == "name" and hasattr(schema, "switch") and isinstance(value, str):
+                try:
+                    schema.switch(node, value)
+                except OnedgeError as exc:
+                    raise ConfigError(f"{'.'.join(path)}: {exc}") from None
+            else:
+                node[part] = value
             return
         annotation = fields[part].annotation if schema is not None else None
         schema = (

@@ -7,9 +7,9 @@ sections; training code only ever sees :class:`TrainingConfig`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, field_validator
 
 
 class Section(BaseModel):
@@ -43,22 +43,66 @@ class ModelConfig(Section):
 
 
 class MethodConfig(Section):
+    """Base of every method's own config: a tagged union on ``name``.
+
+    Each method declares its settings in a subclass (``name: Literal["kd"] = "kd"`` plus its own
+    fields) and names it as ``config`` on its registered :class:`training.methods.Method` class.
+    A ``method`` section is validated as the subclass its ``name`` selects (looked up in the
+    method registry), so a key that belongs to another method is refused.
+    """
+
     name: str = "one"
-    temperature: float | None = Field(None, gt=0.0, description="None: the method's default")
-    rampup: bool = True
-    rampup_epochs: PositiveInt = 80
-    alpha: float = Field(0.9, ge=0.0, le=1.0, description="KD: weight of the distillation term")
-    teacher: Path | None = Field(None, description="KD: checkpoint of a trained teacher")
-    widths: list[float] | None = Field(
-        None,
-        min_length=2,
-        description="student-ensemble: one width per student, the first 1.0; "
-        "None: (N-j)/N for N = model.branches",
-    )
-    a: float = Field(0.7, ge=0.0, description="student-ensemble: weight of CE(teacher, y)")
-    b: float = Field(0.15, ge=0.0, description="student-ensemble: weight of the adapted MSE")
-    c: float = Field(0.15, ge=0.0, description="student-ensemble: weight of the KL terms")
-    student_ce: bool = Field(False, description="student-ensemble: add every student's own CE")
+
+    @classmethod
+    def variant(cls, data: dict[str, Any]) -> type[MethodConfig]:
+        """The config class for the method ``data`` names (``one`` when it names none)."""
+        from training.methods import METHODS
+
+        return METHODS.get(str(data.get("name", DEFAULT_METHOD))).config
+
+    @classmethod
+    def switch(cls, data: dict[str, Any], name: str) -> None:
+        """Set ``data['name'] = name``; another method starts from its own defaults.
+
+        The settings in ``data`` were written for the previous method (a temperature tuned for
+        ONE is not one for KD), so switching clears them; keys set after the switch apply.
+        """
+        from training.methods import METHODS
+
+        METHODS.get(name)  # an unknown name fails here, with the known ones listed
+        if data.get("name", DEFAULT_METHOD) != name:
+            data.clear()
+        data["name"] = name
+
+
+DEFAULT_METHOD = "one"
+# The fields of the single MethodConfig that every method shared before each method owned its
+# config (two versions); a section holding exactly these keys comes from an older run and is
+# migrated to the fields of the method it names.
+_LEGACY = {"name", "temperature", "rampup", "rampup_epochs", "alpha", "teacher"}
+LEGACY_METHOD_KEYS = (
+    frozenset(_LEGACY),
+    frozenset(_LEGACY | {"widths", "a", "b", "c", "student_ce"}),
+)
+
+
+def validate_method(value: Any) -> MethodConfig:
+    """Validate a ``method`` section as the config class of the method it names."""
+    from training.errors import RegistryError
+
+    if isinstance(value, MethodConfig):
+        if type(value) is not MethodConfig:
+            return value
+        value = value.model_dump(mode="json")
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping with a method name, not {type(value).__name__}")
+    try:
+        config = MethodConfig.variant(value)
+    except RegistryError as exc:
+        raise ValueError(str(exc)) from None
+    if frozenset(value) in LEGACY_METHOD_KEYS:
+        value = {k: v for k, v in value.items() if k in config.model_fields and v is not None}
+    return config.model_validate(value)
 
 
 class TrainConfig(Section):
@@ -86,5 +130,12 @@ class TrainingConfig(Section):
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    method: MethodConfig = Field(default_factory=MethodConfig)
+    method: SerializeAsAny[MethodConfig] = Field(
+        default_factory=lambda: validate_method({"name": DEFAULT_METHOD})
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("method", mode="wrap")
+    @classmethod
+    def _method_of_its_name(cls, value: Any, handler: Any) -> MethodConfig:
+        return validate_method(value)

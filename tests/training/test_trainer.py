@@ -53,8 +53,8 @@ def test_dml_defaults_to_plain_softmax():
     from training.methods import build_method
 
     cfg = tiny(**{"method.name": "dml"})
-    assert build_method(cfg.method).temperature == 1.0
-    assert build_method(tiny().method).temperature == 3.0  # ONE keeps T = 3
+    assert build_method(cfg.method).cfg.temperature == 1.0
+    assert build_method(tiny().method).cfg.temperature == 3.0  # ONE keeps T = 3
 
 
 def test_checkpoint_round_trip(digits_checkpoint):
@@ -138,3 +138,19 @@ def test_lr_schedules():
         }
     )
     assert [round(lr_factor(step, e), 6) for e in (0, 2, 4)] == [1.0, 0.1, 0.01]
+
+
+def test_a_checkpoint_of_an_older_run_loads(tmp_path, digits_checkpoint):
+    payload = read_checkpoint(digits_checkpoint)
+    payload["config"]["method"] = {
+        "name": "one",
+        "temperature": None,
+        "rampup": True,
+        "rampup_epochs": 80,
+        "alpha": 0.9,
+        "teacher": None,
+    }
+    old = tmp_path / "old.pt"
+    save_checkpoint(old, {k: v for k, v in payload.items() if not k.startswith("format")})
+    loaded = load_checkpoint(old)
+    assert loaded.config.method.temperature == 3.0 and loaded.model.num_branches == 3

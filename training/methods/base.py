@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from training.config import MethodConfig, ModelConfig
+from training.errors import ConfigError
 from training.models.base import BranchOutputs, MultiBranchModel
 from training.registry import Registry
 
@@ -23,11 +24,14 @@ class Method:
     """
 
     name: str = ""
-    default_temperature: float = 1.0
+    config: type[MethodConfig] = MethodConfig  # the method's own settings (its ``name`` a Literal)
 
     def __init__(self, cfg: MethodConfig) -> None:
+        if not isinstance(cfg, self.config):
+            raise ConfigError(
+                f"method {self.name!r} takes a {self.config.__name__}, not {type(cfg).__name__}"
+            )
         self.cfg = cfg
-        self.temperature = cfg.temperature or self.default_temperature
         self.taps: tuple[str, ...] = ()
         self.auxiliaries = nn.ModuleDict()
 
@@ -84,6 +88,22 @@ class TrainedModules(nn.Module):
 
     def forward(self, x: torch.Tensor, taps: tuple[str, ...] = ()) -> BranchOutputs:
         return self.network(x, taps=taps)
+
+
+def register_method(name: str):
+    """Register a Method class under ``name``; its ``config`` class must name the same method."""
+
+    def decorate(cls: type[Method]) -> type[Method]:
+        declared = cls.config.model_fields["name"].default
+        if declared != name:
+            raise ConfigError(
+                f"method {name!r}: its config {cls.config.__name__} is named {declared!r}"
+            )
+        cls.name = name
+        METHODS.add(name, cls)
+        return cls
+
+    return decorate
 
 
 def build_method(cfg: MethodConfig) -> Method:

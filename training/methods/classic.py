@@ -2,33 +2,67 @@
 
 from __future__ import annotations
 
-import torch
+from pathlib import Path
+from typing import Literal
 
-from training.config import ModelConfig
+import torch
+from pydantic import Field, PositiveInt
+
+from training.config import MethodConfig, ModelConfig
 from training.errors import CheckpointError, ConfigError
 from training.losses import dml_loss, ensemble_ce_loss, hinton_kd_loss, one_loss, rampup_weight
-from training.methods.base import METHODS, Method
+from training.methods.base import Method, register_method
 from training.models.base import BranchOutputs, MultiBranchModel
 
 
-@METHODS.register("one")
+class OneConfig(MethodConfig):
+    name: Literal["one"] = "one"
+    temperature: float = Field(3.0, gt=0.0, description="softening of the gated ensemble")
+    rampup: bool = True
+    rampup_epochs: PositiveInt = 80
+
+
+class VanillaConfig(MethodConfig):
+    name: Literal["vanilla"] = "vanilla"
+
+
+class DmlConfig(MethodConfig):
+    name: Literal["dml"] = "dml"
+    temperature: float = Field(1.0, gt=0.0, description="1: plain softmax, as in the DML paper")
+
+
+class EnsembleConfig(MethodConfig):
+    name: Literal["ensemble"] = "ensemble"
+
+
+class KdConfig(MethodConfig):
+    name: Literal["kd"] = "kd"
+    temperature: float = Field(4.0, gt=0.0)
+    alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the distillation term")
+    teacher: Path | None = Field(None, description="checkpoint of a trained teacher")
+
+
+@register_method("one")
 class OneMethod(Method):
     """ONE: m branches on a shared trunk, the gated ensemble teaches every branch (docs/METHODS.md §1)."""
 
-    default_temperature = 3.0
+    config = OneConfig
+    cfg: OneConfig
 
     def loss(self, outputs: BranchOutputs, inputs, targets, epoch):
         w = rampup_weight(epoch, self.cfg.rampup_epochs) if self.cfg.rampup else 1.0
         total, parts = one_loss(
-            outputs.branch_logits, outputs.gate_weights, targets, self.temperature, w
+            outputs.branch_logits, outputs.gate_weights, targets, self.cfg.temperature, w
         )
         parts["distill_weight"] = torch.tensor(w)
         return total, parts
 
 
-@METHODS.register("vanilla")
+@register_method("vanilla")
 class VanillaMethod(Method):
     """One branch trained with cross-entropy alone (the baseline every method must beat)."""
+
+    config = VanillaConfig
 
     @classmethod
     def build_network(cls, model: ModelConfig, **shape) -> MultiBranchModel:
@@ -49,34 +83,38 @@ class PeersMethod(Method):
         return build_peers(model, **shape)
 
 
-@METHODS.register("dml")
+@register_method("dml")
 class DmlMethod(PeersMethod):
     """Deep mutual learning: each peer learns from the labels and from the other peers.
 
     T = 1 (plain softmax) by default, as in the DML paper's loss.
     """
 
-    default_temperature = 1.0
+    config = DmlConfig
+    cfg: DmlConfig
 
     def loss(self, outputs, inputs, targets, epoch):
-        return dml_loss(outputs.branch_logits, targets, self.temperature)
+        return dml_loss(outputs.branch_logits, targets, self.cfg.temperature)
 
 
-@METHODS.register("ensemble")
+@register_method("ensemble")
 class EnsembleMethod(PeersMethod):
     """m independent networks trained side by side and averaged (ONE's upper bound)."""
+
+    config = EnsembleConfig
 
     def loss(self, outputs, inputs, targets, epoch):
         return ensemble_ce_loss(outputs.branch_logits, targets)
 
 
-@METHODS.register("kd")
+@register_method("kd")
 class KdMethod(Method):
     """Hinton KD: a single-branch student learns from a trained teacher checkpoint's ensemble."""
 
-    default_temperature = 4.0
+    config = KdConfig
+    cfg: KdConfig
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg: KdConfig) -> None:
         super().__init__(cfg)
         if cfg.teacher is None:
             raise ConfigError("method 'kd' needs method.teacher=<checkpoint of a trained teacher>")
@@ -106,5 +144,5 @@ class KdMethod(Method):
                 f"the student {outputs.branch_logits[0].shape[1]}"
             )
         return hinton_kd_loss(
-            outputs.branch_logits[0], teacher_logits, targets, self.temperature, self.cfg.alpha
+            outputs.branch_logits[0], teacher_logits, targets, self.cfg.temperature, self.cfg.alpha
         )

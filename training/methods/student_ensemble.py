@@ -10,16 +10,33 @@ checkpointed beside the network, and never reach an extracted student.
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
 from torch import nn
 
 from training.config import MethodConfig, ModelConfig
 from training.errors import ConfigError
 from training.losses import student_ensemble_loss
-from training.methods.base import METHODS, Method
+from training.methods.base import Method, register_method
 from training.models.base import MultiBranchModel
 
 
-def family_widths(cfg: MethodConfig, branches: int) -> list[float]:
+class StudentEnsembleConfig(MethodConfig):
+    name: Literal["student-ensemble"] = "student-ensemble"
+    temperature: float = Field(2.0, gt=0.0)
+    widths: list[float] | None = Field(
+        None,
+        min_length=2,
+        description="one width per student, the first 1.0; None: (N-j)/N for N = model.branches",
+    )
+    a: float = Field(0.7, ge=0.0, description="weight of CE(teacher, y)")
+    b: float = Field(0.15, ge=0.0, description="weight of the adapted MSE")
+    c: float = Field(0.15, ge=0.0, description="weight of the KL terms")
+    student_ce: bool = Field(False, description="add every student's own CE")
+
+
+def family_widths(cfg: StudentEnsembleConfig, branches: int) -> list[float]:
     """The students' widths: ``cfg.widths``, else (N-j)/N for N = ``branches``."""
     if cfg.widths is None:
         if branches < 2:
@@ -36,11 +53,12 @@ def family_widths(cfg: MethodConfig, branches: int) -> list[float]:
     return widths
 
 
-@METHODS.register("student-ensemble")
+@register_method("student-ensemble")
 class StudentEnsembleMethod(Method):
     """Students of several widths learn from the average of all of them."""
 
-    default_temperature = 2.0
+    config = StudentEnsembleConfig
+    cfg: StudentEnsembleConfig
 
     @classmethod
     def build_network(
@@ -54,7 +72,9 @@ class StudentEnsembleMethod(Method):
     ) -> MultiBranchModel:
         from training.models import build_model, student_branch_point
 
-        widths = family_widths(method or MethodConfig(name="student-ensemble"), model.branches)
+        if not isinstance(method, StudentEnsembleConfig):
+            method = StudentEnsembleConfig()
+        widths = family_widths(method, model.branches)
         family = model.model_copy(
             update={"branches": len(widths), "branch_point": student_branch_point(model.name)}
         )
@@ -99,6 +119,6 @@ class StudentEnsembleMethod(Method):
             a=self.cfg.a,
             b=self.cfg.b,
             c=self.cfg.c,
-            T=self.temperature,
+            T=self.cfg.temperature,
             student_ce=self.cfg.student_ce,
         )

@@ -93,6 +93,11 @@ class ExportConfig(Section):
     formats: list[str] = Field(default_factory=lambda: ["onnx", "openvino", "tensorrt"])
     precisions: list[str] = Field(default_factory=lambda: list(PRECISIONS))
     branch: int | None = Field(None, ge=0, description="None: the branch training deployed")
+    branches: Literal["deployed", "all"] | list[int] = Field(
+        "deployed",
+        description="deployed: one student (folders <format>-<precision>); all, or K,L,...: "
+        "every named student into folders s<k>-w<width>-<format>-<precision>",
+    )
     calibration_size: int = Field(512, ge=1, description="images from the calibration split")
     opset: int = Field(18, ge=17, le=23)
     openvino_int8: Literal["ptq", "accuracy_control"] = "ptq"
@@ -117,6 +122,30 @@ class ExportConfig(Section):
     @classmethod
     def _split(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("branches", mode="before")
+    @classmethod
+    def _branch_list(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip() not in ("deployed", "all"):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, int) and not isinstance(value, bool):
+            return [value]
+        return value
+
+    @field_validator("branches")
+    @classmethod
+    def _branches(cls, value: object) -> object:
+        if isinstance(value, list):
+            if not value or any(k < 0 for k in value):
+                raise ValueError("give deployed, all, or branch numbers >= 0 such as 0,2")
+            return list(dict.fromkeys(value))
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_pick(self) -> ExportConfig:
+        if self.branch is not None and self.branches != "deployed":
+            raise ValueError("set either branch (one student) or branches, not both")
+        return self
 
     @field_validator("formats", "precisions")
     @classmethod

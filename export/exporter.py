@@ -3,7 +3,12 @@
 DIR/torch-fp32/      student.pt2 (torch.export) + manifest.json
 DIR/<format>-<prec>/ model files + manifest.json, for every requested format and precision
 DIR/eval.npz         test split (images, labels) and the PyTorch FP32 student's reference_logits
+                     (``reference_logits_b<k>`` per exported branch k)
 DIR/export.json      the student's cost, calibration facts, and every artifact's parity/accuracy
+
+With ``branches`` = ``all`` or a list, every named student of a family gets its own folders,
+prefixed ``s<k>-w<width>-`` (``s2-w0.6-onnx-int8``, ``s2-w0.6-torch-fp32``); each manifest records
+branch, width, parameters and MACs, and each student is checked against its own FP32 logits.
 
 With ``settings.embed_preprocessing`` (the default) every artifact, the PyTorch one included,
 takes the raw image as the data set stores it (:mod:`export.preprocess`), and ``eval.npz`` holds
@@ -73,6 +78,7 @@ class ExportResult:
     export_json: Path
     eval_file: Path
     reference_top1: float
+    students: list[dict[str, Any]] = field(default_factory=list)
 
     def artifact(self, name: str) -> ArtifactRecord:
         for record in self.artifacts:
@@ -148,6 +154,28 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(data, indent=2, default=str))
 
 
+def student_prefix(branch: int, width: float) -> str:
+    """Folder prefix of one student of a family: ``s2-w0.6-`` (width with at most 2 decimals)."""
+    text = f"{width:.2f}".rstrip("0")
+    return f"s{branch}-w{text}{'0' if text.endswith('.') else ''}-"
+
+
+def resolve_branches(settings: ExportConfig, loaded: Any) -> list[tuple[int, str]]:
+    """(branch, folder prefix) for every student to export; one unprefixed for ``deployed``."""
+    model = loaded.model
+    if settings.branches == "deployed":
+        branch = loaded.deployed_branch if settings.branch is None else settings.branch
+        return [(branch, "")]
+    wanted = list(range(model.num_branches)) if settings.branches == "all" else settings.branches
+    bad = [k for k in wanted if not 0 <= k < model.num_branches]
+    if bad:
+        raise ConfigError(
+            f"export.branches names {bad}, but {loaded.path.name} has {model.num_branches} "
+            f"branch(es), 0..{model.num_branches - 1}"
+        )
+    return [(k, student_prefix(k, model.widths[k])) for k in wanted]
+
+
 def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> ExportResult:
     """Export ``checkpoint`` into ``out_dir`` as ``settings`` asks; see the module docstring."""
     from training.checkpoint import load_checkpoint
@@ -157,6 +185,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
     if settings.threads:
         torch.set_num_threads(settings.threads)
     loaded = load_checkpoint(Path(checkpoint))
+    chosen = resolve_branches(settings, loaded)
     splits = load_data(loaded.config.data)
     contract = InputContract.for_spec(
         loaded.spec, settings.embed_preprocessing, settings.input_layout, _raw_dtype(splits)
@@ -166,7 +195,9 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
     test = _split(splits, "test", contract, settings.eval_limit)
     calibration, validation = cal.normalised, (val.normalised, val.labels)
     test_images, test_labels = test.normalised, test.labels
-    student = extract_branch(loaded, settings.branch, images=validation[0][:256])
+    students = [
+        (extract_branch(loaded, k, images=validation[0][:256]), prefix) for k, prefix in chosen
+    ]
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,59 +206,80 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
         "export": settings.model_dump(mode="json"),
         "training": loaded.config.model_dump(mode="json"),
     }
-    reference = torch_logits(student.module, test_images)
-    reference_top1 = top1_accuracy(reference, test_labels)
-    calibration_reference = torch_logits(student.module, calibration)
+    references = {
+        student.branch: torch_logits(student.module, test_images) for student, _ in students
+    }
+    arrays = {f"reference_logits_b{k}": v.astype(np.float32) for k, v in references.items()}
+    if len(students) == 1:  # one student: the plain key every runner reads
+        arrays["reference_logits"] = references[students[0][0].branch].astype(np.float32)
     np.savez(
         out_dir / EVAL_FILE,
         images=test.inputs if contract.embedded else test_images.astype(np.float32),
         labels=test_labels.astype(np.int64),
-        reference_logits=reference.astype(np.float32),
+        **arrays,
     )
-    save_student(student, _fresh(out_dir / "torch-fp32"), config, contract)
-    if contract.embedded:  # the saved program on raw images against the student
-        _check_saved_student(out_dir / "torch-fp32", cal.inputs, calibration_reference)
 
     records: list[ArtifactRecord] = []
+    summaries = []
     with tempfile.TemporaryDirectory(prefix="onedge-export-") as tmp:
-        work = Path(tmp)
-        onnx_fp32 = torch_to_onnx(
-            student.module,
-            work / "model-fp32.onnx",
-            torch.from_numpy(calibration[:1]),
-            opset=settings.opset,
-            metadata=_metadata(student),
-        )
-        ctx = ExportContext(settings, student, work, onnx_fp32, calibration, validation, contract)
-        for fmt, precision in plan:
-            folder = _fresh(out_dir / f"{fmt}-{precision}")
-            try:
-                built = BACKENDS.get(fmt)().build(ctx, precision, folder)
-                record = _measure_and_record(
-                    fmt,
-                    precision,
-                    folder,
-                    built,
-                    student,
-                    settings,
-                    config,
-                    contract,
-                    calibration=(cal.inputs, calibration_reference),
-                    test=(test.inputs, test_labels, reference, reference_top1),
-                )
-            except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)  # no half-written artifact stays
-                raise
-            records.append(record)
+        for student, prefix in students:
+            reference = references[student.branch]
+            reference_top1 = top1_accuracy(reference, test_labels)
+            calibration_reference = torch_logits(student.module, calibration)
+            torch_folder = f"{prefix}torch-fp32"
+            save_student(student, _fresh(out_dir / torch_folder), config, contract)
+            if contract.embedded:  # the saved program on raw images against the student
+                _check_saved_student(out_dir / torch_folder, cal.inputs, calibration_reference)
+            work = Path(tmp) / f"s{student.branch}"
+            work.mkdir()
+            onnx_fp32 = torch_to_onnx(
+                student.module,
+                work / "model-fp32.onnx",
+                torch.from_numpy(calibration[:1]),
+                opset=settings.opset,
+                metadata=_metadata(student),
+            )
+            ctx = ExportContext(
+                settings, student, work, onnx_fp32, calibration, validation, contract
+            )
+            for fmt, precision in plan:
+                folder = _fresh(out_dir / f"{prefix}{fmt}-{precision}")
+                try:
+                    built = BACKENDS.get(fmt)().build(ctx, precision, folder)
+                    record = _measure_and_record(
+                        fmt,
+                        precision,
+                        folder,
+                        built,
+                        student,
+                        settings,
+                        config,
+                        contract,
+                        calibration=(cal.inputs, calibration_reference),
+                        test=(test.inputs, test_labels, reference, reference_top1),
+                    )
+                except BaseException:
+                    shutil.rmtree(folder, ignore_errors=True)  # no half-written artifact stays
+                    raise
+                records.append(record)
+            summaries.append(
+                {
+                    **student.summary(),
+                    "prefix": prefix,
+                    "torch_fp32": {"folder": torch_folder, "test_top1": reference_top1},
+                }
+            )
 
-    summary = student.summary()
+    lead = next((s for s in summaries if s["branch"] == loaded.deployed_branch), summaries[0])
+    summary = {k: v for k, v in lead.items() if k not in ("prefix", "torch_fp32")}
     document = {
         "created": datetime.now(timezone.utc).isoformat(),
         "checkpoint": str(Path(checkpoint).resolve()),
-        "checkpoint_sha256": student.checkpoint_sha256,
-        "dataset": student.spec.to_dict(),
+        "checkpoint_sha256": loaded.sha256,
+        "dataset": loaded.spec.to_dict(),
         "student": summary,
-        "torch_fp32": {"folder": "torch-fp32", "test_top1": reference_top1},
+        "students": summaries,
+        "torch_fp32": lead["torch_fp32"],
         "calibration": {
             "split": "calibration",
             "requested": settings.calibration_size,
@@ -236,8 +288,11 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
         "eval": {"file": EVAL_FILE, "split": "test", "images": len(test_images)},
         "input": {
             **contract.to_dict(),
-            "shape": [-1, *(contract.sample_shape if contract.embedded else student.input_chw)],
-            "class_names": list(student.spec.class_names),
+            "shape": [
+                -1,
+                *(contract.sample_shape if contract.embedded else students[0][0].input_chw),
+            ],
+            "class_names": list(loaded.spec.class_names),
         },
         "settings": settings.model_dump(mode="json"),
         "versions": library_versions(),
@@ -245,7 +300,13 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
     }
     _write_json(out_dir / EXPORT_JSON, document)
     return ExportResult(
-        out_dir, summary, records, out_dir / EXPORT_JSON, out_dir / EVAL_FILE, reference_top1
+        out_dir,
+        summary,
+        records,
+        out_dir / EXPORT_JSON,
+        out_dir / EVAL_FILE,
+        lead["torch_fp32"]["test_top1"],
+        students=summaries,
     )
 
 
@@ -293,6 +354,16 @@ def _metadata(student: Student) -> dict[str, str]:
     )
 
 
+def _cost(student: Student) -> dict[str, Any]:
+    """What a manifest says about its student: branch, width, parameters and MACs."""
+    return {
+        "branch": student.branch,
+        "width": student.width,
+        "parameters": student.student_cost.parameters,
+        "macs": student.student_cost.macs,
+    }
+
+
 def _measure_and_record(
     fmt: str,
     precision: str,
@@ -305,7 +376,7 @@ def _measure_and_record(
     calibration: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray, np.ndarray, float],
 ) -> ArtifactRecord:
-    name = f"{fmt}-{precision}"
+    name = folder.name  # <format>-<precision>, or s<k>-w<width>-<format>-<precision>
     max_diff, min_agreement = _gate(precision, settings)
     images, reference = calibration
     parity = compare_logits(reference, built.run(images))
@@ -339,7 +410,7 @@ def _measure_and_record(
         folder,
         built.files,
         built.model_file,
-        name=f"{student.spec.name}-branch{student.branch}-{name}",
+        name=f"{student.spec.name}-branch{student.branch}-{fmt}-{precision}",
         format=fmt,
         precision=precision,
         input=input_spec(student.spec, contract),
@@ -347,9 +418,10 @@ def _measure_and_record(
         class_names=list(student.spec.class_names),
         source_checkpoint_sha256=student.checkpoint_sha256,
         branch=student.branch,
+        width=student.width,
         config=config,
         versions=library_versions(),
-        extra=extra,
+        extra={**extra, "student": _cost(student)},
     )
     write_manifest(folder, manifest)
     return ArtifactRecord(

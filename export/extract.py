@@ -53,6 +53,7 @@ class Student:
     student_cost: ModelCost
     network_cost: ModelCost
     check: dict[str, float] = field(default_factory=dict)  # logits check vs the branch
+    width: float = 1.0  # the branch's width multiplier relative to the shared trunk
 
     @property
     def input_chw(self) -> tuple[int, int, int]:
@@ -62,6 +63,7 @@ class Student:
         s, n = self.student_cost, self.network_cost
         return {
             "branch": self.branch,
+            "width": self.width,
             "deployed_branch": self.deployed_branch,
             "num_branches": self.num_branches,
             "student": s.to_dict(),
@@ -151,6 +153,7 @@ def extract_branch(
         student_cost=measure_cost(module, chw),
         network_cost=measure_cost(model, chw),
         check={"max_abs_diff": diff, "top1_agreement": agreement, "images": len(images)},
+        width=float(model.widths[chosen]),
     )
 
 
@@ -234,6 +237,7 @@ def save_student(
         class_names=list(student.spec.class_names),
         source_checkpoint_sha256=student.checkpoint_sha256,
         branch=student.branch,
+        width=student.width,
         config=config or {},
         versions=library_versions(),
         extra={"loader": "torch.export.load(path).module()", **student.summary()},

@@ -69,6 +69,7 @@ class Manifest(BaseModel):
     class_names: list[str]
     source_checkpoint_sha256: str
     branch: int
+    width: float | None = Field(None, description="the branch's width multiplier (families)")
     config: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())

@@ -113,12 +113,14 @@ def export_settings(
     formats: str | None,
     precisions: str | None,
     branch: int | None,
+    branches: str | None = None,
 ):
     """The config's export section with the command-line options on top."""
     from pipeline.config import load_config
 
     sets = list(overrides or [])
-    for key, value in (("formats", formats), ("precisions", precisions), ("branch", branch)):
+    pairs = (("formats", formats), ("precisions", precisions), ("branch", branch))
+    for key, value in (*pairs, ("branches", branches)):
         if value is not None:
             sets.append(f"export.{key}={value}")
     return load_config(config, sets).export
@@ -133,13 +135,17 @@ def export(
     formats: Annotated[str | None, typer.Option(help="onnx,openvino,tensorrt")] = None,
     precisions: Annotated[str | None, typer.Option(help="fp32,fp16,int8")] = None,
     branch: Annotated[int | None, typer.Option(help="branch to export (default: deployed)")] = None,
+    branches: Annotated[
+        str | None,
+        typer.Option(help="deployed, all, or K,L,...: a family's students, s<k>-w<width>- folders"),
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")] = None,
     overrides: SetOpt = None,
 ) -> None:
-    """Extract one branch and write an artifact folder per format and precision."""
+    """Extract one branch (or several students) and write a folder per format and precision."""
     from export.exporter import export_checkpoint
 
-    settings = export_settings(config, overrides, formats, precisions, branch)
+    settings = export_settings(config, overrides, formats, precisions, branch, branches)
     console.print(
         f"[bold]exporting[/] {checkpoint} as {', '.join(settings.formats)} in "
         f"{', '.join(settings.precisions)} -> {out}"

@@ -27,7 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.config import RunConfig, ValidateConfig, config_from_data, dump_config, load_config
 from pipeline.errors import PipelineError
-from targets.base import LatencyStats, ValidationReport, ValidationSettings, parse_target
+from targets.base import (
+    LatencyStats,
+    ValidationReport,
+    ValidationSettings,
+    board_of,
+    parse_target,
+)
 from targets.validate import REPORT_NAME, validate_artifacts
 
 TORCH_ARTIFACT = "torch-fp32"
@@ -116,8 +122,11 @@ def open_run(
 
 
 def board_limit_name(spec: str) -> str:
-    """The Prefect concurrency limit that keeps two runs from measuring on one board at once."""
-    return f"onedge-board-{slug(spec)}"
+    """The Prefect concurrency limit that keeps two runs from measuring on one board at once.
+
+    Labelled specs of one machine (``local-cpu#tight``, ``local-cpu#loose``) share its limit.
+    """
+    return f"onedge-board-{slug(board_of(spec))}"
 
 
 def validate_on_target(spec: str, run: RunFolder, cfg: ValidateConfig) -> ValidationReport:
@@ -149,7 +158,13 @@ def torch_baseline(export_dir: Path, settings: ValidationSettings, out: Path) ->
     from export.manifest import verify_artifact
     from export.timing import Latency, time_calls, warm_up
 
-    folder = Path(export_dir) / TORCH_ARTIFACT
+    exported = read_json(Path(export_dir) / "export.json", "export")
+    try:
+        folder = Path(export_dir) / exported["torch_fp32"]["folder"]
+    except (KeyError, TypeError):
+        raise PipelineError(
+            f"{export_dir}/export.json names no torch_fp32 folder: export the checkpoint again"
+        ) from None
     manifest = verify_artifact(folder)
     module = load_student(folder)
     with np.load(Path(export_dir) / "eval.npz") as data:
@@ -180,6 +195,7 @@ def torch_baseline(export_dir: Path, settings: ValidationSettings, out: Path) ->
         torch.set_num_threads(previous)
     lat = Latency.from_samples(samples, 1)
     baseline = TorchBaseline(
+        artifact=folder.name,
         sha256=manifest.sha256,
         top1=float((predicted == labels).mean()),
         latency_ms=LatencyStats(

@@ -186,8 +186,22 @@ def parse_ssh_url(spec: str) -> tuple[str | None, str, int, str]:
     return parts.username, parts.hostname, port, parts.path.strip("/") or "ssh"
 
 
+def board_of(spec: str) -> str:
+    """The machine a target spec measures on: ``local-cpu#tight`` -> ``local-cpu``.
+
+    A label after ``#`` lists one machine twice under two names (two budgets, one CPU); an SSH
+    URL takes its name from the board options instead.
+    """
+    if "://" in spec:
+        return spec
+    board, _, label = spec.partition("#")
+    if "#" in spec and not label.strip():
+        raise ConfigError(f"target {spec!r}: give a label after '#', e.g. local-cpu#tight")
+    return board
+
+
 def parse_target(spec: str, **options: Any) -> Target:
-    """``local-cpu`` or ``ssh://user@host:port[/jetson]`` -> a target; options go to it."""
-    kind = parse_ssh_url(spec)[3] if "://" in spec else spec
+    """``local-cpu[#label]`` or ``ssh://user@host:port[/jetson]`` -> a target; options go to it."""
+    kind = parse_ssh_url(spec)[3] if "://" in spec else board_of(spec)
     factory = TARGETS.get(kind)
     return factory.from_spec(spec, **options)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from export.manifest import read_manifest
-from targets.base import TARGETS, TargetInfo, ValidationReport, ValidationSettings
+from targets.base import TARGETS, TargetInfo, ValidationReport, ValidationSettings, board_of
 from targets.errors import MissingPythonError, RunnerFailedError, TargetTimeoutError
 from targets.runs import (
     RUNNER_PATH,
@@ -34,8 +34,8 @@ class LocalCpuTarget:
 
     @classmethod
     def from_spec(cls, spec: str, python: str | None = None, name: str | None = None):
-        if spec != "local-cpu":
-            raise ConfigError(f"target {spec!r} is not local-cpu")
+        if board_of(spec) != "local-cpu":
+            raise ConfigError(f"target {spec!r} is not local-cpu (or local-cpu#label)")
         return cls(python=python, name=name or spec)
 
     def _call(self, argv: list[str], timeout: float) -> dict:

@@ -502,7 +502,18 @@ def load_eval(path: str, limit: int | None, shape: list) -> dict:
     return arrays
 
 
-def accuracy(backend, images, labels, data: dict, batch: int) -> dict:
+def reference_key(data: dict, branch) -> str | None:
+    """The FP32 reference of this artifact's student: ``reference_logits_b<branch>`` where the
+    eval set has one per student, else the plain ``reference_logits`` of a one-student export."""
+    own = f"reference_logits_b{branch}"
+    if own in data:
+        return own
+    if "reference_logits" in data and not any(k.startswith("reference_logits_b") for k in data):
+        return "reference_logits"
+    return None
+
+
+def accuracy(backend, images, labels, data: dict, batch: int, branch=None) -> dict:
     """Top-1 on the eval set and agreement with the FP32 reference, as fractions."""
     np = need("numpy")
     logits = []
@@ -515,8 +526,9 @@ def accuracy(backend, images, labels, data: dict, batch: int) -> dict:
     predicted = np.concatenate(logits).argmax(axis=1)
     out = {"top1": float((predicted == labels).mean()), "reference_top1": None,
            "agreement": None, "max_abs_diff": None}  # fmt: skip
-    if "reference_logits" in data:
-        ref = data["reference_logits"].astype(np.float32)
+    key = reference_key(data, branch)
+    if key is not None:
+        ref = data[key].astype(np.float32)
         out["reference_top1"] = float((ref.argmax(axis=1) == labels).mean())
         out["agreement"] = float((ref.argmax(axis=1) == predicted).mean())
         out["max_abs_diff"] = float(np.abs(ref - np.concatenate(logits)).max())
@@ -558,7 +570,7 @@ def measure(args) -> dict:
     images = data["images"].astype(backend.dtype)
     labels = data["labels"].astype("int64")
     batch = backend.static_batch or min(args.batch_size, backend.max_batch or args.batch_size)
-    result = accuracy(backend, images, labels, data, batch)
+    result = accuracy(backend, images, labels, data, batch, manifest.get("branch"))
     result.update(timing(backend, images, batch, args))
     sizes = sum(os.path.getsize(os.path.join(args.artifact, f)) for f in manifest["files"])
     result.update({

@@ -48,3 +48,18 @@ def digits_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def digits_checkpoint(digits_run: Path) -> Path:
     return digits_run / "checkpoint.pt"
+
+
+@pytest.fixture(scope="session")
+def digits_students_checkpoint(tmp_path_factory) -> Path:
+    """A briefly trained student-ensemble family on digits: widths 1.0, 0.5 and 0.25."""
+    from training.trainer import train
+
+    out = tmp_path_factory.mktemp("digits-students")
+    overrides = {
+        "method.name": "student-ensemble",
+        "method.widths": "[1.0, 0.5, 0.25]",
+        "model.width": 0.5,
+        "train.epochs": 3,
+    }
+    return train(quick_config(**overrides).training_config(), out).checkpoint

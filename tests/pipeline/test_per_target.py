@@ -103,3 +103,19 @@ def test_budgets_must_name_configured_targets():
     assert cfg.budgets["local-cpu"].max_p99_ms == 2.0
     with pytest.raises(ValidationError, match="budgets has a budget for 'board'"):
         ValidateConfig(targets=["local-cpu"], budgets={"board": {"max_p99_ms": 2.0}})
+
+
+def test_one_machine_listed_twice_under_two_labels():
+    from pipeline.stages import board_limit_name
+    from targets.base import board_of, parse_target
+    from training.errors import ConfigError, RegistryError
+
+    tight = parse_target("local-cpu#tight")
+    assert tight.name == "local-cpu#tight" and tight.kind == "local-cpu"
+    assert board_of("local-cpu#loose") == "local-cpu"
+    # both labels queue on the one CPU: two measurements never overlap
+    assert board_limit_name("local-cpu#tight") == board_limit_name("local-cpu")
+    with pytest.raises(ConfigError, match="give a label"):
+        parse_target("local-cpu#")
+    with pytest.raises(RegistryError, match="unknown target 'remote-cpu'"):
+        parse_target("remote-cpu#x")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -128,6 +128,14 @@ class RegistryConfig(Section):
     )
     same_eval_set: bool = Field(True, description="compare with the champion only on its eval set")
     log_artifacts: bool = Field(True, description="log every artifact folder to the MLflow run")
+    approval: Literal["auto", "ask"] = Field(
+        "auto",
+        description="ask: a version that would become champion waits, paused in Prefect, for a "
+        "person's approval (it is candidate meanwhile)",
+    )
+    approval_timeout_s: int = Field(
+        3600, ge=1, description="with ask: how long to wait; without an answer it stays candidate"
+    )
     retries: int = Field(2, ge=0, description="task retries after a transient registry fault")
     retry_delay_s: float = Field(10.0, ge=0.0)
 

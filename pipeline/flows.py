@@ -150,7 +150,7 @@ def report_task(config: RunConfig, out_dir: Path) -> list[ArtifactRow]:
     files = write_report(config, stages.RunFolder(out_dir))
     create_markdown_artifact(
         key=f"report-{stages.slug(config.name)}",
-        markdown=files.markdown,
+        markdown=files.ui_markdown,  # plots embedded: the UI cannot fetch files beside it
         description=f"onedge report of {config.name} ({out_dir})",
     )
     return files.rows
@@ -212,11 +212,30 @@ def validate_flow(
 def promote_flow(
     config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
 ) -> RegistryOutcome:
+    """Register the run's artifact; with ``registry.approval: ask`` a new champion waits for a
+    person (:mod:`pipeline.approval`), and stays candidate if nobody approves in time."""
+    from prefect.exceptions import FlowPauseTimeout
+
+    from pipeline.approval import approval_flow
+    from pipeline.registry import settle_approval
+
     cfg, run = stages.open_run(config, out_dir, overrides)
     r = cfg.registry
-    return register_task.with_options(retries=r.retries, retry_delay_seconds=r.retry_delay_s)(
+    outcome = register_task.with_options(retries=r.retries, retry_delay_seconds=r.retry_delay_s)(
         cfg, run.root
     )
+    if not outcome.awaiting_approval:
+        return outcome
+    try:
+        answer = approval_flow(outcome, r.approval_timeout_s)
+    except FlowPauseTimeout:
+        why = f"no approval within {r.approval_timeout_s} s: stays {r.candidate_alias}"
+        get_run_logger().warning(f"version {outcome.version}: {why}")
+        return settle_approval(outcome, False, why, r, run)
+    verdict = "approved" if answer.approve else "not approved"
+    why = f"{verdict} in the approval step" + (f": {answer.note}" if answer.note else "")
+    get_run_logger().info(f"version {outcome.version}: {why}")
+    return settle_approval(outcome, answer.approve, why, r, run)
 
 
 class PipelineResult(BaseModel):

@@ -1,8 +1,9 @@
 """The MLflow model registry: register a run's student, move ``candidate``/``champion``.
 
 What is registered is what was validated: the artifact folder is copied byte for byte into the
-run's ``model`` folder (with an MLmodel file carrying the signature), and after registering it is
-downloaded back and its sha256 compared with the manifest and with every target's report.
+run's ``model`` folder, under ``data/<artifact>``, beside MLflow's own flavors for it (see
+:mod:`pipeline.mlflow_model`), and after registering it is downloaded back and its sha256
+compared with the manifest and with every target's report.
 
 Aliases move in one guarded step: their state is read first, and if any call fails half-way
 they are put back as they were before the error is raised. Registering is idempotent: a version
@@ -14,16 +15,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from export.manifest import MANIFEST_NAME, ArtifactError, Manifest, verify_artifact
+from export.manifest import ArtifactError, Manifest, verify_artifact
 from pipeline.config import RegistryConfig, RunConfig, check_model_name
 from pipeline.errors import ModelRegistryError, PromotionError
+from pipeline.mlflow_model import artifact_subpath, stage_model
 from pipeline.promotion import (
     Champion,
     Decision,
@@ -38,6 +40,7 @@ from targets.base import ValidationReport
 
 TAG = "onedge."
 HISTORY_TAG = "onedge.champion_history"
+AWAITING = "champion only on approval (registry.approval: ask)"
 
 
 class RegistryOutcome(BaseModel):
@@ -55,6 +58,9 @@ class RegistryOutcome(BaseModel):
     evidence: Evidence
     decision: Decision
     aliases: dict[str, str] = Field(default_factory=dict)  # alias -> version after the step
+    awaiting_approval: bool = Field(
+        False, description="registry.approval is ask: champion only once a person approves"
+    )
 
 
 def run_key(evidence: Evidence, reports: dict[str, ValidationReport]) -> str:
@@ -94,41 +100,8 @@ def version_tags(
     return {TAG + k: v for k, v in tags.items()}
 
 
-def signature(manifest: Manifest) -> Any:
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    dtype = np.dtype(manifest.input.dtype)
-    return ModelSignature(
-        inputs=Schema([TensorSpec(dtype, tuple(manifest.input.shape), manifest.input.name)]),
-        outputs=Schema([TensorSpec(np.dtype("float32"), tuple(manifest.output.shape), "logits")]),
-    )
-
-
-def stage_model(folder: Path, manifest: Manifest, run_id: str, into: Path) -> Path:
-    """The artifact's files, byte for byte, plus an MLmodel file with the signature."""
-    from mlflow.models import Model
-
-    into.mkdir(parents=True)
-    for name in [MANIFEST_NAME, *manifest.files]:
-        (into / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / name, into / name)
-    model = Model(run_id=run_id, artifact_path="model", signature=signature(manifest))
-    model.add_flavor(
-        "onedge",
-        format=manifest.format,
-        precision=manifest.precision,
-        model_file=manifest.model_file,
-        manifest=MANIFEST_NAME,
-        sha256=manifest.sha256,
-    )
-    model.save(str(into / "MLmodel"))
-    return into
-
-
-def registered_sha256(client: Any, uri: str, name: str, version: str) -> str:
-    """Download a version and check its files against its manifest; its artifact hash."""
+def registered_sha256(client: Any, uri: str, name: str, version: str, artifact: str) -> str:
+    """Download a version and check its artifact's files against its manifest; its hash."""
     import mlflow
 
     with tempfile.TemporaryDirectory(prefix="onedge-registered-") as tmp:
@@ -136,7 +109,16 @@ def registered_sha256(client: Any, uri: str, name: str, version: str) -> str:
         path = mlflow.artifacts.download_artifacts(
             artifact_uri=source, dst_path=tmp, tracking_uri=uri, registry_uri=uri
         )
-        return verify_artifact(Path(path)).sha256
+        return verify_artifact(Path(path) / artifact_subpath(artifact)).sha256
+
+
+def eval_images(run: RunFolder) -> np.ndarray:
+    """The export's eval images (raw images when the preprocessing is embedded)."""
+    path = run.export / "eval.npz"
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist: run the export stage first")
+    with np.load(path, allow_pickle=False) as data:
+        return data["images"]
 
 
 def versions_filter(name: str) -> str:
@@ -245,6 +227,12 @@ def apply_decision(
             aliases_of(client, name)
         )
     decision = decide(evidence, champion, rules)
+    if decision.champion and rules.approval == "ask":  # a person decides (pipeline.approval)
+        decision = Decision(
+            candidate=decision.candidate,
+            champion=False,
+            reasons=[*decision.reasons, AWAITING],
+        )
     changes: dict[str, str] = {}
     history = None
     if decision.candidate:
@@ -261,12 +249,18 @@ def apply_decision(
 
 
 def new_version(
-    client: Any, name: str, run_id: str, folder: Path, manifest: Manifest, tags: dict[str, str]
+    client: Any,
+    name: str,
+    run_id: str,
+    folder: Path,
+    manifest: Manifest,
+    tags: dict[str, str],
+    eval_images: np.ndarray,
 ) -> str:
     """Log the model folder to the run and register it; a failure marks the run FAILED."""
     try:
         with tempfile.TemporaryDirectory(prefix="onedge-model-") as tmp:
-            staged = stage_model(folder, manifest, run_id, Path(tmp) / "model")
+            staged = stage_model(folder, manifest, run_id, Path(tmp) / "model", eval_images)
             client.log_artifacts(run_id, str(staged), "model")
         ensure_model(client, name)
         source = f"{client.get_run(run_id).info.artifact_uri}/model"
@@ -299,12 +293,14 @@ def register_run(config: RunConfig, run: RunFolder, client: Any | None = None) -
         found = find_version(client, name, key)
         if found is None:
             run_id = log_run(client, config, run, reports, uri)
-            version = new_version(client, name, run_id, run.export / artifact, manifest, (
-                version_tags(config, manifest, evidence, reports, key)
-            ))  # fmt: skip
+            tags = version_tags(config, manifest, evidence, reports, key)
+            images = eval_images(run)
+            version = new_version(
+                client, name, run_id, run.export / artifact, manifest, tags, images
+            )
         else:
             run_id, version = found.run_id, str(found.version)
-        registered = registered_sha256(client, uri, name, version)
+        registered = registered_sha256(client, uri, name, version, artifact)
     if registered != manifest.sha256:
         raise ArtifactError(
             f"version {version} of {name} holds sha256 {registered[:12]}..., but "
@@ -324,9 +320,33 @@ def register_run(config: RunConfig, run: RunFolder, client: Any | None = None) -
         evidence=evidence,
         decision=decision,
         aliases=aliases,
+        awaiting_approval=AWAITING in decision.reasons,
     )
     run.registry.write_text(outcome.model_dump_json(indent=2))
     return outcome
+
+
+def settle_approval(
+    outcome: RegistryOutcome, approved: bool, why: str, rules: RegistryConfig, run: RunFolder
+) -> RegistryOutcome:
+    """After the approval step: make the version champion if ``approved``; record ``why``."""
+    if not outcome.awaiting_approval:
+        return outcome
+    client = connect(outcome.tracking_uri)
+    aliases = outcome.aliases
+    if approved:
+        aliases = promote(client, outcome.model_name, outcome.version, rules.champion_alias)
+    reasons = [*outcome.decision.reasons, why]
+    with guarded(f"tagging version {outcome.version} of {outcome.model_name}"):
+        client.set_model_version_tag(
+            outcome.model_name, outcome.version, TAG + "decision", "; ".join(reasons)
+        )
+    decision = outcome.decision.model_copy(update={"champion": approved, "reasons": reasons})
+    settled = outcome.model_copy(
+        update={"decision": decision, "aliases": aliases, "awaiting_approval": False}
+    )
+    run.registry.write_text(settled.model_dump_json(indent=2))
+    return settled
 
 
 def attach_files(client: Any, run_id: str, files: list[Path], where: str = "report") -> None:

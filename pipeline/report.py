@@ -161,7 +161,8 @@ def plot_accuracy_latency(rows: list[ArtifactRow], path: Path) -> Path:
 
 @dataclass
 class ReportFiles:
-    markdown: str
+    markdown: str  # report.md: images as files beside it
+    ui_markdown: str  # the same with images embedded as data URIs (the Prefect artifact)
     md: Path
     html: Path
     rows: list[ArtifactRow]
@@ -272,7 +273,13 @@ def registry_lines(outcome: RegistryOutcome | None) -> list[str]:
     ]
 
 
-def to_markdown(blocks: list[Block], root: Path) -> str:
+def png_data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def to_markdown(blocks: list[Block], root: Path, embed_images: bool = False) -> str:
+    """Markdown of ``blocks``; images as paths relative to ``root``, or embedded as data URIs
+    (what a viewer that cannot fetch files beside the report, such as Prefect's UI, shows)."""
     out: list[str] = []
     for kind, *rest in blocks:
         if kind == "h1":
@@ -286,7 +293,10 @@ def to_markdown(blocks: list[Block], root: Path) -> str:
         elif kind == "img":
             path = Path(rest[1])
             rel = path.relative_to(root) if path.is_relative_to(root) else path
-            out.append(f"![{rest[0]}]({rel})\n")
+            if embed_images and path.is_file():
+                out.append(f"![{rest[0]}]({png_data_uri(path)})\n")
+            else:
+                out.append(f"![{rest[0]}]({rel})\n")
         elif kind == "table":
             header, rows = rest
             lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -307,8 +317,7 @@ def to_html(blocks: list[Block], title: str) -> str:
         elif kind == "img":
             path = Path(rest[1])
             if path.is_file():
-                data = base64.b64encode(path.read_bytes()).decode()
-                body.append(f'<img alt="{esc(rest[0])}" src="data:image/png;base64,{data}">')
+                body.append(f'<img alt="{esc(rest[0])}" src="{png_data_uri(path)}">')
         elif kind == "table":
             header, rows = rest
             head = "".join(f"<th>{esc(h)}</th>" for h in header)
@@ -333,4 +342,5 @@ def write_report(config: RunConfig, run: RunFolder) -> ReportFiles:
     markdown = to_markdown(blocks, run.root)
     run.report_md.write_text(markdown)
     run.report_html.write_text(to_html(blocks, f"onedge run: {config.name}"))
-    return ReportFiles(markdown, run.report_md, run.report_html, rows)
+    ui_markdown = to_markdown(blocks, run.root, embed_images=True)
+    return ReportFiles(markdown, ui_markdown, run.report_md, run.report_html, rows)

@@ -135,3 +135,27 @@ def test_deploy_all_and_a_process_worker_finishes_the_pipeline(prefect_server, t
     registry = json.loads((out / "registry.json").read_text())
     assert registry["model_name"] == "digits-one-student" and registry["version"] == "1"
     assert (out / "report.md").read_text().startswith("# onedge run: digits-one")
+    check_artifacts_through_the_client(env, [run_id, *(r["id"] for r in subflows)])
+
+
+def check_artifacts_through_the_client(env: dict, flow_run_ids: list[str]) -> None:
+    """The run's Prefect artifacts, read back with Prefect's own client from the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
+        get_client(sync_client=True) as client,
+    ):
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=flow_run_ids))
+        )
+    by_key = {a.key: a for a in found}
+    report = by_key["report-digits-one"]
+    assert report.type == "markdown" and report.data.startswith("# onedge run: digits-one")
+    assert report.data.count("](data:image/png;base64,") == 2  # both plots travel inside
+    table = by_key["validation-local-cpu"]
+    rows = json.loads(table.data)
+    assert table.type == "table" and {r["artifact"] for r in rows} == {"onnx-fp32", "torch-fp32"}
+    assert next(r for r in rows if r["artifact"] == "onnx-fp32")["verdict"] == "pass"

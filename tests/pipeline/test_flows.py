@@ -79,7 +79,7 @@ def test_registered_hash_equals_manifest_and_validated(pipeline_run, tmp_path):
     client = client_for(pipeline_run)
     source = client.get_model_version_download_uri(outcome.model_name, outcome.version)
     downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp_path))
-    registered = verify_artifact(downloaded).sha256  # every file checked against its manifest
+    registered = verify_artifact(downloaded / "data" / outcome.artifact).sha256  # every file
     in_export = read_manifest(pipeline_run.out / "export" / outcome.artifact).sha256
     report = json.loads((pipeline_run.out / "validate" / "local-cpu" / "report.json").read_text())
     validated = next(r["sha256"] for r in report["results"] if r["artifact"] == outcome.artifact)
@@ -166,7 +166,12 @@ def test_prefect_artifacts_hold_the_report_and_a_table_per_target(pipeline_run):
         limit = client.read_global_concurrency_limit_by_name(board_limit_name("local-cpu"))
     assert reports and reports[0].type == "markdown"
     latest = max(reports, key=lambda a: a.created)
-    assert latest.data == RunFolder(pipeline_run.out).report_md.read_text()
+    # the report with its plots embedded: the UI cannot fetch files beside report.md
+    on_disk = RunFolder(pipeline_run.out).report_md.read_text()
+    assert "](train/curves.png)" in on_disk and "](accuracy-latency.png)" in on_disk
+    assert latest.data.count("](data:image/png;base64,") == 2
+    strip = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+    assert strip.sub(r"[\1]", latest.data) == strip.sub(r"[\1]", on_disk)
     assert tables and all(t.type == "table" for t in tables)
     rows = json.loads(max(tables, key=lambda a: a.created).data)
     assert {r["artifact"] for r in rows} >= {"onnx-fp32", "openvino-int8"}

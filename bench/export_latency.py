@@ -156,7 +156,11 @@ def accuracy(run: Any, images: np.ndarray, labels: np.ndarray, ref: np.ndarray) 
 
 
 def bench_dataset(name: str, checkpoint: Path, out: Path, args: argparse.Namespace) -> dict:
-    settings = ExportConfig(formats="onnx,openvino,tensorrt", threads=args.threads)
+    # the figures compare runtimes on the same normalised float32 NCHW input, as recorded in
+    # docs/BENCHMARKS.md; the preprocessing the artifacts embed by default is left out
+    settings = ExportConfig(
+        formats="onnx,openvino,tensorrt", threads=args.threads, embed_preprocessing=False
+    )
     result = export_checkpoint(checkpoint, out / "export", settings)
     data = np.load(result.eval_file)
     images, labels, ref = data["images"], data["labels"], data["reference_logits"]

@@ -78,3 +78,31 @@ def stop(proc: subprocess.Popen) -> None:
 
 def stopped(proc: subprocess.Popen) -> bool:
     return proc.poll() is not None
+
+
+@contextmanager
+def mlflow_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking and registry URI set to ``uri`` within the block.
+
+    ``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI (which ``onedge promote`` reads),
+    so both the globals and the environment are put back exactly as they were.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    environ = {name: os.environ.get(name) for name in names}
+    before = tracking_utils._tracking_uri, registry_utils._registry_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+        for name, value in environ.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

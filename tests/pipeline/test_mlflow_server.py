@@ -13,7 +13,7 @@ import pytest
 from export.manifest import read_manifest
 from pipeline.cli import main
 from pipeline.config import dump_config
-from tests.pipeline.servers import free_port, started
+from tests.pipeline.servers import free_port, mlflow_uri, started
 
 pytestmark = pytest.mark.slow
 
@@ -69,12 +69,6 @@ def test_onedge_run_registers_through_an_mlflow_server(
     assert version.tags["onedge.sha256"] == manifest.sha256
     assert registered_sha256(client, url, "served-digits", "1", artifact) == manifest.sha256
     assert any((root / "artifacts").rglob("MLmodel")), "artifacts were not proxied to the server"
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(url)
-    mlflow.set_registry_uri(url)
-    try:
+    with mlflow_uri(url):
         model = mlflow.pyfunc.load_model("models:/served-digits@champion")
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
     assert model.metadata.flavors["onedge"]["sha256"] == manifest.sha256

@@ -16,7 +16,7 @@ import pytest
 from pipeline.config import dump_config
 from pipeline.registry import register_run
 from pipeline.stages import RunFolder
-from tests.pipeline.servers import free_port, started, stopped
+from tests.pipeline.servers import free_port, mlflow_uri, started, stopped
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +30,9 @@ def eval_set(run) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture
 def registry_uri(pipeline_run):
-    import mlflow
-
     uri = pipeline_run.result.registry.tracking_uri
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    yield uri
-    mlflow.set_tracking_uri(before[0])
-    mlflow.set_registry_uri(before[1])
+    with mlflow_uri(uri):
+        yield uri
 
 
 def recorded_top1(client, name: str, version: str) -> float:

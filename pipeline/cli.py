@@ -43,7 +43,9 @@ def train(
     config: ConfigOpt,
     out: OutOpt,
     overrides: SetOpt = None,
-    resume: Annotated[bool, typer.Option(help="continue from OUT/checkpoint.pt")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="go on at the stage and epoch where OUT stopped")
+    ] = False,
 ) -> None:
     """Train a multi-branch model (ONE or a baseline) and write checkpoint, metrics and curves."""
     from pipeline.config import load_config

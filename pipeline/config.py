@@ -7,6 +7,7 @@ Loaded from YAML with ``yaml.safe_load``, overridden with ``key.path=value`` pai
 from __future__ import annotations
 
 import re
+import typing
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -200,6 +201,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
+def section_schema(annotation: Any) -> type[BaseModel] | None:
+    """The model of a config section: the annotation itself, or the one model in a union
+    (``method.teacher`` is a checkpoint path or a teacher section)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [
+        a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)
+    ]
+    return models[0] if len(models) == 1 else None
+
+
 def apply_override(
     data: dict[str, Any], path: list[str], value: Any, model: type[BaseModel]
 ) -> None:
@@ -231,12 +243,7 @@ def apply_override(
             else:
                 node[part] = value
             return
-        annotation = fields[part].annotation if schema is not None else None
-        schema = (
-            annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            else None
-        )
+        schema = section_schema(fields[part].annotation) if schema is not None else None
         if schema is None:
             raise ConfigError(f"config key {'.'.join(path[: depth + 1])!r} is not a section")
         node = node.setdefault(part, {})

@@ -105,6 +105,25 @@ def validate_method(value: Any) -> MethodConfig:
     return config.model_validate(value)
 
 
+class TeacherConfig(Section):
+    """A teacher trained as an earlier stage of the run: the run's data, schedule and seed.
+
+    Nothing of the student is in it, so another student setting reuses the same teacher stage.
+    """
+
+    model: ModelConfig | None = Field(None, description="None: the student's model section")
+    method: SerializeAsAny[MethodConfig] = Field(
+        default_factory=lambda: validate_method({"name": "vanilla"}),
+        description="a one-stage method (vanilla, one, dml, ensemble)",
+    )
+    epochs: PositiveInt | None = Field(None, description="None: train.epochs")
+
+    @field_validator("method", mode="wrap")
+    @classmethod
+    def _method_of_its_name(cls, value: Any, handler: Any) -> MethodConfig:
+        return validate_method(value)
+
+
 class TrainConfig(Section):
     epochs: PositiveInt = 30
     lr: float = Field(0.1, gt=0.0)

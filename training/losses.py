@@ -112,3 +112,78 @@ def student_ensemble_loss(
     ce_branches = sum(F.cross_entropy(z, targets) for z in branch_logits)
     total = a * ce_teacher + b * mse + c * kl + (ce_branches if student_ce else 0.0)
     return total, {"ce_teacher": ce_teacher, "mse": mse, "kl": kl, "ce_branches": ce_branches}
+
+
+def srm_sparse_codes(x: torch.Tensor, C: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+    """s = topk_k(sigmoid(C^T x + b)) per pixel: x (N, D, H, W), C (D, K), b (K,) -> s (N, K, H, W).
+
+    Entries outside the k largest at each position are zero (SRM's sparse code).
+    """
+    scores = torch.sigmoid(torch.einsum("ndhw,dk->nkhw", x, C) + b.view(1, -1, 1, 1))
+    keep = scores.topk(k, dim=1).indices
+    mask = torch.zeros_like(scores).scatter_(1, keep, 1.0)
+    return scores * mask
+
+
+def srm_reconstruction_loss(
+    x: torch.Tensor, C: torch.Tensor, b: torch.Tensor, k: int
+) -> torch.Tensor:
+    """mean((x - C s)^2), s = srm_sparse_codes(x, C, b, k): the dictionary stage's objective."""
+    s = srm_sparse_codes(x, C, b, k)
+    x_hat = torch.einsum("dk,nkhw->ndhw", C, s)
+    return F.mse_loss(x_hat, x)
+
+
+def srm_labels(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """pixel = argmax_k s[:, k, h, w] (N, H, W); image = mean_hw s (N, K): SRM's two label kinds."""
+    return codes.argmax(dim=1), codes.mean(dim=(2, 3))
+
+
+def srm_init_loss(
+    scores: torch.Tensor, pixel_labels: torch.Tensor, image_labels: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """BCE(mean_hw sigmoid(z), image) + CE(z[:, :, h, w], pixel) averaged over pixels; z (N, K, H, W).
+
+    ``scores`` are a student head's logits at the teacher map's resolution; the labels come from
+    the teacher's sparse codes (:func:`srm_labels`) and are constants.
+    """
+    image = F.binary_cross_entropy(
+        torch.sigmoid(scores).mean(dim=(2, 3)).clamp(1e-6, 1 - 1e-6), image_labels.detach()
+    )
+    pixel = F.cross_entropy(scores, pixel_labels.detach())
+    return image + pixel, {"bce_image": image.detach(), "ce_pixel": pixel.detach()}
+
+
+def pool_to_length(features: torch.Tensor, length: int) -> torch.Tensor:
+    """v = avgpool1d_L(mean_hw f): a (N, C, H, W) map to an (N, L) vector of a common length L."""
+    vector = features.float().mean(dim=(2, 3))
+    return F.adaptive_avg_pool1d(vector.unsqueeze(1), length).squeeze(1)
+
+
+def soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """-sum_j softmax(t)_j log softmax(s)_j, batch mean; the teacher is detached (MEAL's match)."""
+    target = F.softmax(teacher.detach(), dim=1)
+    return -(target * F.log_softmax(student, dim=1)).sum(dim=1).mean()
+
+
+def discriminator_loss(on_teacher: torch.Tensor, on_student: torch.Tensor) -> torch.Tensor:
+    """BCE(D(t), 1) + BCE(D(s), 0) on the discriminator's logits: it tells teacher from student."""
+    return F.binary_cross_entropy_with_logits(
+        on_teacher, torch.ones_like(on_teacher)
+    ) + F.binary_cross_entropy_with_logits(on_student, torch.zeros_like(on_student))
+
+
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return -ctx.scale * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """y = x forward, dL/dx = -scale * dL/dy backward (gradient reversal: a min-max in one step)."""
+    return _ReverseGradient.apply(x, scale)

@@ -86,8 +86,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def compatible_for_resume(saved: dict[str, Any], config: TrainingConfig, path: Path) -> None:
-    """Everything but the epoch count (and progress display) must match to resume exactly."""
+def compatible_for_resume(
+    saved: dict[str, Any], config: TrainingConfig, path: Path, teachers: list[str] | None = None
+) -> None:
+    """Everything but the epoch count (and progress display) must match to resume exactly.
+
+    ``teachers`` (sha256 of each teacher checkpoint) must match too: a stage taught by another
+    teacher than the one it started with is another training run.
+    """
+    if teachers is not None and list(saved.get("teachers", [])) != teachers:
+        raise CheckpointError(
+            f"cannot resume from {path}: it was taught by other teacher checkpoints "
+            "(their sha256 differ); train it again without --resume"
+        )
     old = TrainingConfig.model_validate(saved)
     strip = {"train": {"epochs", "progress"}}
     a = old.model_dump(mode="json", exclude=strip)
@@ -125,8 +136,33 @@ class Distributed:
 
 
 def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainResult:
-    """Train ``config`` into ``out_dir``; with ``resume`` continue from its checkpoint."""
+    """Train every stage of ``config``'s method into ``out_dir`` (see :mod:`training.stages`).
+
+    With ``resume`` the run goes on at the stage and the epoch where it stopped. The result is
+    the last stage's: the student in ``out_dir/checkpoint.pt``.
+    """
+    from training.stages import run_stages
+
+    return run_stages(config, Path(out_dir), resume=resume)
+
+
+def train_stage(
+    config: TrainingConfig,
+    out_dir: Path,
+    resume: bool = False,
+    teachers: list[Path] | None = None,
+    init: Path | None = None,
+    inputs: dict[str, Path] | None = None,
+) -> TrainResult:
+    """Train one stage into ``out_dir``; with ``resume`` continue from its checkpoint.
+
+    ``teachers`` are onedge checkpoints (loaded with ``weights_only=True``, their data shape
+    checked) handed to the method's ``prepare``; their sha256 go into the checkpoint. ``init`` is
+    a checkpoint whose network weights start this stage; ``inputs`` are other files of earlier
+    stages the method reads (SRM's dictionary).
+    """
     from training.data import load_data, make_loader
+    from training.teachers import load_teachers
 
     out_dir = Path(out_dir)
     device = select_device(config.train.device)
@@ -150,9 +186,13 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
     ).to(device)
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    auxiliaries = method.build_auxiliaries(model).to(device, memory_format=memory_format)
+    loaded_teachers = load_teachers(teachers or [], spec, device)
+    teacher_sha = [t.sha256 for t in loaded_teachers]
+    method.prepare(device, loaded_teachers, dict(inputs or {}))  # before the auxiliaries: SRM
+    auxiliaries = method.build_auxiliaries(model).to(device, memory_format=memory_format)  # sizes
     trained = TrainedModules(model, auxiliaries)
-    method.prepare(device)
+    if init is not None and not resume:  # an earlier stage's network starts this one
+        load_state(model, read_checkpoint(init, map_location=device)["model"], init)
     params = list(trained.parameters())
     t = config.train
     optimizer = torch.optim.SGD(
@@ -167,7 +207,7 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
     ckpt_path = out_dir / CHECKPOINT
     if resume:
         saved = read_checkpoint(ckpt_path, map_location=device)
-        compatible_for_resume(saved["config"], config, ckpt_path)
+        compatible_for_resume(saved["config"], config, ckpt_path, teacher_sha)
         load_state(model, saved["model"], ckpt_path)
         load_state(auxiliaries, saved.get("auxiliaries", {}), ckpt_path)
         optimizer.load_state_dict(saved["optimizer"])
@@ -175,7 +215,7 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
         scaler.load_state_dict(saved["scaler"])
         set_rng_state(saved["rng"])
         start_epoch, history = int(saved["epoch"]), list(saved["history"])
-        if start_epoch >= t.epochs:
+        if start_epoch >= t.epochs and (out_dir / "metrics.json").is_file():
             raise ConfigError(
                 f"{ckpt_path} already holds {start_epoch} epochs; raise train.epochs to go on"
             )
@@ -216,6 +256,7 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
             "rng": rng_state(),
             "epoch": epoch,
             "history": history,
+            "teachers": teacher_sha,
             "deployed_branch": pick_branch(history),
             "metrics": history[-1] if history else {},
         }
@@ -227,7 +268,7 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
         trained.train()
         sums: dict[str, float] = {}
         gate_sum = torch.zeros(model.num_branches, device=device)
-        seen, started = 0, time.perf_counter()
+        seen, started, cpu_started = 0, time.perf_counter(), time.process_time()
         bar = tqdm(
             loader,
             desc=f"epoch {epoch + 1}/{t.epochs}",
@@ -273,6 +314,8 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
         if ddp.main:
             val = evaluate(model, val_loader, device, memory_format)
             record.update({f"val_{k}": v for k, v in val.items()})
+            record["seconds_wall"] = time.perf_counter() - started  # training and validation
+            record["cpu_seconds"] = time.process_time() - cpu_started  # this process's CPU time
             history.append(record)
             save_checkpoint(ckpt_path, state(epoch + 1))
             if t.progress:
@@ -281,7 +324,19 @@ def train(config: TrainingConfig, out_dir: Path, resume: bool = False) -> TrainR
 
     metrics: dict[str, Any] = {}
     if ddp.main:
+        finishing, cpu_finishing = time.perf_counter(), time.process_time()
         metrics = finish(model, splits, config, history, device, memory_format, out_dir)
+        metrics["teachers"] = teacher_sha
+        # this stage's wall and CPU time: every epoch (a resumed run's earlier ones too), the test
+        metrics["seconds_stage"] = sum(h.get("seconds_wall", h["seconds"]) for h in history) + (
+            time.perf_counter() - finishing
+        )
+        metrics["cpu_seconds_stage"] = sum(h.get("cpu_seconds", 0.0) for h in history) + (
+            time.process_time() - cpu_finishing
+        )
+        metrics["seconds_total"] = metrics["seconds_stage"]
+        metrics["cpu_seconds_total"] = metrics["cpu_seconds_stage"]
+        atomic_write_json(out_dir / "metrics.json", metrics)
     ddp.barrier()
     ddp.close()
     return TrainResult(out_dir=out_dir, checkpoint=ckpt_path, metrics=metrics)

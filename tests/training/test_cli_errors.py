@@ -22,7 +22,10 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
     "override, expected",
     [
         ("model.name=resnet21", "unknown model 'resnet21'; known: mobilenet_v2, resnet110"),
-        ("method.name=distill", "unknown method 'distill'; known: dml, ensemble, kd, one"),
+        (
+            "method.name=distill",
+            "unknown method 'distill'; known: dml, ensemble, ensemble-kd, kd, meal, one",
+        ),
         ("data.name=mnist", "unknown data set 'mnist'; known: cifar10, cifar100, digits"),
         ("train.epochz=3", "unknown config key 'train.epochz'"),
     ],

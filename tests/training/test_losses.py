@@ -88,3 +88,75 @@ def test_student_ensemble_loss_gradients():
     assert g0 is None or torch.count_nonzero(g0) == 0  # the teacher is detached in KL
     (g0,) = torch.autograd.grad(parts["ce_teacher"], [z[0]])
     assert torch.count_nonzero(g0) > 0
+
+
+def _sig(v: float) -> float:
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+def test_srm_sparse_codes_reconstruction_and_labels_golden():
+    from training.losses import srm_labels, srm_reconstruction_loss, srm_sparse_codes
+
+    x = torch.tensor([[[[1.0, -1.0]]]])  # N=1, D=1, H=1, W=2
+    C = torch.tensor([[2.0, -1.0]])  # D=1, K=2
+    b = torch.tensor([0.0, 0.5])
+    codes = srm_sparse_codes(x, C, b, k=1)
+    # pixel 1: sigmoid([2, -0.5]) keeps atom 0; pixel 2: sigmoid([-2, 1.5]) keeps atom 1
+    expected = torch.tensor([[[[_sig(2.0), 0.0]], [[0.0, _sig(1.5)]]]])
+    assert torch.allclose(codes, expected, atol=1e-6)
+    x_hat = [2.0 * _sig(2.0), -1.0 * _sig(1.5)]
+    golden = ((x_hat[0] - 1.0) ** 2 + (x_hat[1] + 1.0) ** 2) / 2
+    assert srm_reconstruction_loss(x, C, b, k=1).item() == pytest.approx(golden, abs=1e-6)
+    pixel, image = srm_labels(codes)
+    assert pixel.tolist() == [[[0, 1]]]
+    assert image[0].tolist() == pytest.approx([_sig(2.0) / 2, _sig(1.5) / 2], abs=1e-6)
+    # k = K keeps every entry
+    assert torch.count_nonzero(srm_sparse_codes(x, C, b, k=2)) == 4
+
+
+def test_srm_init_loss_golden():
+    from training.losses import srm_init_loss
+
+    z = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # N=1, K=2, H=1, W=2
+    pixel = torch.tensor([[[0, 1]]])
+    image = torch.tensor([[0.25, 0.75]])
+    p = [(_sig(2.0) + _sig(0.0)) / 2, (_sig(0.0) + _sig(1.0)) / 2]  # mean_hw sigmoid(z)
+    bce = (
+        -sum(
+            y * math.log(q) + (1 - y) * math.log(1 - q)
+            for y, q in zip([0.25, 0.75], p, strict=True)
+        )
+        / 2
+    )
+    ce = (-math.log(math.exp(2) / (math.exp(2) + 1)) - math.log(math.e / (1 + math.e))) / 2
+    total, parts = srm_init_loss(z, pixel, image)
+    assert total.item() == pytest.approx(bce + ce, abs=1e-5)
+    assert parts["bce_image"].item() == pytest.approx(bce, abs=1e-5)
+    assert parts["ce_pixel"].item() == pytest.approx(ce, abs=1e-5)
+
+
+def test_meal_pooling_soft_ce_and_discriminator_golden():
+    from training.losses import (
+        discriminator_loss,
+        pool_to_length,
+        reverse_gradient,
+        soft_cross_entropy,
+    )
+
+    f = torch.arange(16.0).view(1, 4, 2, 2)  # channel means 1.5, 5.5, 9.5, 13.5
+    assert pool_to_length(f, 2).tolist() == [[3.5, 11.5]]
+    assert pool_to_length(f, 4).tolist() == [[1.5, 5.5, 9.5, 13.5]]
+    s, t = torch.tensor([[0.0, 0.0]]), torch.tensor([[math.log(3.0), 0.0]])  # softmax(t) = .75/.25
+    assert soft_cross_entropy(s, t).item() == pytest.approx(math.log(2.0), abs=1e-6)
+    s2 = torch.tensor([[1.0, 0.0]])
+    lse = math.log(math.e + 1.0)
+    golden = -(0.75 * (1.0 - lse) + 0.25 * (0.0 - lse))
+    assert soft_cross_entropy(s2, t).item() == pytest.approx(golden, abs=1e-6)
+    d_t, d_s = torch.tensor([[2.0]]), torch.tensor([[-1.0]])
+    golden = -math.log(_sig(2.0)) - math.log(1.0 - _sig(-1.0))
+    assert discriminator_loss(d_t, d_s).item() == pytest.approx(golden, abs=1e-6)
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    y = reverse_gradient(x, 0.5)
+    assert torch.equal(y, x)
+    (y * torch.tensor([3.0, 4.0])).sum().backward()
+    assert x.grad.tolist() == [-1.5, -2.0]

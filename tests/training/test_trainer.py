@@ -92,11 +92,37 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
         train(tiny(**{"train.lr": 1e12, "train.epochs": 3}), tmp_path / "nan")
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS.names() if m != "kd"])
-def test_every_method_trains_one_epoch(tmp_path, method):
-    result = train(tiny(**{"method.name": method, "train.epochs": 1}), tmp_path / method)
-    assert result.checkpoint.is_file()
-    assert len(result.metrics["branch_top1"]) == (1 if method == "vanilla" else 3)
+# per method, the smallest recipe that still runs every stage (teachers of one epoch)
+QUICK = {
+    "kd": {"method.teacher.epochs": 1},
+    "ensemble-kd": {"method.members": 2, "method.member_epochs": 1},
+    "self-distill": {"method.generations": 1},
+    "meal": {"method.pool": "[{epochs: 1}, {epochs: 1}]"},
+    "srm": {"method.teacher.epochs": 1, "method.dictionary_epochs": 1},
+}
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_trains_extracts_and_exports(tmp_path, method):
+    """One epoch of every registered method (teacher stages included), then its student to ONNX."""
+    from export.extract import extract_branch
+    from export.onnx import onnx_parity, torch_logits, torch_to_onnx
+    from training.data import load_data, to_numpy
+
+    quick = {"train.epochs": 1, "data.limit_train": 128, "model.width": 0.25}
+    cfg = tiny(**{"method.name": method, **quick, **QUICK.get(method, {})})
+    result = train(cfg, tmp_path / method)
+    loaded = load_checkpoint(result.checkpoint)
+    assert len(result.metrics["branch_top1"]) == loaded.model.num_branches
+    stages = result.metrics["stages"]
+    assert stages[-1]["sha256"] == loaded.sha256
+    assert result.metrics["seconds_total"] == pytest.approx(sum(s["seconds"] for s in stages))
+    assert result.metrics["seconds_total"] >= result.metrics["seconds_stage"] > 0
+    images, _ = to_numpy(load_data(cfg.data).test, limit=64)
+    student = extract_branch(loaded, images=images)
+    path = torch_to_onnx(student.module, tmp_path / "student.onnx", torch.from_numpy(images[:2]))
+    report = onnx_parity(path, torch_logits(student.module, images), images, 1e-4, 1.0)
+    assert report.top1_agreement == 1.0
 
 
 def test_kd_learns_from_a_teacher_checkpoint(tmp_path, digits_checkpoint):

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from training.config import MethodConfig, ModelConfig
+from training.config import MethodConfig, ModelConfig, TrainingConfig
 from training.errors import ConfigError
 from training.models.base import BranchOutputs, MultiBranchModel
 from training.registry import Registry
+
+if TYPE_CHECKING:
+    from training.checkpoint import LoadedCheckpoint
+    from training.stages import StageSpec
 
 METHODS: Registry[type[Method]] = Registry("method")
 
@@ -61,8 +68,26 @@ class Method:
         self.auxiliaries = nn.ModuleDict()
         return self.auxiliaries
 
-    def prepare(self, device: torch.device) -> None:
-        """Load anything the method needs beyond the network (a teacher, for example)."""
+    single_stage: bool = True  # one stage, no teachers: it may serve as a teacher stage
+
+    @classmethod
+    def stages(cls, config: TrainingConfig) -> list[StageSpec]:
+        """The method's recipe (:mod:`training.stages`); one stage by default."""
+        from training.stages import StageSpec
+
+        return [StageSpec("main", config)]
+
+    def prepare(
+        self,
+        device: torch.device,
+        teachers: list[LoadedCheckpoint],
+        inputs: dict[str, Path] | None = None,
+    ) -> None:
+        """Take the stage's teachers (loaded, checked, frozen) and the files of earlier stages it
+        reads (``inputs``, by stage name); most methods take none. Runs before
+        ``build_auxiliaries``, so auxiliaries may be sized from what it loads."""
+        if teachers:
+            raise ConfigError(f"method {self.name!r} learns from no teacher; none can be given")
 
     def loss(
         self,

@@ -1,16 +1,14 @@
-"""ONE and the classic baselines: vanilla, DML, independent ensemble, Hinton KD."""
+"""ONE and the classic baselines: vanilla, DML, independent ensemble (KD: methods/distill.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import torch
 from pydantic import Field, PositiveInt
 
 from training.config import MethodConfig, ModelConfig
-from training.errors import CheckpointError, ConfigError
-from training.losses import dml_loss, ensemble_ce_loss, hinton_kd_loss, one_loss, rampup_weight
+from training.losses import dml_loss, ensemble_ce_loss, one_loss, rampup_weight
 from training.methods.base import Method, register_method
 from training.models.base import BranchOutputs, MultiBranchModel
 
@@ -33,13 +31,6 @@ class DmlConfig(MethodConfig):
 
 class EnsembleConfig(MethodConfig):
     name: Literal["ensemble"] = "ensemble"
-
-
-class KdConfig(MethodConfig):
-    name: Literal["kd"] = "kd"
-    temperature: float = Field(4.0, gt=0.0)
-    alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the distillation term")
-    teacher: Path | None = Field(None, description="checkpoint of a trained teacher")
 
 
 @register_method("one")
@@ -105,44 +96,3 @@ class EnsembleMethod(PeersMethod):
 
     def loss(self, outputs, inputs, targets, epoch):
         return ensemble_ce_loss(outputs.branch_logits, targets)
-
-
-@register_method("kd")
-class KdMethod(Method):
-    """Hinton KD: a single-branch student learns from a trained teacher checkpoint's ensemble."""
-
-    config = KdConfig
-    cfg: KdConfig
-
-    def __init__(self, cfg: KdConfig) -> None:
-        super().__init__(cfg)
-        if cfg.teacher is None:
-            raise ConfigError("method 'kd' needs method.teacher=<checkpoint of a trained teacher>")
-        self.teacher: MultiBranchModel | None = None
-
-    @classmethod
-    def build_network(cls, model: ModelConfig, **shape) -> MultiBranchModel:
-        return super().build_network(model.model_copy(update={"branches": 1}), **shape)
-
-    def prepare(self, device: torch.device) -> None:
-        from training.checkpoint import load_checkpoint
-
-        loaded = load_checkpoint(self.cfg.teacher)
-        self.teacher = loaded.model.to(device).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self.teacher_classes = loaded.spec.num_classes
-
-    def loss(self, outputs, inputs, targets, epoch):
-        if self.teacher is None:
-            raise CheckpointError("the KD teacher was not loaded; call prepare() first")
-        with torch.no_grad():
-            teacher_logits = self.teacher(inputs).ensemble_logits
-        if teacher_logits.shape[1] != outputs.branch_logits[0].shape[1]:
-            raise ConfigError(
-                f"the KD teacher predicts {teacher_logits.shape[1]} classes, "
-                f"the student {outputs.branch_logits[0].shape[1]}"
-            )
-        return hinton_kd_loss(
-            outputs.branch_logits[0], teacher_logits, targets, self.cfg.temperature, self.cfg.alpha
-        )

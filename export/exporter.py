@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,15 +38,13 @@ from export.backends import BACKENDS, ArtifactFiles, ExportContext
 from export.config import PRECISIONS, ExportConfig
 from export.errors import ParityError
 from export.extract import Student, extract_branch, input_spec, library_versions, save_student
-from export.manifest import MANIFEST_NAME, OutputSpec, build_manifest, write_manifest
+from export.manifest import EVAL_FILE, EXPORT_JSON, OutputSpec, build_manifest, write_manifest
 from export.onnx import onnx_metadata, torch_logits, torch_to_onnx
 from export.parity import check_parity, compare_logits, top1_accuracy
 from export.preprocess import InputContract
+from export.publish import publish, staging
 from training.errors import ConfigError, DataError
 from training.files import atomic_write
-
-EXPORT_JSON = "export.json"
-EVAL_FILE = "eval.npz"
 
 
 @dataclass
@@ -177,7 +175,27 @@ def resolve_branches(settings: ExportConfig, loaded: Any) -> list[tuple[int, str
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> ExportResult:
-    """Export ``checkpoint`` into ``out_dir`` as ``settings`` asks; see the module docstring."""
+    """Export ``checkpoint`` into ``out_dir`` as ``settings`` asks; see the module docstring.
+
+    The export is built beside ``out_dir`` and published atomically (:mod:`export.publish`):
+    on any failure ``out_dir`` keeps what it held, and folders no export wrote are never touched.
+    """
+    final = Path(out_dir)
+    with staging(final) as stage:
+        built = _build_export(checkpoint, stage, settings)
+        publish(stage, final)
+    records = [replace(r, folder=final / r.folder.name) for r in built.artifacts]
+    return replace(
+        built,
+        out_dir=final,
+        artifacts=records,
+        export_json=final / EXPORT_JSON,
+        eval_file=final / EVAL_FILE,
+    )
+
+
+def _build_export(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> ExportResult:
+    """Write the whole export into ``out_dir`` (a fresh, private staging folder)."""
     from training.checkpoint import load_checkpoint
     from training.data import load_data
 
@@ -200,8 +218,6 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
     ]
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _clear_previous_export(out_dir)
     config = {
         "export": settings.model_dump(mode="json"),
         "training": loaded.config.model_dump(mode="json"),
@@ -227,7 +243,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
             reference_top1 = top1_accuracy(reference, test_labels)
             calibration_reference = torch_logits(student.module, calibration)
             torch_folder = f"{prefix}torch-fp32"
-            save_student(student, _fresh(out_dir / torch_folder), config, contract)
+            saved = save_student(student, _fresh(out_dir / torch_folder), config, contract)
             if contract.embedded:  # the saved program on raw images against the student
                 _check_saved_student(out_dir / torch_folder, cal.inputs, calibration_reference)
             work = Path(tmp) / f"s{student.branch}"
@@ -266,7 +282,11 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
                 {
                     **student.summary(),
                     "prefix": prefix,
-                    "torch_fp32": {"folder": torch_folder, "test_top1": reference_top1},
+                    "torch_fp32": {
+                        "folder": torch_folder,
+                        "sha256": saved.sha256,
+                        "test_top1": reference_top1,
+                    },
                 }
             )
 
@@ -324,15 +344,6 @@ def _check_saved_student(folder: Path, images: np.ndarray, reference: np.ndarray
     check_parity(
         compare_logits(reference, logits), "torch-fp32 (student.pt2 on raw images)", 1e-5, 1.0
     )
-
-
-def _clear_previous_export(out_dir: Path) -> None:
-    """Remove the artifact folders (those holding a manifest) an earlier export left here."""
-    for child in out_dir.iterdir():
-        if child.is_dir() and (child / MANIFEST_NAME).is_file():
-            shutil.rmtree(child)
-    for name in (EXPORT_JSON, EVAL_FILE):
-        (out_dir / name).unlink(missing_ok=True)
 
 
 def _fresh(folder: Path) -> Path:

@@ -4,7 +4,10 @@
 (or the one named), checks its logits against that branch of the multi-branch model on real
 images, and measures it against the whole network. ``save_student`` writes it as a
 ``torch.export`` program (``student.pt2``) that loads with ``torch.export.load`` alone: no
-onedge or multi-branch code is needed to run it.
+onedge or multi-branch code is needed to run it. ``torch.export.load`` unpickles, so onedge
+loads a ``student.pt2`` only right after writing it, in the exporter's private staging folder;
+where it needs the PyTorch student later it rebuilds it from the checkpoint with
+:func:`extract_branch`.
 """
 
 from __future__ import annotations
@@ -247,7 +250,11 @@ def save_student(
 
 
 def load_student(folder: Path) -> nn.Module:
-    """The saved student as a callable module (needs only torch)."""
+    """The student.pt2 this process has just written, as a callable module (needs only torch).
+
+    ``torch.export.load`` unpickles: it is for the exporter's check of its own output, in its
+    private (mode 0700) staging folder, never for a folder someone else may have written.
+    """
     path = Path(folder) / STUDENT_FILE
     if not path.is_file():
         raise ExportError(f"{path} does not exist: export the checkpoint first")

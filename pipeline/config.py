@@ -58,8 +58,8 @@ class ValidateConfig(Section):
     )
     retries: int = Field(2, ge=0, description="task retries after a transient fault (SSH)")
     retry_delay_s: float = Field(30.0, ge=0.0)
-    board_timeout_s: float | None = Field(
-        None, gt=0.0, description="how long to wait for a busy board (None: no limit)"
+    board_timeout_s: float = Field(
+        3600.0, gt=0.0, description="how long to wait for a busy board before failing"
     )
     torch_baseline: bool = Field(
         True, description="time the PyTorch FP32 student on this CPU for the speed-up column"

@@ -5,27 +5,27 @@ pipeline.registry, pipeline.report). Each flow takes the run config (a RunConfig
 a YAML file plus overrides, which is what a deployment passes) and the run folder; the stages
 exchange files through that folder (see :mod:`pipeline.stages`), so each flow also runs alone.
 
-Training and export persist their results in ``DIR/.cache`` with a cache policy on their inputs
-and their source: rerunning a run whose validation failed goes straight to validation. Only
+Training and export keep their results in ``DIR/.cache`` as JSON records (:mod:`pipeline.cache`),
+keyed by their inputs, onedge's version and the source of training/, export/ and targets/:
+rerunning a run whose validation failed goes straight to validation. Only
 transient faults (a board unreachable or timing out, the registry busy) are retried.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from pydantic import BaseModel, ConfigDict
 
 from export.config import ExportConfig
 from export.exporter import ExportResult, export_checkpoint
-from pipeline import stages
+from pipeline import cache, stages
 from pipeline.config import RunConfig, ValidateConfig
 from pipeline.errors import ModelRegistryUnavailableError, PipelineError
 from pipeline.registry import RegistryOutcome
@@ -70,17 +70,14 @@ def ensure_board_limits(names: list[str]) -> None:
                     )
 
 
-def cached(task_obj: Any, run: stages.RunFolder, produced: Callable[[R], Path], **kwargs: Any) -> R:
-    """Run a cached task with its results kept in the run folder; redo it if its files are gone."""
-    in_run = task_obj.with_options(result_storage=run.cache)
-    result = in_run(**kwargs)
-    if not produced(result).exists():
-        result = in_run.with_options(refresh_cache=True)(**kwargs)
-    return result
-
-
-@task(name="train", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
-def train_task(config: TrainingConfig, out_dir: Path) -> TrainResult:
+@task(name="train", cache_policy=NO_CACHE, persist_result=False)
+def train_task(config: TrainingConfig, out_dir: Path, cache_dir: Path) -> TrainResult:
+    """Train, unless ``cache_dir`` holds a record of this config, code and checkpoint."""
+    key = cache.cache_key("train", {"config": config.model_dump(mode="json"), "out": str(out_dir)})
+    hit = cache.load_result(cache_dir, "train", key, TrainResult)
+    if hit is not None:
+        get_run_logger().info(f"reusing the training in {out_dir} (cache record in {cache_dir})")
+        return hit
     get_run_logger().info(
         f"training {config.model.name} x{config.model.branches} with {config.method.name} on "
         f"{config.data.name} for {config.train.epochs} epochs -> {out_dir}"
@@ -91,18 +88,32 @@ def train_task(config: TrainingConfig, out_dir: Path) -> TrainResult:
         f"trained: deployed branch {m.get('deployed_branch')} at "
         f"{100 * m.get('deployed_top1', 0):.2f}% test top-1"
     )
+    cache.store_result(cache_dir, "train", key, result, TrainResult, [result.checkpoint])
     return result
 
 
-@task(name="export", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+@task(name="export", cache_policy=NO_CACHE, persist_result=False)
 def export_task(
-    checkpoint: Path, checkpoint_sha256: str, out_dir: Path, settings: ExportConfig
+    checkpoint: Path, checkpoint_sha256: str, out_dir: Path, settings: ExportConfig, cache_dir: Path
 ) -> ExportResult:
     """``checkpoint_sha256`` is part of the cache key: a retrained checkpoint is exported again."""
+    inputs = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": checkpoint_sha256,
+        "out": str(out_dir),
+        "settings": settings.model_dump(mode="json"),
+    }
+    key = cache.cache_key("export", inputs)
+    hit = cache.load_result(cache_dir, "export", key, ExportResult)
+    if hit is not None:
+        get_run_logger().info(f"reusing the export in {out_dir} (cache record in {cache_dir})")
+        return hit
     result = export_checkpoint(checkpoint, out_dir, settings)
     get_run_logger().info(
         f"exported {len(result.artifacts)} artifacts ({', '.join(a.name for a in result.artifacts)})"
     )
+    files = [result.export_json, result.eval_file]
+    cache.store_result(cache_dir, "export", key, result, ExportResult, files)
     return result
 
 
@@ -130,7 +141,7 @@ def validate_task(spec: str, out_dir: Path, cfg: ValidateConfig) -> ValidationRe
 def torch_baseline_task(out_dir: Path, cfg: ValidateConfig) -> stages.TorchBaseline:
     run = stages.RunFolder(out_dir)
     with concurrency(stages.board_limit_name(LOCAL_BOARD), occupy=1, strict=True):
-        return stages.torch_baseline(run.export, cfg.settings, run.baseline)
+        return stages.torch_baseline(run.export, run.checkpoint, cfg.settings, run.baseline)
 
 
 @task(name="register", cache_policy=NO_CACHE, retry_condition_fn=transient_fault)
@@ -169,9 +180,7 @@ def train_flow(
     config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
 ) -> TrainResult:
     cfg, run = stages.open_run(config, out_dir, overrides)
-    return cached(
-        train_task, run, lambda r: r.checkpoint, config=cfg.training_config(), out_dir=run.train
-    )
+    return train_task(cfg.training_config(), run.train, run.cache)
 
 
 @flow(name="export")
@@ -182,15 +191,7 @@ def export_flow(
     checkpoint = run.checkpoint
     if not checkpoint.is_file():
         raise PipelineError(f"{checkpoint} does not exist: run the train stage first")
-    return cached(
-        export_task,
-        run,
-        lambda r: r.export_json,
-        checkpoint=checkpoint,
-        checkpoint_sha256=sha256_file(checkpoint),
-        out_dir=run.export,
-        settings=cfg.export,
-    )
+    return export_task(checkpoint, sha256_file(checkpoint), run.export, cfg.export, run.cache)
 
 
 @flow(name="validate")

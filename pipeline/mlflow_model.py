@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from export.manifest import MANIFEST_NAME, ArtifactError, Manifest
+from export.manifest import MANIFEST_NAME, ArtifactError, Manifest, artifact_paths
 from training.registry import Registry
 
 DATA = "data"
@@ -85,10 +85,11 @@ def base_model(manifest: Manifest, artifact: str, run_id: str) -> Any:
 
 
 def copy_artifact(folder: Path, manifest: Manifest, into: Path) -> None:
-    """The manifest and the files it lists, byte for byte."""
-    for name in [MANIFEST_NAME, *manifest.files]:
-        (into / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / name, into / name)
+    """The manifest and the files it lists, byte for byte (plain names, verified: nothing lands
+    outside ``into``; unlisted files and symlinks were refused by ``verify_artifact``)."""
+    into.mkdir(parents=True, exist_ok=True)
+    for path in artifact_paths(folder, manifest):
+        shutil.copyfile(path, into / path.name, follow_symlinks=False)
 
 
 def stage_model(

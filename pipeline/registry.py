@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from export.manifest import ArtifactError, Manifest, verify_artifact
+from export.manifest import ArtifactError, Manifest, read_export, verify_artifact
 from pipeline.config import RegistryConfig, RunConfig, check_model_name
 from pipeline.errors import ModelRegistryError, PromotionError
 from pipeline.mlflow_model import artifact_subpath, stage_model
@@ -37,6 +37,7 @@ from pipeline.promotion import (
 from pipeline.stages import RunFolder, load_reports, slug
 from pipeline.tracking import connect, guarded, log_run, tracking_uri
 from targets.base import ValidationReport
+from training.files import atomic_write
 
 TAG = "onedge."
 HISTORY_TAG = "onedge.champion_history"
@@ -279,7 +280,10 @@ def register_run(config: RunConfig, run: RunFolder, client: Any | None = None) -
     required = config.validate.required_targets()
     artifact = choose_artifact(reports, required, config.registry.artifact)
     evidence = gather_evidence(artifact, reports, required)
-    manifest = verify_artifact(run.export / artifact)
+    exported = read_export(run.export)  # the artifact name comes from a report: look it up
+    if artifact not in exported:
+        raise ArtifactError(f"{artifact!r} is not an artifact of the export in {run.export}")
+    manifest = exported[artifact]
     if manifest.sha256 != evidence.sha256:
         raise ArtifactError(
             f"{run.export / artifact} changed since it was validated (sha256 "
@@ -322,7 +326,7 @@ def register_run(config: RunConfig, run: RunFolder, client: Any | None = None) -
         aliases=aliases,
         awaiting_approval=AWAITING in decision.reasons,
     )
-    run.registry.write_text(outcome.model_dump_json(indent=2))
+    atomic_write(run.registry, outcome.model_dump_json(indent=2))
     return outcome
 
 

@@ -16,6 +16,7 @@ flow can also run on its own (on another machine that sees the folder)::
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -35,6 +36,7 @@ from targets.base import (
     parse_target,
 )
 from targets.validate import REPORT_NAME, validate_artifacts
+from training.files import atomic_write
 
 TORCH_ARTIFACT = "torch-fp32"
 BASELINE_FILE = "torch-fp32.json"
@@ -42,8 +44,15 @@ REGISTRY_FILE = "registry.json"
 
 
 def slug(text: str) -> str:
-    """``ssh://me@board:22/jetson`` -> ``ssh-me-board-22-jetson``: safe in paths, keys, names."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+    """A name safe in paths, keys and tags, and distinct for distinct texts.
+
+    ``local-cpu`` stays ``local-cpu``; a text the slugging changes gets a short hash of itself:
+    ``orin.1`` -> ``orin-1-<hash>``, so it never shares a folder (or a report) with ``orin-1``.
+    """
+    plain = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+    if plain == text:
+        return plain
+    return f"{plain}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,7 @@ def open_run(
     run.root.mkdir(parents=True, exist_ok=True)
     text = dump_config(config)
     if not run.config.is_file() or run.config.read_text() != text:
-        run.config.write_text(text)
+        atomic_write(run.config, text)
     return config, run
 
 
@@ -150,28 +159,49 @@ class TorchBaseline(BaseModel):
     threads: int
 
 
-def torch_baseline(export_dir: Path, settings: ValidationSettings, out: Path) -> TorchBaseline:
-    """Time the exported PyTorch student with the protocol the targets use; write ``out``."""
+def torch_baseline(
+    export_dir: Path, checkpoint: Path, settings: ValidationSettings, out: Path
+) -> TorchBaseline:
+    """Time the PyTorch FP32 student with the protocol the targets use; write ``out``.
+
+    The student is rebuilt from the checkpoint (``weights_only`` loading) and the branch the
+    export recorded, never loaded from ``student.pt2``: ``torch.export.load`` unpickles, and
+    nothing read from a run folder is unpickled (docs/SECURITY.md).
+    """
     import torch
 
-    from export.extract import load_student
-    from export.manifest import verify_artifact
+    from export.extract import extract_branch
+    from export.manifest import EVAL_FILE, read_export, read_export_index, regular_file
+    from export.preprocess import InputContract, Preprocessed
     from export.timing import Latency, time_calls, warm_up
+    from training.checkpoint import load_checkpoint
 
-    exported = read_json(Path(export_dir) / "export.json", "export")
-    try:
-        folder = Path(export_dir) / exported["torch_fp32"]["folder"]
-    except (KeyError, TypeError):
+    manifests = read_export(Path(export_dir))
+    lead = read_export_index(Path(export_dir)).torch_fp32  # the deployed student's folder
+    if lead is None or lead.folder not in manifests:
+        raise PipelineError(f"{export_dir}/export.json names no torch_fp32 folder: export again")
+    manifest = manifests[lead.folder]
+    loaded = load_checkpoint(Path(checkpoint))
+    if loaded.sha256 != manifest.source_checkpoint_sha256:
         raise PipelineError(
-            f"{export_dir}/export.json names no torch_fp32 folder: export the checkpoint again"
-        ) from None
-    manifest = verify_artifact(folder)
-    module = load_student(folder)
-    with np.load(Path(export_dir) / "eval.npz") as data:
-        images = data["images"].astype(manifest.input.dtype)  # raw images when embedded
-        labels = data["labels"]
-    if settings.eval_limit:
-        images, labels = images[: settings.eval_limit], labels[: settings.eval_limit]
+            f"{checkpoint} (sha256 {loaded.sha256[:12]}...) is not the checkpoint the export was "
+            f"made from ({manifest.source_checkpoint_sha256[:12]}...): export again"
+        )
+    if not regular_file(Path(export_dir) / EVAL_FILE):
+        raise PipelineError(f"{export_dir} has no {EVAL_FILE}: export again")
+    with np.load(Path(export_dir) / EVAL_FILE, allow_pickle=False) as data:
+        images = data["images"][: settings.eval_limit].astype(manifest.input.dtype)
+        labels = data["labels"][: settings.eval_limit]  # raw images when embedded
+    contract = InputContract.for_spec(
+        loaded.spec,
+        manifest.input.preprocessing == "embedded",
+        manifest.input.layout,
+        manifest.input.dtype,
+    )
+    normalised = contract.normalise(images[:256]) if contract.embedded else images[:256]
+    module = extract_branch(loaded, manifest.branch, images=normalised).module
+    if contract.embedded:  # the student.pt2 the export wrote is this: the body behind it
+        module = Preprocessed(module, contract).eval()
     inputs = itertools.cycle([torch.from_numpy(image[None]) for image in images[:16]])
     previous = torch.get_num_threads()
     try:
@@ -195,7 +225,7 @@ def torch_baseline(export_dir: Path, settings: ValidationSettings, out: Path) ->
         torch.set_num_threads(previous)
     lat = Latency.from_samples(samples, 1)
     baseline = TorchBaseline(
-        artifact=folder.name,
+        artifact=lead.folder,
         sha256=manifest.sha256,
         top1=float((predicted == labels).mean()),
         latency_ms=LatencyStats(
@@ -210,7 +240,7 @@ def torch_baseline(export_dir: Path, settings: ValidationSettings, out: Path) ->
         threads=threads,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(baseline.model_dump_json(indent=2))
+    atomic_write(out, baseline.model_dump_json(indent=2))
     return baseline
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from export.manifest import EXPORT_JSON, artifact_paths, read_export, regular_file
 from pipeline.config import RunConfig
 from pipeline.errors import ModelRegistryError, ModelRegistryUnavailableError
 from pipeline.stages import RunFolder, load_baseline, read_json, slug
@@ -168,16 +169,20 @@ def log_run(
     for i in range(0, len(points), 1000):
         client.log_batch(run_id, metrics=points[i : i + 1000])
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-    client.log_artifact(run_id, str(run.config))
-    for name in ("metrics.json", "history.json", "curves.png", "config.yaml"):
-        if (run.train / name).is_file():
-            client.log_artifact(run_id, str(run.train / name), "training")
-    client.log_artifact(run_id, str(run.export / "export.json"), "export")
+    # Only regular files, never a symlink (it could point anywhere on this host), and of the
+    # export only what the verified manifests list (docs/SECURITY.md).
+    logged = [(run.config, None), (run.export / EXPORT_JSON, "export")]
+    logged += [(run.train / n, "training") for n in ("metrics.json", "history.json", "curves.png")]
+    logged += [(run.train / "config.yaml", "training"), (run.baseline, "validation")]
     for spec in reports:
-        client.log_artifacts(run_id, str(run.target_dir(spec)), f"validation/{slug(spec)}")
-    if baseline is not None:
-        client.log_artifact(run_id, str(run.baseline), "validation")
+        folder = run.target_dir(spec)
+        logged += [(p, f"validation/{slug(spec)}") for p in sorted(folder.iterdir())]
     if config.registry.log_artifacts:
-        for folder in sorted(p for p in run.export.iterdir() if (p / "manifest.json").is_file()):
-            client.log_artifacts(run_id, str(folder), f"artifacts/{folder.name}")
+        for name, manifest in read_export(run.export).items():
+            logged += [
+                (p, f"artifacts/{name}") for p in artifact_paths(run.export / name, manifest)
+            ]
+    for path, where in logged:
+        if regular_file(path):
+            client.log_artifact(run_id, str(path), where)
     return run_id

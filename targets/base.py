@@ -71,7 +71,10 @@ class ValidationSettings(Model):
     threads: int | None = Field(None, gt=0)
     eval_limit: int | None = Field(None, gt=0, description="first N eval images (fixed subset)")
     connect_timeout_s: float = Field(15.0, gt=0.0)
-    command_timeout_s: float = Field(900.0, gt=0.0)
+    command_timeout_s: float = Field(900.0, gt=0.0, description="bound of one remote command")
+    transfer_timeout_s: float = Field(
+        300.0, gt=0.0, description="bound of one SFTP call (an upload, a folder removal)"
+    )
     retries: int = Field(2, ge=0, description="extra attempts after a connection fault")
     backoff_s: float = Field(1.0, ge=0.0, description="first retry delay; doubles each time")
 
@@ -178,9 +181,11 @@ def parse_ssh_url(spec: str) -> tuple[str | None, str, int, str]:
     if parts.scheme != "ssh" or not parts.hostname:
         raise ConfigError(f"target {spec!r} is not of the form ssh://user@host:port[/jetson]")
     try:
-        port = parts.port or 22
+        port = 22 if parts.port is None else parts.port
     except ValueError:
         raise ConfigError(f"target {spec!r} has an invalid port") from None
+    if port == 0:
+        raise ConfigError(f"target {spec!r}: port 0 is not a port to connect to (1..65535)")
     if parts.query or parts.fragment or parts.password:
         raise ConfigError(f"target {spec!r}: give options separately, not in the URL")
     return parts.username, parts.hostname, port, parts.path.strip("/") or "ssh"

@@ -91,10 +91,15 @@ class JetsonTarget(SshTarget):
         done = await self._exec(conn, argv, timeout, "reading the Jetson's state")
         try:
             probe = json.loads(done.stdout)
-        except json.JSONDecodeError:
-            raise TargetError(
-                f"cannot read the board state on {self.where}: {done.stderr}"
-            ) from None
+            if not isinstance(probe, dict):
+                raise ValueError("not an object")
+            probe.setdefault("cpufreq", {})
+            probe.setdefault("gpufreq", {})
+            if not all(isinstance(probe[k], dict) for k in ("cpufreq", "gpufreq")):
+                raise ValueError("frequencies are not objects")
+        except ValueError:
+            detail = (done.stderr.strip().splitlines() or ["no usable answer"])[-1][:300]
+            raise TargetError(f"cannot read the board state on {self.where}: {detail}") from None
         if not probe.get("release"):
             raise TargetError(
                 f"{self.where} has no /etc/nv_tegra_release, so it is no Jetson: use "

@@ -14,6 +14,7 @@ from targets.runs import (
     RUNNER_PATH,
     check_runtimes,
     info_from_machine,
+    machine_of,
     read_runner_output,
     result_from_runner,
     runner_argv,
@@ -53,7 +54,8 @@ class LocalCpuTarget:
         return read_runner_output(done.stdout, done.stderr, done.returncode, self.name, self.python)
 
     def _machine(self, timeout: float = 120.0) -> dict:
-        return self._call([self.python, str(RUNNER_PATH), "--describe"], timeout)["machine"]
+        report = self._call([self.python, str(RUNNER_PATH), "--describe"], timeout)
+        return machine_of(report, self.name)
 
     def describe(self) -> TargetInfo:
         return info_from_machine(self._machine(), self.name, self.kind)
@@ -70,7 +72,7 @@ class LocalCpuTarget:
                 self.python, str(RUNNER_PATH), str(folder), str(eval_set), manifest, settings
             )
             report = self._call(argv, settings.command_timeout_s)
-            results.append(result_from_runner(report, self.name, Path(folder).name))
+            results.append(result_from_runner(report, self.name, Path(folder).name, manifest))
         return ValidationReport(
             target=self.name,
             target_info=info_from_machine(machine, self.name, self.kind),

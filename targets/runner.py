@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import resource
+import stat
 import subprocess
 import sys
 import threading
@@ -66,19 +67,49 @@ def artifact_hash(files: dict) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
+def plain_name(name) -> bool:
+    """One plain file name: no separator, no '..', not absolute (as export.manifest.plain_name)."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not any(c in name for c in ("/", "\\", "\0"))
+        and name == name.strip()
+    )
+
+
+def regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def check_artifact(folder: str, expect_sha256: str | None) -> dict:
-    """Read manifest.json and refuse the artifact unless every sha256 matches."""
+    """Read manifest.json and refuse the artifact unless it is exactly what the manifest lists.
+
+    The rules of export.manifest.verify_artifact: plain file names, no symlinks, no unlisted
+    entries, every sha256 and the artifact hash matching.
+    """
     path = os.path.join(folder, "manifest.json")
+    if os.path.islink(folder) or not regular_file(path):
+        raise RunnerError("artifact-mismatch", f"{path} is missing, a symlink or not a file")
     try:
         with open(path) as handle:
             manifest = json.load(handle)
     except (OSError, ValueError) as exc:
         raise RunnerError("artifact-mismatch", f"cannot read {path}: {exc}") from None
-    files = manifest.get("files", {})
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(plain_name(n) for n in files):
+        raise RunnerError("artifact-mismatch", "the manifest lists a name that is not a plain file")
+    unlisted = sorted(set(os.listdir(folder)) - {"manifest.json", *files})
+    if unlisted:
+        raise RunnerError("artifact-mismatch", f"{unlisted[0]} is not listed in the manifest")
     for name, expected in sorted(files.items()):
         full = os.path.join(folder, name)
-        if not os.path.isfile(full):
+        if not os.path.lexists(full):
             raise RunnerError("artifact-mismatch", f"{name} is listed in the manifest but missing")
+        if not regular_file(full):
+            raise RunnerError("artifact-mismatch", f"{name} is a symlink or not a regular file")
         actual = sha256_file(full)
         if actual != expected:
             raise RunnerError(

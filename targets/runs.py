@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from export.manifest import MANIFEST_NAME, ArtifactError, Manifest, read_manifest
-from targets.base import BACKEND_FOR_FORMAT, ArtifactResult, TargetInfo, ValidationSettings
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from export.manifest import ArtifactError, Manifest, why
+from targets.base import (
+    BACKEND_FOR_FORMAT,
+    ArtifactResult,
+    LatencyStats,
+    TargetInfo,
+    ValidationSettings,
+)
 from targets.errors import (
     MissingPythonError,
     MissingRuntimeError,
@@ -40,15 +48,14 @@ def runner_argv(
     ]  # fmt: skip
 
 
-def artifact_files(folder: Path) -> list[str]:
-    """Every file an artifact consists of (relative paths), manifest included."""
-    return [MANIFEST_NAME, *sorted(read_manifest(folder).files)]
-
-
 def read_runner_output(
     stdout: str, stderr: str, status: int | None, where: str, python: str
 ) -> dict:
-    """Parse the runner's one JSON line; raise the typed error its failure calls for."""
+    """Parse the runner's one JSON line; raise the typed error its failure calls for.
+
+    Whatever a board prints is untrusted: a line that is not a JSON object, an error that is not
+    shaped as the runner writes it, all end in a one-line typed error, never a traceback.
+    """
     if status == COMMAND_NOT_FOUND:
         raise MissingPythonError(
             f"{where} has no Python at {python!r}: install python3 (sudo apt-get install "
@@ -57,15 +64,17 @@ def read_runner_output(
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     try:
         report = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        detail = (stderr.strip().splitlines() or ["no output"])[-1]
+    except (IndexError, ValueError):
+        detail = (stderr.strip().splitlines() or ["no output"])[-1][:300]
         raise RunnerFailedError(
             f"the runner on {where} exited with status {status} without a report: {detail}"
         ) from None
-    if report.get("ok"):
+    if not isinstance(report, dict):
+        raise RunnerFailedError(f"the runner on {where} printed JSON that is not a report")
+    if report.get("ok") is True:
         return report
-    error = report.get("error", {})
-    kind, message = error.get("kind"), error.get("message", "unknown error")
+    error = report.get("error") if isinstance(report.get("error"), dict) else {}
+    kind, message = str(error.get("kind")), str(error.get("message", "unknown error"))[:300]
     if kind == "missing-library":
         raise MissingRuntimeError(
             f"{where} lacks {error.get('library')}: {error.get('install')} ({message})"
@@ -73,6 +82,14 @@ def read_runner_output(
     if kind == "artifact-mismatch":
         raise ArtifactError(f"artifact refused on {where} before measuring: {message}")
     raise RunnerFailedError(f"the runner failed on {where} ({kind}): {message}")
+
+
+def machine_of(report: dict, where: str) -> dict:
+    """The ``machine`` part of a ``--describe`` report; a typed error when it is not one."""
+    machine = report.get("machine")
+    if not isinstance(machine, dict) or not isinstance(machine.get("runtimes", {}), dict):
+        raise RunnerFailedError(f"the runner on {where} did not describe the machine")
+    return machine
 
 
 def check_runtimes(machine: dict, formats: set[str], where: str) -> None:
@@ -93,44 +110,114 @@ def info_from_machine(machine: dict, name: str, kind: str, **fields: Any) -> Tar
     data: dict[str, Any] = {key: machine.get(key) for key in keys}
     data["runtimes"] = machine.get("runtimes", {})
     data.update(fields)
-    return TargetInfo(name=name, kind=kind, **data)
+    try:
+        return TargetInfo(name=name, kind=kind, **data)
+    except ValidationError as exc:
+        raise RunnerFailedError(f"{name} described itself wrongly: {why(exc)}") from None
 
 
-def result_from_runner(report: dict, target: str, artifact: str) -> ArtifactResult:
-    """An ArtifactResult (no verdict yet) from one runner report."""
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Positive = Annotated[float, Field(gt=0.0)]
+
+
+class RunnerLatency(BaseModel):
+    """Latency percentiles in ms: finite and positive, ordered as percentiles are."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    p50: Positive
+    p90: Positive
+    p99: Positive
+    mean: Positive
+    min: Positive | None = None
+    max: Positive | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RunnerLatency:
+        if not self.p50 <= self.p90 <= self.p99:
+            raise ValueError("latency percentiles are not ordered (p50 <= p90 <= p99)")
+        return self
+
+
+class RunnerReport(BaseModel):
+    """One runner report as a board returns it: every number finite and in its range."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    backend: str
+    runtime_version: str | None = None
+    top1: Fraction
+    reference_top1: Fraction | None = None
+    agreement: Fraction | None = None
+    max_abs_diff: float | None = Field(None, ge=0.0)
+    latency_ms: RunnerLatency
+    latency_calls: int | None = Field(None, ge=1)
+    throughput: Positive | None = None
+    throughput_batch: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1)
+    peak_rss_mb: float | None = Field(None, ge=0.0)
+    size_mb: float | None = Field(None, ge=0.0)
+    input_shape: list[Annotated[int, Field(ge=1)]] | None = None
+    eval_size: int | None = Field(None, ge=1)
+    backend_info: dict[str, Any] = Field(default_factory=dict)
+    monitor: dict[str, Any] | None = None
+
+
+def result_from_runner(
+    report: dict, target: str, artifact: str, manifest: Manifest, where: str | None = None
+) -> ArtifactResult:
+    """An ArtifactResult (no verdict yet) from one runner report, checked.
+
+    The report is parsed into :class:`RunnerReport` (finite numbers, 0 <= top1 <= 1, latencies
+    > 0); the artifact hash the board claims must be the manifest's. Format and precision come
+    from the verified manifest, not from the board.
+    """
+    where = where or target
+    try:
+        checked = RunnerReport.model_validate(report)
+    except ValidationError as exc:
+        raise RunnerFailedError(
+            f"{where} returned an invalid result for {artifact}: {why(exc)}"
+        ) from None
+    if checked.sha256 != manifest.sha256:
+        raise ArtifactError(
+            f"{where} measured an artifact with sha256 {checked.sha256[:12]}..., not {artifact} "
+            f"({manifest.sha256[:12]}...): refused"
+        )
     drop = None
-    if report.get("reference_top1") is not None:
-        drop = report["reference_top1"] - report["top1"]
+    if checked.reference_top1 is not None:
+        drop = checked.reference_top1 - checked.top1
     extra: dict[str, Any] = {
-        "backend_info": report.get("backend_info", {}),
+        "backend_info": checked.backend_info,
         "warmup_calls": report.get("warmup_calls"),
         "warmup_seconds": report.get("warmup_seconds"),
         "latency_seconds": report.get("latency_seconds"),
         "throughput_calls": report.get("throughput_calls"),
     }
-    if report.get("monitor"):
-        extra["monitor"] = report["monitor"]
+    if checked.monitor:
+        extra["monitor"] = checked.monitor
     return ArtifactResult(
         artifact=artifact,
-        format=report["format"],
-        precision=report["precision"],
+        format=manifest.format,
+        precision=manifest.precision,
         target=target,
-        sha256=report["sha256"],
-        backend=report["backend"],
-        runtime_version=report.get("runtime_version"),
-        top1=report["top1"],
-        reference_top1=report.get("reference_top1"),
+        sha256=checked.sha256,
+        backend=checked.backend,
+        runtime_version=checked.runtime_version,
+        top1=checked.top1,
+        reference_top1=checked.reference_top1,
         top1_drop=drop,
-        agreement=report.get("agreement"),
-        max_abs_diff=report.get("max_abs_diff"),
-        latency_ms=report["latency_ms"],
-        latency_calls=report.get("latency_calls"),
-        throughput=report.get("throughput"),
-        throughput_batch=report.get("throughput_batch"),
-        threads=report.get("threads"),
-        peak_rss_mb=report.get("peak_rss_mb"),
-        size_mb=report.get("size_mb"),
-        input_shape=report.get("input_shape"),
-        eval_size=report.get("eval_size"),
+        agreement=checked.agreement,
+        max_abs_diff=checked.max_abs_diff,
+        latency_ms=LatencyStats(**checked.latency_ms.model_dump()),
+        latency_calls=checked.latency_calls,
+        throughput=checked.throughput,
+        throughput_batch=checked.throughput_batch,
+        threads=checked.threads,
+        peak_rss_mb=checked.peak_rss_mb,
+        size_mb=checked.size_mb,
+        input_shape=checked.input_shape,
+        eval_size=checked.eval_size,
         extra=extra,
     )

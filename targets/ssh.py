@@ -15,20 +15,20 @@ from __future__ import annotations
 import asyncio
 import getpass
 import hmac
-import json
 import shlex
 import socket
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import asyncssh
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from export.manifest import read_manifest, sha256_file
+from export.manifest import artifact_paths, sha256_file, verify_artifact
 from targets.base import (
     TARGETS,
     ArtifactResult,
@@ -41,6 +41,7 @@ from targets.errors import (
     HostKeyError,
     MissingPythonError,
     RemoteRootError,
+    RunnerFailedError,
     TargetAuthError,
     TargetError,
     TargetTimeoutError,
@@ -50,9 +51,9 @@ from targets.errors import (
 from targets.runs import (
     COMMAND_NOT_FOUND,
     RUNNER_PATH,
-    artifact_files,
     check_runtimes,
     info_from_machine,
+    machine_of,
     read_runner_output,
     result_from_runner,
     runner_argv,
@@ -71,6 +72,8 @@ HASH_SCRIPT = (
     "'files':dict((p,h(p)) for p in sys.argv[1:])}))"
 )
 MIN_PYTHON = (3, 8)
+OUTPUT_LIMIT = 4 << 20  # bytes of stdout (and of stderr) read from one remote command
+HASH_LIMIT = 64 << 10
 TIMEOUT_EXPIRED, TIMEOUT_KILLED = 124, 137  # exit status of coreutils timeout
 FAULTS = (
     asyncssh.ConnectionLost,
@@ -105,6 +108,25 @@ class SshOptions(BaseModel):
         if value is not None and not value.startswith("SHA256:"):
             raise ValueError("give the host key fingerprint as SHA256:... (ssh-keygen -lf)")
         return value
+
+
+class HashAnswer(BaseModel):
+    """What HASH_SCRIPT prints: the board's Python version and each uploaded file's sha256."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    python: list[int] = Field(min_length=2, max_length=3)
+    files: dict[str, str]
+
+
+@dataclass
+class Completed:
+    """A finished remote command: its output (bounded) and how it ended."""
+
+    stdout: str
+    stderr: str
+    exit_status: int | None
+    exit_signal: Any
 
 
 class _Fault(Exception):
@@ -149,6 +171,7 @@ class SshTarget:
         self.options = options or self.options_type()
         self.where = f"{self.user}@{host}:{port}"
         self.name = self.options.name or f"ssh://{self.where}/{self.kind}"
+        self._transfer_s = ValidationSettings().transfer_timeout_s  # set by each attempt
 
     @classmethod
     def from_spec(cls, spec: str, options: SshOptions | None = None, **fields: Any):
@@ -253,77 +276,136 @@ class SshTarget:
         except FAULTS as exc:
             raise _Fault(f"lost the connection to {self.where} while {what}", exc) from None
 
-    async def _exec(self, conn: Any, argv: list[str], timeout: float, what: str) -> Any:
+    async def _exec(
+        self, conn: Any, argv: list[str], timeout: float, what: str, limit: int = OUTPUT_LIMIT
+    ) -> Completed:
+        """Run argv, reading at most ``limit`` bytes of stdout and of stderr, within ``timeout``."""
         with self._stage(what):
+            process = None
             try:
-                done = await asyncio.wait_for(conn.run(shlex.join(argv), check=False), timeout)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(timeout):
+                    process = await conn.create_process(shlex.join(argv), encoding=None)
+                    process.stdin.write_eof()
+                    out, err = await asyncio.gather(
+                        self._read_limited(process.stdout, limit, what),
+                        self._read_limited(process.stderr, limit, what),
+                    )
+                    status = await process.wait(check=False)
+            except TimeoutError:
                 raise TargetTimeoutError(
                     f"{what} on {self.where} ran past {timeout:.0f} s: raise "
                     "settings.command_timeout_s or shorten the timing settings"
                 ) from None
+            finally:
+                if process is not None:
+                    process.close()
+        done = Completed(
+            out.decode(errors="replace"),
+            err.decode(errors="replace"),
+            status.exit_status,
+            status.exit_signal,
+        )
         if done.exit_status is None and done.exit_signal is None:  # the channel died
             raise _Fault(f"lost the connection to {self.where} while {what}", EOFError("closed"))
         return done
+
+    async def _read_limited(self, stream: Any, limit: int, what: str) -> bytes:
+        data = bytearray()
+        while chunk := await stream.read(1 << 16):
+            if len(data) + len(chunk) > limit:
+                raise RunnerFailedError(
+                    f"{self.where} printed more than {limit // 1024} KiB while {what}: refused "
+                    "(the runner prints one JSON line; check what runs as the python option)"
+                )
+            data.extend(chunk)
+        return bytes(data)
+
+    async def _sftp(self, call: Any, what: str) -> Any:
+        """One SFTP call, bounded by settings.transfer_timeout_s: a silent board cannot hang it."""
+        try:
+            async with asyncio.timeout(self._transfer_s):
+                return await call
+        except TimeoutError:
+            raise TargetTimeoutError(
+                f"{self.where} did not answer SFTP within {self._transfer_s:g} s while {what}: "
+                "check the board (disk full, sftp-server stuck) or raise "
+                "settings.transfer_timeout_s"
+            ) from None
+
+    async def _remove(self, conn: Any, sftp: Any, run_dir: str) -> None:
+        """Remove a run folder: over SFTP, or else with rm; bounded, never raising."""
+        if sftp is not None:
+            with suppress(Exception):
+                await self._sftp(
+                    sftp.rmtree(run_dir, ignore_errors=True), "removing the run folder"
+                )
+                return
+        with suppress(Exception):
+            await self._exec(conn, ["rm", "-rf", "--", run_dir], self._transfer_s, "removing")
 
     # --- one attempt: probe, upload, measure, clean up ---
     async def _upload(self, conn: Any, sftp: Any, pairs: list[tuple[Path, str]], timeout: float):
         with self._stage("uploading"):
             for local, remote in pairs:
-                await sftp.makedirs(str(PurePosixPath(remote).parent), exist_ok=True)
-                await sftp.put(str(local), remote)
+                folder = str(PurePosixPath(remote).parent)
+                await self._sftp(sftp.makedirs(folder, exist_ok=True), f"making {folder}")
+                await self._sftp(sftp.put(str(local), remote), f"uploading {local.name}")
         argv = [self.options.python, "-c", HASH_SCRIPT, *(remote for _, remote in pairs)]
-        done = await self._exec(conn, argv, timeout, "hashing uploads")
+        done = await self._exec(conn, argv, timeout, "hashing uploads", limit=HASH_LIMIT)
         if done.exit_status == COMMAND_NOT_FOUND:
             raise MissingPythonError(
                 f"{self.where} has no {self.options.python!r}: install python3 (sudo apt-get "
                 "install python3 python3-numpy) or set the python option to its path"
             )
         try:
-            answer = json.loads(done.stdout)
-        except json.JSONDecodeError:
-            raise UploadError(
-                f"cannot hash uploads on {self.where}: {done.stderr.strip()}"
-            ) from None
-        if tuple(answer["python"]) < MIN_PYTHON:
-            found = ".".join(str(v) for v in answer["python"])
+            answer = HashAnswer.model_validate_json(done.stdout)
+        except ValidationError:
+            detail = (done.stderr.strip().splitlines() or ["no usable answer"])[-1][:300]
+            raise UploadError(f"cannot hash uploads on {self.where}: {detail}") from None
+        if tuple(answer.python) < MIN_PYTHON:
+            found = ".".join(str(v) for v in answer.python)
             raise MissingPythonError(
                 f"{self.where}: {self.options.python} is Python {found}; the runner needs 3.8 or "
                 "later: install one (e.g. sudo apt-get install python3.8) and set the python option"
             )
         for local, remote in pairs:
-            if answer["files"].get(remote) != sha256_file(local):
+            if answer.files.get(remote) != sha256_file(local):
                 raise UploadError(
                     f"{local.name} arrived on {self.where} corrupted (sha256 differs)"
                 )
 
     async def _attempt(self, jobs: list[Path], eval_set: Path | None, settings, state: dict):
+        """One connection: every call bounded, the run folder removed on every way out."""
+        self._transfer_s = settings.transfer_timeout_s
         with self._stage("talking to the board"):
-            async with await self._connect(settings) as conn, conn.start_sftp_client() as sftp:
-                with self._stage("preparing the run folder"):
-                    for stale in list(state["stale"]):  # folders of attempts cut short
-                        await sftp.rmtree(stale, ignore_errors=True)
-                        state["stale"].remove(stale)
-                    run_dir = await self._make_run_dir(conn, sftp, settings.command_timeout_s)
-                state["stale"].append(run_dir)
+            async with await self._connect(settings) as conn:
+                sftp = await self._sftp(conn.start_sftp_client(), "starting SFTP")
                 try:
-                    info = await self._measure(conn, sftp, run_dir, jobs, eval_set, settings, state)
-                except BaseException:
-                    with suppress(Exception):  # best effort: the connection may be gone
-                        await sftp.rmtree(run_dir)
-                        state["stale"].remove(run_dir)
-                    raise
-                with self._stage("removing the run folder"):
-                    await sftp.rmtree(run_dir)
-                state["stale"].remove(run_dir)
+                    with self._stage("preparing the run folder"):
+                        for stale in list(state["stale"]):  # folders of attempts cut short
+                            await self._remove(conn, sftp, stale)
+                            state["stale"].remove(stale)
+                        run_dir = await self._make_run_dir(conn, sftp, settings.command_timeout_s)
+                    state["stale"].append(run_dir)
+                    try:
+                        info = await self._measure(
+                            conn, sftp, run_dir, jobs, eval_set, settings, state
+                        )
+                    finally:
+                        await self._remove(conn, sftp, run_dir)
+                    state["stale"].remove(run_dir)
+                finally:
+                    sftp.exit()
         return info, [state["done"][folder] for folder in jobs]
 
     async def _make_run_dir(self, conn: Any, sftp: Any, timeout: float) -> str:
         """A new private folder under remote_root, once remote_root proves to be private too."""
         private = asyncssh.SFTPAttrs(permissions=0o700)
-        await sftp.makedirs(self.options.remote_root, attrs=private, exist_ok=True)
-        root = await sftp.realpath(self.options.remote_root)
-        found = await sftp.stat(root)
+        remote_root = self.options.remote_root
+        what = "preparing remote_root"
+        await self._sftp(sftp.makedirs(remote_root, attrs=private, exist_ok=True), what)
+        root = await self._sftp(sftp.realpath(remote_root), what)
+        found = await self._sftp(sftp.stat(root), what)
         done = await self._exec(conn, ["id", "-u"], timeout, "reading the login user's id")
         mode = (found.permissions or 0) & 0o777
         if str(found.uid) != done.stdout.strip() or mode & 0o022:
@@ -333,8 +415,8 @@ class SshTarget:
                 f"chmod go-w {root} on the board, or set remote_root to a folder of {self.user}'s"
             )
         run_dir = f"{root}/run-{uuid.uuid4().hex[:12]}"
-        await sftp.mkdir(run_dir, attrs=private)
-        await sftp.chmod(run_dir, 0o700)  # also where the server ignores mkdir's attributes
+        await self._sftp(sftp.mkdir(run_dir, attrs=private), what)
+        await self._sftp(sftp.chmod(run_dir, 0o700), what)  # where mkdir's attrs are ignored
         return run_dir
 
     async def _exec_bounded(self, conn: Any, argv: list[str], timeout: float, what: str) -> Any:
@@ -357,8 +439,8 @@ class SshTarget:
         argv = [self.options.python, f"{run_dir}/runner.py", "--describe"]
         done = await self._exec(conn, argv, timeout, "describing the board")
         out = read_runner_output(done.stdout, done.stderr, done.exit_status, self.where, argv[0])
-        machine = out["machine"]
-        manifests = {folder: read_manifest(folder) for folder in jobs}
+        machine = machine_of(out, self.where)
+        manifests = {folder: verify_artifact(folder) for folder in jobs}
         if jobs:
             check_runtimes(machine, {m.format for m in manifests.values()}, self.where)
         fields = await self.board_info(conn, timeout)
@@ -368,8 +450,8 @@ class SshTarget:
             if folder in state["done"]:
                 continue
             remote = f"{run_dir}/artifacts/{folder.name}"
-            files = artifact_files(folder)
-            await self._upload(conn, sftp, [(folder / f, f"{remote}/{f}") for f in files], timeout)
+            files = artifact_paths(folder, manifests[folder])  # plain names, checked above
+            await self._upload(conn, sftp, [(f, f"{remote}/{f.name}") for f in files], timeout)
             extra = ["--engine-cache", cache, *self.runner_extra()]
             argv = runner_argv(
                 self.options.python, f"{run_dir}/runner.py", remote, f"{run_dir}/eval.npz",
@@ -379,7 +461,9 @@ class SshTarget:
             report = read_runner_output(
                 done.stdout, done.stderr, done.exit_status, self.where, self.options.python
             )
-            result = result_from_runner(report, self.name, folder.name)
+            result = result_from_runner(
+                report, self.name, folder.name, manifests[folder], self.where
+            )
             await self.finish(conn, result, report, timeout)
             state["done"][folder] = result
         return info

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from export.manifest import ArtifactError, Manifest, sha256_file, verify_artifact
+from export.manifest import (
+    EVAL_FILE,
+    MANIFEST_NAME,
+    Manifest,
+    read_export,
+    sha256_file,
+    verify_artifact,
+)
 from targets.base import (
     ArtifactResult,
     Target,
@@ -17,23 +24,24 @@ from targets.gates import GatePolicy, evaluate
 from training.files import atomic_write
 
 REPORT_NAME = "report.json"
-EVAL_SET_NAME = "eval.npz"
+EVAL_SET_NAME = EVAL_FILE
+
+
+def read_artifacts(artifacts_dir: Path) -> dict[Path, Manifest]:
+    """The verified artifacts of an export folder (or of one artifact folder), by folder.
+
+    An export folder is read through its ``export.json`` (:func:`export.manifest.read_export`):
+    an incomplete export is refused naming what is missing; every file is checked.
+    """
+    artifacts_dir = Path(artifacts_dir)
+    if (artifacts_dir / MANIFEST_NAME).exists():
+        return {artifacts_dir: verify_artifact(artifacts_dir)}
+    return {artifacts_dir / name: m for name, m in read_export(artifacts_dir).items()}
 
 
 def find_artifacts(artifacts_dir: Path) -> list[Path]:
     """The artifact folders under an export folder (or the folder itself if it is one)."""
-    artifacts_dir = Path(artifacts_dir)
-    if (artifacts_dir / "manifest.json").is_file():
-        return [artifacts_dir]
-    if not artifacts_dir.is_dir():
-        raise ArtifactError(f"artifacts folder {artifacts_dir} does not exist")
-    found = sorted(p for p in artifacts_dir.iterdir() if (p / "manifest.json").is_file())
-    if not found:
-        raise ArtifactError(
-            f"{artifacts_dir} holds no artifact folders (subfolders with manifest.json): "
-            "run the export first"
-        )
-    return found
+    return list(read_artifacts(artifacts_dir))
 
 
 def skipped_result(folder: Path, manifest: Manifest, target: Target) -> ArtifactResult:
@@ -75,8 +83,8 @@ def validate_artifacts(
     """
     settings = settings or ValidationSettings()
     policy = policy or GatePolicy()
-    folders = find_artifacts(Path(artifacts_dir))
-    manifests = {folder: verify_artifact(folder) for folder in folders}
+    manifests = read_artifacts(Path(artifacts_dir))
+    folders = list(manifests)
     eval_path = Path(eval_set) if eval_set else Path(artifacts_dir) / EVAL_SET_NAME
     if not eval_path.is_file():
         raise EvalSetError(

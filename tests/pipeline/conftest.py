@@ -3,7 +3,7 @@
 The run is made the way a user meets a failure: the first ``edge_pipeline`` call fails in
 validation (an error raised from the validation step), the second call of the same config
 succeeds. The plain training and export functions are wrapped to count their calls, so the tests
-can show that the rerun took training and export from Prefect's cache.
+can show that the rerun took training and export from the run folder's cache (DIR/.cache).
 """
 
 from __future__ import annotations

@@ -29,20 +29,43 @@ def test_rerun_after_failed_validation_reuses_training_and_export(pipeline_run):
     assert pipeline_run.mtimes_after_rerun == pipeline_run.mtimes_after_failure
 
 
-def test_rerun_task_states_say_cached(pipeline_run):
-    """Prefect's own record: in the second run, training and export ended in 'Cached'."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+def test_cache_holds_json_records_only(pipeline_run):
+    """The rerun's reuse came from onedge's JSON records; no pickled Prefect result is kept."""
+    from pipeline.cache import CacheRecord
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="train-")), limit=200
-        )
-        runs += client.read_task_runs(
-            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="export-")), limit=200
-        )
-    states = sorted((r.name.split("-")[0], r.state.name) for r in runs if r.state)
-    assert ("train", "Cached") in states and ("export", "Cached") in states, states
+    folder = RunFolder(pipeline_run.out).cache
+    assert sorted(p.name for p in folder.iterdir()) == ["export.json", "train.json"]
+    for path in folder.iterdir():
+        record = CacheRecord.model_validate_json(path.read_text())
+        assert record.task == path.stem and all(Path(f).is_file() for f in record.files)
+
+
+def test_planted_prefect_result_in_the_cache_runs_nothing(pipeline_run, tmp_path):
+    """Case 2: a cloudpickle record planted in DIR/.cache, then the train flow on the folder."""
+    import base64
+    import os
+    import pickle
+
+    from pipeline import flows
+
+    class Plant:
+        def __reduce__(self):
+            return (os.mkdir, (str(tmp_path / "pwned"),))
+
+    folder = RunFolder(pipeline_run.out).cache
+    planted = {
+        "metadata": {"serializer": {"type": "pickle", "picklelib": "pickle"}},
+        "result": base64.b64encode(pickle.dumps(Plant())).decode(),
+    }
+    for name in ("planted", "0123456789abcdef"):
+        (folder / name).write_text(json.dumps(planted))
+    try:
+        result = flows.train_flow(pipeline_run.config, pipeline_run.out)
+    finally:
+        for name in ("planted", "0123456789abcdef"):
+            (folder / name).unlink()
+    assert not (tmp_path / "pwned").exists()
+    assert result.checkpoint == RunFolder(pipeline_run.out).checkpoint
 
 
 def test_registered_version_has_its_tags_and_signature(pipeline_run, tmp_path):

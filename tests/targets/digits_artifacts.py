@@ -1,12 +1,14 @@
 """Real artifacts for the targets tests: a small CNN trained on scikit-learn's digits.
 
 Writes the layout an export writes: ``onnx-fp32/``, ``openvino-fp32/``, ``tensorrt-fp16/`` (the
-ONNX a board builds its engine from), each with manifest.json, plus ``eval.npz`` holding the
-held-out images (normalised NCHW float32), labels and the FP32 PyTorch reference logits.
+ONNX a board builds its engine from), each with manifest.json, ``eval.npz`` holding the
+held-out images (normalised NCHW float32), labels and the FP32 PyTorch reference logits, and
+``export.json`` listing the artifacts.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,15 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from export.config import TensorRTOptions
-from export.manifest import InputSpec, OutputSpec, build_manifest, write_manifest
+from export.manifest import (
+    EXPORT_JSON,
+    MANIFEST_NAME,
+    InputSpec,
+    OutputSpec,
+    build_manifest,
+    read_manifest,
+    write_manifest,
+)
 from export.tensorrt import build_settings
 
 HELD_OUT = 400
@@ -77,6 +87,19 @@ def write_artifact(
         else {},
     )
     write_manifest(folder, manifest)
+    return manifest
+
+
+def write_export_index(root: Path) -> Path:
+    """``export.json`` listing every artifact folder under ``root`` with its hash."""
+    entries = [
+        {"folder": folder.name, "sha256": read_manifest(folder).sha256}
+        for folder in sorted(root.iterdir())
+        if (folder / MANIFEST_NAME).is_file()
+    ]
+    path = root / EXPORT_JSON
+    path.write_text(json.dumps({"artifacts": entries}, indent=2))
+    return path
 
 
 def build_export(root: Path) -> Path:
@@ -111,4 +134,5 @@ def build_export(root: Path) -> Path:
     trt_dir.mkdir()
     (trt_dir / "model.onnx").write_bytes((onnx_dir / "model.onnx").read_bytes())
     write_artifact(trt_dir, ["model.onnx"], "model.onnx", "tensorrt", mean, std)
+    write_export_index(root)
     return root

@@ -14,17 +14,37 @@ from targets import JetsonOptions, JetsonTarget, TargetTimeoutError
 SUMMARY = (Path(__file__).parent / "data" / "trtexec_samples.txt").read_text()
 
 
+class Stream:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def read(self, n: int) -> bytes:
+        chunk, self.data = self.data[:n], self.data[n:]
+        return chunk
+
+
+class RecordingProcess:
+    def __init__(self, exit_status: int, stdout: str) -> None:
+        self.stdin = SimpleNamespace(write_eof=lambda: None)
+        self.stdout, self.stderr = Stream(stdout.encode()), Stream(b"")
+        self.exit_status = exit_status
+
+    async def wait(self, check: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(exit_status=self.exit_status, exit_signal=None)
+
+    def close(self) -> None:
+        pass
+
+
 class RecordingConnection:
     """Answers every command with one exit status and remembers the command lines."""
 
     def __init__(self, exit_status: int, stdout: str = "") -> None:
         self.exit_status, self.stdout, self.commands = exit_status, stdout, []
 
-    async def run(self, command: str, check: bool = False) -> SimpleNamespace:
+    async def create_process(self, command: str, encoding=None) -> RecordingProcess:
         self.commands.append(command)
-        return SimpleNamespace(
-            exit_status=self.exit_status, exit_signal=None, stdout=self.stdout, stderr=""
-        )
+        return RecordingProcess(self.exit_status, self.stdout)
 
 
 def run_trtexec(conn: RecordingConnection) -> SimpleNamespace:

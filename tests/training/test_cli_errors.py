@@ -90,3 +90,21 @@ def test_registry_listings(capsys):
 def test_every_command_has_working_help(capsys, command):
     assert main([command, "--help"]) == 0
     assert "Usage" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("size, seed", [(1, 8), (1, 15), (100, 8), (5000, 8), (0, 0)])
+def test_random_bytes_checkpoint_is_one_clear_line(capsys, tmp_path, size, seed):
+    """Case 12: these bytes gave IndexError or struct.error, with a traceback."""
+    import random
+
+    from training.checkpoint import read_checkpoint
+    from training.errors import CheckpointError
+
+    rng = random.Random(seed)
+    path = tmp_path / "random.pt"
+    path.write_bytes(bytes(rng.randrange(256) for _ in range(size)))
+    with pytest.raises(CheckpointError, match="cannot be read") as info:
+        read_checkpoint(path)
+    assert "\n" not in str(info.value)
+    code, err = run_cli(capsys, "export", "--checkpoint", str(path), "--out", str(tmp_path / "o"))
+    assert code == 2 and "cannot be read" in err and "Traceback" not in err

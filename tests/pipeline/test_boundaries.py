@@ -1,0 +1,138 @@
+"""What crosses into the pipeline from a run folder is checked, never executed (docs/SECURITY.md).
+
+Each test plants what a writer of a shared run folder could plant, on a copy of the end-to-end
+run's folder, and shows the pipeline ends safely: a clear one-line error or the right result,
+nothing executed, nothing registered, nothing written outside its folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+
+from export.manifest import EXPORT_JSON, MANIFEST_NAME, ArtifactError, artifact_hash
+from pipeline import stages
+from pipeline.config import dump_config
+from pipeline.registry import register_run
+from pipeline.stages import RunFolder
+from pipeline.tracking import connect
+from targets.base import ValidationSettings
+from training.files import sha256_file
+
+pytestmark = pytest.mark.slow
+
+SKIP = {"mlflow.db", "mlartifacts", ".cache", "registry.json"}
+FAST = ValidationSettings(
+    warmup_seconds=0.0, warmup_calls=2, timed_seconds=0.0, timed_calls=5, throughput_calls=1
+)
+
+
+class Plant:
+    """Unpickling this makes the folder ``path``: proof that code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.path),))
+
+
+@pytest.fixture
+def run_copy(pipeline_run, tmp_path, request) -> tuple[object, RunFolder]:
+    """A copy of the run folder registering into its own store under a fresh name."""
+    folder = RunFolder(tmp_path / "run")
+    shutil.copytree(pipeline_run.out, folder.root, ignore=lambda d, names: SKIP & set(names))
+    config = pipeline_run.config.model_copy(deep=True)
+    config.registry.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config.registry.model_name = "b-" + request.node.name.replace("_", "-")[:50]
+    folder.config.write_text(dump_config(config))
+    return config, folder
+
+
+def rewrite_artifact(export: Path, name: str, files: dict[str, bytes]) -> None:
+    """Replace files of an artifact and make its manifest and export.json agree, as the
+    writer of the folder can: every hash adds up, only the content is hostile."""
+    folder = export / name
+    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    for file, data in files.items():
+        if "/" not in file:
+            (folder / file).write_bytes(data)
+        manifest["files"][file] = __import__("hashlib").sha256(data).hexdigest()
+    manifest["sha256"] = artifact_hash(manifest["files"])
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    index = json.loads((export / EXPORT_JSON).read_text())
+    for entry in [index["torch_fp32"], *index["artifacts"]]:
+        if entry["folder"] == name:
+            entry["sha256"] = manifest["sha256"]
+    (export / EXPORT_JSON).write_text(json.dumps(index))
+
+
+def test_planted_student_pt2_is_never_unpickled(run_copy, tmp_path):
+    """Case 1: a crafted torch-fp32/student.pt2; the baseline is rebuilt from the checkpoint."""
+    _, run = run_copy
+    live = tmp_path / "live"
+    pickle.loads(pickle.dumps(Plant(live)))
+    assert live.is_dir(), "the payload must be live for the test to mean anything"
+    marker = tmp_path / "pwned"
+    rewrite_artifact(run.export, "torch-fp32", {"student.pt2": pickle.dumps(Plant(marker))})
+    baseline = stages.torch_baseline(run.export, run.checkpoint, FAST, run.baseline)
+    assert not marker.exists()
+    exported = json.loads((run.export / EXPORT_JSON).read_text())["torch_fp32"]["test_top1"]
+    assert baseline.top1 == pytest.approx(exported, abs=1e-9)
+    assert json.loads(run.baseline.read_text())["top1"] == baseline.top1
+
+
+def test_baseline_refuses_a_checkpoint_the_export_was_not_made_from(run_copy):
+    _, run = run_copy
+    other = run.root / "other.pt"
+    shutil.copy(run.checkpoint, other)
+    with open(other, "ab") as handle:
+        handle.write(b"\0")  # another file, still a readable zip for torch
+    assert sha256_file(other) != sha256_file(run.checkpoint)
+    with pytest.raises(Exception, match="not the checkpoint the export was made from|cannot be"):
+        stages.torch_baseline(run.export, other, FAST, run.baseline)
+
+
+def registered_versions(config) -> list:
+    client = connect(config.registry.tracking_uri)
+    return client.search_model_versions(f"name = '{config.model_name()}'")
+
+
+def chosen_artifact(config, run: RunFolder) -> str:
+    from pipeline.promotion import choose_artifact
+
+    reports = stages.load_reports(run, config.validate)
+    return choose_artifact(reports, config.validate.required_targets(), config.registry.artifact)
+
+
+def test_registry_refuses_symlinks_and_unlisted_files(run_copy):
+    """Case 6: a README.txt -> /etc/passwd link in the validated folder is not registered."""
+    config, run = run_copy
+    folder = run.export / chosen_artifact(config, run)
+    (folder / "README.txt").symlink_to("/etc/passwd")
+    with pytest.raises(ArtifactError, match="README.txt, which its manifest does not list"):
+        register_run(config, run)
+    assert registered_versions(config) == []
+    (folder / "README.txt").unlink()
+    (folder / "notes.txt").write_text("unlisted")
+    with pytest.raises(ArtifactError, match="notes.txt"):
+        register_run(config, run)
+    (folder / "notes.txt").unlink()
+    outcome = register_run(config, run)  # the clean folder registers
+    assert outcome.version == "1"
+
+
+def test_registry_refuses_a_manifest_name_that_leaves_the_folder(run_copy, tmp_path):
+    """Case 3: a listed ``../../x`` never reaches the registry's staging folder."""
+    config, run = run_copy
+    name = chosen_artifact(config, run)
+    rewrite_artifact(run.export, name, {"../../x": b"planted"})
+    with pytest.raises(ArtifactError, match="not a plain file name"):
+        register_run(config, run)
+    assert registered_versions(config) == []
+    assert not list(tmp_path.rglob("x"))

@@ -512,18 +512,45 @@ BACKENDS = {
 BACKEND_MODULES = {name: cls.module for name, cls in BACKENDS.items()}
 
 
-def load_eval(path: str, limit: int | None, shape: list) -> dict:
+def read_rows(archive, member: str, limit: int | None):
+    """The first ``limit`` rows of one array of an .npz, reading no more of it than that."""
     np = need("numpy")
+    fmt = np.lib.format
+    with archive.open(member) as handle:
+        version = fmt.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f"{member}: .npy format version {version} is not supported")
+        if dtype.hasobject:
+            raise ValueError(f"{member} holds Python objects; the eval set holds numbers only")
+        if fortran or not shape:
+            raise ValueError(f"{member} is not a C-ordered array with a first axis")
+        count = shape[0] if limit is None else min(limit, shape[0])
+        size = count * dtype.itemsize
+        for dim in shape[1:]:
+            size *= dim
+        data = handle.read(size)
+        if len(data) != size:
+            raise ValueError(f"{member} is truncated")
+    return np.frombuffer(data, dtype=dtype).reshape((count, *shape[1:]))
+
+
+def load_eval(path: str, limit: int | None, shape: list) -> dict:
+    """The eval arrays, only their first ``limit`` rows read (a board may have little memory)."""
+    import zipfile
+
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
+        with zipfile.ZipFile(path) as archive:
+            members = {n[: -len(".npy")]: n for n in archive.namelist() if n.endswith(".npy")}
+            for key in ("images", "labels"):
+                if key not in members:
+                    raise RunnerError("data", f"the eval set {path} has no {key!r} array")
+            arrays = {k: read_rows(archive, m, limit) for k, m in members.items()}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise RunnerError("data", f"cannot read the eval set {path}: {exc}") from None
-    for key in ("images", "labels"):
-        if key not in arrays:
-            raise RunnerError("data", f"the eval set {path} has no {key!r} array")
-    if limit:
-        arrays = {k: v[:limit] for k, v in arrays.items()}
     if list(arrays["images"].shape[1:]) != list(shape[1:]):
         raise RunnerError(
             "data",

@@ -199,16 +199,18 @@ def test_accuracy_controlled_openvino_int8(digits_checkpoint: Path, tmp_path: Pa
     assert facts["calibration_images"] == 128 and facts["validation_images"] > 0
     assert record.test["top1_drop_vs_torch_fp32"] <= 0.02
     (tmp_path / "notes").mkdir()
-    (tmp_path / "onnx-fp32").mkdir()  # an artifact folder of an earlier export
+    (tmp_path / "onnx-fp32").mkdir()  # a folder no export wrote (another model's artifact)
     (tmp_path / "onnx-fp32" / "manifest.json").write_text("{}")
     export_checkpoint(digits_checkpoint, tmp_path, settings.model_copy(update={"branch": 1}))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "eval.npz",
         "export.json",
         "notes",
+        "onnx-fp32",
         "openvino-int8",
         "torch-fp32",
     ]
+    assert (tmp_path / "onnx-fp32" / "manifest.json").read_text() == "{}"  # never touched
     assert read_manifest(tmp_path / "openvino-int8").branch == 1
 
 

@@ -24,6 +24,7 @@ app = typer.Typer(
     help="onedge: ONE online distillation to validated students on edge boards.",
 )
 console = Console()
+NOTHING_PASSED = 3  # onedge run: no artifact passed its gates (the report is still written)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML run configuration")]
 SetOpt = Annotated[
@@ -218,6 +219,7 @@ def run(config: ConfigOpt, out: OutOpt, overrides: SetOpt = None) -> None:
     # The temporary server would report usage to Prefect; a user may turn it back on.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from pipeline.config import load_config
+    from pipeline.errors import NothingPassedError
     from pipeline.flows import edge_pipeline
     from pipeline.summary import print_run
 
@@ -227,8 +229,16 @@ def run(config: ConfigOpt, out: OutOpt, overrides: SetOpt = None) -> None:
         f"{cfg.train.epochs} epochs; targets {', '.join(cfg.validate.targets)} -> {out}"
     )
     start = time.perf_counter()
-    result = edge_pipeline(cfg, out)
     wide = console if console.is_terminal else Console(width=max(console.width, 140))
+    try:
+        result = edge_pipeline(cfg, out)
+    except NothingPassedError as exc:
+        if exc.result is not None:
+            print_run(exc.result, time.perf_counter() - start, wide)
+        Console(stderr=True).print(
+            f"[bold red]nothing passed:[/] {escape(str(exc))}", soft_wrap=True
+        )
+        raise typer.Exit(NOTHING_PASSED) from None
     print_run(result, time.perf_counter() - start, wide)
 
 

@@ -19,3 +19,22 @@ class ModelRegistryUnavailableError(ModelRegistryError):
 
 class PromotionError(ModelRegistryError):
     """A promotion or rollback a person asked for cannot be done."""
+
+
+class ChampionChangedError(ModelRegistryUnavailableError):
+    """Another registration moved the champion between this one's decision and its move.
+
+    Nothing was moved; a retry decides again against the new champion.
+    """
+
+
+class NothingPassedError(PipelineError):
+    """No artifact passed the gates of every required target; the report is still written.
+
+    ``result`` is what the run produced (report, rows, the registered version without alias).
+    ``onedge run`` exits 3 on it, so a scheduler can tell a bad night from a good one.
+    """
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result

@@ -27,7 +27,7 @@ from export.config import ExportConfig
 from export.exporter import ExportResult, export_checkpoint
 from pipeline import cache, stages
 from pipeline.config import RunConfig, ValidateConfig
-from pipeline.errors import ModelRegistryUnavailableError, PipelineError
+from pipeline.errors import ModelRegistryUnavailableError, NothingPassedError, PipelineError
 from pipeline.registry import RegistryOutcome
 from pipeline.report import ArtifactRow, artifact_rows, write_report
 from targets.base import ValidationReport
@@ -38,7 +38,9 @@ from training.trainer import TrainResult, train
 
 LOCAL_BOARD = "local-cpu"
 TRANSIENT = (TargetUnreachableError, TargetTimeoutError, ModelRegistryUnavailableError)
+# ModelRegistryUnavailableError includes ChampionChangedError: a retry decides again
 ConfigArg = RunConfig | Path
+REGISTRY_WAIT_S = 600.0  # longest wait for another run's decide-and-move on the same model
 R = TypeVar("R")
 
 
@@ -54,7 +56,7 @@ def transient_fault(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def ensure_board_limits(names: list[str]) -> None:
-    """Create a one-slot concurrency limit per board unless it exists (a user may widen it)."""
+    """Create a one-slot concurrency limit (a board, a registered model) unless it exists."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -148,7 +150,13 @@ def torch_baseline_task(out_dir: Path, cfg: ValidateConfig) -> stages.TorchBasel
 def register_task(config: RunConfig, out_dir: Path) -> RegistryOutcome:
     from pipeline.registry import register_run
 
-    outcome = register_run(config, stages.RunFolder(out_dir))
+    limit = stages.registry_limit_name(config.model_name())
+    ensure_board_limits([limit])
+
+    def one_at_a_time(name: str) -> Any:  # across processes and machines sharing the server
+        return concurrency(limit, occupy=1, timeout_seconds=REGISTRY_WAIT_S, strict=True)
+
+    outcome = register_run(config, stages.RunFolder(out_dir), lock=one_at_a_time)
     get_run_logger().info(
         f"registered {outcome.artifact} as {outcome.model_name} version {outcome.version}: "
         + "; ".join(outcome.decision.reasons)
@@ -253,7 +261,11 @@ class PipelineResult(BaseModel):
 def edge_pipeline(
     config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
 ) -> PipelineResult:
-    """The whole chain on one config; ends with the report (also a Prefect artifact)."""
+    """The whole chain on one config; ends with the report (also a Prefect artifact).
+
+    Raises :class:`NothingPassedError` (the flow ends Failed) when no artifact passed the gates
+    of every required target; the report is written and the run registered first.
+    """
     cfg, run = stages.open_run(config, out_dir, overrides)
     train_flow(cfg, run.root)
     export_flow(cfg, run.root)
@@ -265,10 +277,36 @@ def edge_pipeline(
         attach_report_task.with_options(retries=r.retries, retry_delay_seconds=r.retry_delay_s)(
             outcome, [run.report_md, run.report_html]
         )
-    return PipelineResult(
+    result = PipelineResult(
         out_dir=run.root,
         report_md=run.report_md,
         report_html=run.report_html,
         rows=rows,
         registry=outcome,
     )
+    if not passed_everywhere(cfg, run):  # the flow ends Failed, saying why
+        required = ", ".join(cfg.validate.required_targets())
+        kept = f"; version {outcome.version} registered without alias" if outcome else ""
+        raise NothingPassedError(
+            f"no artifact passed the gates of every required target ({required}){kept}; "
+            f"the report says why: {run.report_md}",
+            result,
+        )
+    return result
+
+
+def passed_everywhere(cfg: RunConfig, run: stages.RunFolder) -> list[str]:
+    """The artifacts that passed the gates of every required target."""
+    from pipeline.promotion import gather_evidence
+
+    reports = stages.load_reports(run, cfg.validate)
+    required = cfg.validate.required_targets()
+    names = {r.artifact for report in reports.values() for r in report.results}
+    passing = []
+    for name in sorted(names):
+        try:
+            if gather_evidence(name, reports, required).passed:
+                passing.append(name)
+        except PipelineError:  # not measured on every target: not passed
+            continue
+    return passing

@@ -6,8 +6,11 @@ run's ``model`` folder, under ``data/<artifact>``, beside MLflow's own flavors f
 compared with the manifest and with every target's report.
 
 Aliases move in one guarded step: their state is read first, and if any call fails half-way
-they are put back as they were before the error is raised. Registering is idempotent: a version
-is keyed by the validated hash, the eval set and the reports, so a retry reuses it.
+they are put back as they were before the error is raised. Deciding and moving are serialised
+per registered model (a lock the caller passes: the flow uses a Prefect global concurrency
+limit), and the move re-reads the champion and aborts if it changed since the decision.
+Registering is idempotent: a version is keyed by the validated hash, the eval set and the
+reports, so a retry reuses it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import contextlib
 import hashlib
 import json
 import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from export.manifest import ArtifactError, Manifest, read_export, verify_artifact
 from pipeline.config import RegistryConfig, RunConfig, check_model_name
-from pipeline.errors import ModelRegistryError, PromotionError
+from pipeline.errors import ChampionChangedError, ModelRegistryError, PromotionError
 from pipeline.mlflow_model import artifact_subpath, stage_model
 from pipeline.promotion import (
     Champion,
@@ -154,13 +159,29 @@ def history_of(client: Any, name: str) -> list[str]:
 
 
 def move_aliases(
-    client: Any, name: str, changes: dict[str, str], history: list[str] | None = None
+    client: Any,
+    name: str,
+    changes: dict[str, str],
+    history: list[str] | None = None,
+    expect: dict[str, str | None] | None = None,
 ) -> dict[str, str]:
-    """Point each alias in ``changes`` at its version (and save ``history``), all or nothing."""
+    """Point each alias in ``changes`` at its version (and save ``history``), all or nothing.
+
+    ``expect`` holds what the caller decided on (alias -> version, None for no alias): the
+    aliases are read again just before the move, and if one differs, another registration
+    moved it meanwhile; nothing is moved and :class:`ChampionChangedError` says so.
+    """
     with guarded(f"reading the aliases of {name}"):
         model = client.get_registered_model(name)
     before = {alias: str(v) for alias, v in model.aliases.items()}
     before_history = model.tags.get(HISTORY_TAG)
+    for alias, decided_on in (expect or {}).items():
+        if before.get(alias) != decided_on:
+            raise ChampionChangedError(
+                f"{alias} of {name} moved from {decided_on or 'none'} to "
+                f"{before.get(alias) or 'none'} while this run decided (another registration): "
+                "nothing was moved; register again to decide against the new one"
+            )
     try:
         for alias, version in changes.items():
             if before.get(alias) != version:
@@ -219,6 +240,25 @@ def current_champion(client: Any, name: str, rules: RegistryConfig) -> Champion 
 
 
 def apply_decision(
+    client: Any,
+    name: str,
+    version: str,
+    evidence: Evidence,
+    rules: RegistryConfig,
+    lock: Callable[[str], AbstractContextManager[Any]] | None = None,
+) -> tuple[Decision, dict[str, str]]:
+    """Decide against the champion and move the aliases, under ``lock(name)``.
+
+    ``lock`` serialises decide-and-move per registered model across processes (the flow passes
+    a Prefect global concurrency limit); the move also re-reads the champion and aborts if it
+    changed since the decision (:func:`move_aliases`), so even without the lock a race never
+    moves a worse version over a better one.
+    """
+    with (lock or (lambda _: contextlib.nullcontext()))(name):
+        return _decide_and_move(client, name, version, evidence, rules)
+
+
+def _decide_and_move(
     client: Any, name: str, version: str, evidence: Evidence, rules: RegistryConfig
 ) -> tuple[Decision, dict[str, str]]:
     with guarded(f"reading the champion of {name}"):
@@ -246,7 +286,8 @@ def apply_decision(
         history.append(version)
     with guarded(f"tagging version {version} of {name}"):
         client.set_model_version_tag(name, version, TAG + "decision", "; ".join(decision.reasons))
-    return decision, move_aliases(client, name, changes, history)
+    decided_on = {rules.champion_alias: champion.version if champion else None}
+    return decision, move_aliases(client, name, changes, history, expect=decided_on)
 
 
 def new_version(
@@ -274,8 +315,16 @@ def new_version(
     return version
 
 
-def register_run(config: RunConfig, run: RunFolder, client: Any | None = None) -> RegistryOutcome:
-    """Log the run, register its chosen artifact, check hashes, move aliases; see module doc."""
+def register_run(
+    config: RunConfig,
+    run: RunFolder,
+    client: Any | None = None,
+    lock: Callable[[str], AbstractContextManager[Any]] | None = None,
+) -> RegistryOutcome:
+    """Log the run, register its chosen artifact, check hashes, move aliases; see module doc.
+
+    ``lock(model name)`` is held around decide-and-move (:func:`apply_decision`).
+    """
     reports = load_reports(run, config.validate)
     required = config.validate.required_targets()
     artifact = choose_artifact(reports, required, config.registry.artifact)
@@ -312,7 +361,7 @@ def register_run(config: RunConfig, run: RunFolder, client: Any | None = None) -
         )
     with guarded(f"completing version {version} of {name}"):
         client.set_model_version_tag(name, version, TAG + "complete", "true")
-    decision, aliases = apply_decision(client, name, version, evidence, config.registry)
+    decision, aliases = apply_decision(client, name, version, evidence, config.registry, lock)
     outcome = RegistryOutcome(
         tracking_uri=uri,
         model_name=name,
@@ -411,7 +460,13 @@ def promote(
         return aliases_of(client, name)
     if current is not None and (not history or history[-1] != current):
         history.append(current)
-    return move_aliases(client, name, {champion_alias: str(version)}, [*history, str(version)])
+    return move_aliases(
+        client,
+        name,
+        {champion_alias: str(version)},
+        [*history, str(version)],
+        expect={champion_alias: current},
+    )
 
 
 def rollback(client: Any, name: str, champion_alias: str = "champion") -> dict[str, str]:
@@ -428,4 +483,6 @@ def rollback(client: Any, name: str, champion_alias: str = "champion") -> dict[s
             f"version {current} is the only {champion_alias} of {name} on record: "
             "nothing to roll back to"
         )
-    return move_aliases(client, name, {champion_alias: history[-1]}, history)
+    return move_aliases(
+        client, name, {champion_alias: history[-1]}, history, expect={champion_alias: current}
+    )

@@ -138,6 +138,11 @@ def board_limit_name(spec: str) -> str:
     return f"onedge-board-{slug(board_of(spec))}"
 
 
+def registry_limit_name(model_name: str) -> str:
+    """The Prefect concurrency limit that serialises decide-and-move for one registered model."""
+    return f"onedge-registry-{slug(model_name)}"
+
+
 def validate_on_target(spec: str, run: RunFolder, cfg: ValidateConfig) -> ValidationReport:
     """Measure and gate every artifact of the run on one target; writes its report.json."""
     if not (run.export / "export.json").is_file():

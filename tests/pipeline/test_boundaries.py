@@ -136,3 +136,119 @@ def test_registry_refuses_a_manifest_name_that_leaves_the_folder(run_copy, tmp_p
         register_run(config, run)
     assert registered_versions(config) == []
     assert not list(tmp_path.rglob("x"))
+
+
+class Interleaving:
+    """An MLflow client that runs ``between`` once, after the decision, before the move."""
+
+    def __init__(self, client, between) -> None:
+        self._client, self.between = client, between
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def set_model_version_tag(self, name, version, key, value):
+        if key == "onedge.decision" and self.between is not None:
+            between, self.between = self.between, None
+            between()
+        return self._client.set_model_version_tag(name, version, key, value)
+
+
+def test_interleaved_registrations_never_crown_the_worse(run_copy, tmp_path):
+    """Case 7: A (+0.02) decides against v1, B (+0.05) registers and moves in between."""
+    from pipeline.errors import ChampionChangedError
+    from tests.pipeline.test_registry import revalidate
+
+    config, run_a = run_copy
+    first = register_run(config, run_a)  # v1, champion
+    run_b = RunFolder(tmp_path / "run-b")
+    shutil.copytree(run_a.root, run_b.root, ignore=lambda d, names: {"registry.json"} & set(names))
+    revalidate(run_a, top1_delta=+0.02)
+    revalidate(run_b, top1_delta=+0.05)
+    client = connect(config.registry.tracking_uri)
+    crowned = {}
+
+    def register_b() -> None:
+        crowned["b"] = register_run(config, run_b)
+
+    with pytest.raises(ChampionChangedError, match="moved from 1 to 3") as info:
+        register_run(config, run_a, client=Interleaving(client, register_b))
+    assert "\n" not in str(info.value)
+    name = config.model_name()
+    b = crowned["b"]
+    assert (first.version, b.version, b.decision.champion) == ("1", "3", True)
+    aliases = {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+    assert aliases["champion"] == "3"  # A, the worse, moved nothing
+    retried = register_run(config, run_a)  # what the task's retry does: decide again
+    assert retried.version == "2" and not retried.decision.champion
+    aliases = {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+    assert aliases["champion"] == "3"
+    history = json.loads(client.get_registered_model(name).tags["onedge.champion_history"])
+    assert history == ["1", "3"]  # rollback goes back to 1, as it should
+
+
+def test_decide_and_move_hold_the_lock(run_copy):
+    """The lock the flow passes (a Prefect concurrency limit) is held around decide-and-move."""
+    config, run = run_copy
+    held = []
+
+    class Lock:
+        def __init__(self, name):
+            self.name = name
+
+        def __enter__(self):
+            held.append(("enter", self.name))
+
+        def __exit__(self, *exc):
+            held.append(("exit", self.name))
+
+    outcome = register_run(config, run, lock=Lock)
+    assert outcome.decision.champion
+    assert held == [("enter", config.model_name()), ("exit", config.model_name())]
+
+
+def test_registration_ran_under_a_one_slot_limit_per_model(pipeline_run):
+    from prefect.client.orchestration import get_client
+
+    name = stages.registry_limit_name(pipeline_run.config.model_name())
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(name)
+    assert limit.limit == 1 and limit.active_slots == 0  # released after the run
+
+
+def test_onedge_run_exits_3_and_the_flow_fails_when_nothing_passes(
+    prefect_server, tmp_path, capsys
+):
+    """Case 13: an impossible latency gate; the report is written, the exit status says so."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    from pipeline.cli import main
+    from tests.pipeline.conftest import pipeline_config
+
+    config = pipeline_config(**{
+        "name": "nothing-passes",
+        "train.epochs": 1,
+        "export.formats": "onnx",
+        "export.precisions": "fp32",
+        "validate.torch_baseline": "false",
+        "validate.gates.max_p99_ms": "{local-cpu: 0.000001}",
+    })  # fmt: skip
+    config_file = tmp_path / "impossible.yaml"
+    config_file.write_text(dump_config(config))
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config_file), "--out", str(out), "--set", "x=1"]) == 2
+    status = main(["run", "--config", str(config_file), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert status == 3, captured.err[-2000:]
+    assert "no artifact passed the gates of every required target (local-cpu)" in captured.err
+    assert (out / "report.md").is_file() and (out / "registry.json").is_file()
+    registered = json.loads((out / "registry.json").read_text())
+    assert registered["decision"]["champion"] is False and registered["aliases"] == {}
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["edge-pipeline"])), limit=200
+        )
+    (mine,) = [r for r in runs if str(out) in json.dumps(r.parameters, default=str)]
+    assert mine.state.type.value == "FAILED"
+    assert "no artifact passed" in (mine.state.message or "")

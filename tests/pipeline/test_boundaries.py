@@ -216,39 +216,31 @@ def test_registration_ran_under_a_one_slot_limit_per_model(pipeline_run):
     assert limit.limit == 1 and limit.active_slots == 0  # released after the run
 
 
-def test_onedge_run_exits_3_and_the_flow_fails_when_nothing_passes(
-    prefect_server, tmp_path, capsys
-):
-    """Case 13: an impossible latency gate; the report is written, the exit status says so."""
+def test_a_failing_board_gives_its_slot_back(run_copy, tmp_path):
+    """Case 4: whatever way a board fails, the validate task ends and its slot is free again."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
-    from pipeline.cli import main
-    from tests.pipeline.conftest import pipeline_config
+    from pipeline import flows
+    from targets.errors import TargetUnreachableError
+    from tests.targets.sshd_server import free_port
 
-    config = pipeline_config(**{
-        "name": "nothing-passes",
-        "train.epochs": 1,
-        "export.formats": "onnx",
-        "export.precisions": "fp32",
-        "validate.torch_baseline": "false",
-        "validate.gates.max_p99_ms": "{local-cpu: 0.000001}",
-    })  # fmt: skip
-    config_file = tmp_path / "impossible.yaml"
-    config_file.write_text(dump_config(config))
-    out = tmp_path / "run"
-    assert main(["run", "--config", str(config_file), "--out", str(out), "--set", "x=1"]) == 2
-    status = main(["run", "--config", str(config_file), "--out", str(out)])
-    captured = capsys.readouterr()
-    assert status == 3, captured.err[-2000:]
-    assert "no artifact passed the gates of every required target (local-cpu)" in captured.err
-    assert (out / "report.md").is_file() and (out / "registry.json").is_file()
-    registered = json.loads((out / "registry.json").read_text())
-    assert registered["decision"]["champion"] is False and registered["aliases"] == {}
+    config, run = run_copy
+    spec = f"ssh://nobody@127.0.0.1:{free_port()}"
+    (tmp_path / "known_hosts").write_text("")
+    config = config.model_copy(deep=True)
+    config.validate = config.validate.model_copy(
+        update={
+            "targets": [spec],
+            "boards": {spec: {"known_hosts": str(tmp_path / "known_hosts")}},
+            "retries": 0,
+            "torch_baseline": False,
+            "settings": config.validate.settings.model_copy(
+                update={"retries": 0, "connect_timeout_s": 2.0}
+            ),
+        }
+    )
+    with pytest.raises(TargetUnreachableError):
+        flows.validate_flow(config, run.root)
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["edge-pipeline"])), limit=200
-        )
-    (mine,) = [r for r in runs if str(out) in json.dumps(r.parameters, default=str)]
-    assert mine.state.type.value == "FAILED"
-    assert "no artifact passed" in (mine.state.message or "")
+        limit = client.read_global_concurrency_limit_by_name(stages.board_limit_name(spec))
+    assert limit.limit == 1 and limit.active_slots == 0

@@ -34,7 +34,8 @@ from targets.base import ValidationReport
 from targets.errors import TargetTimeoutError, TargetUnreachableError
 from training.config import TrainingConfig
 from training.files import sha256_file
-from training.trainer import TrainResult, train
+from training.stages import method_stages, run_stage, stage_dir, summarise_run, upstream_files
+from training.trainer import TrainResult
 
 LOCAL_BOARD = "local-cpu"
 TRANSIENT = (TargetUnreachableError, TargetTimeoutError, ModelRegistryUnavailableError)
@@ -72,25 +73,46 @@ def ensure_board_limits(names: list[str]) -> None:
                     )
 
 
-@task(name="train", cache_policy=NO_CACHE, persist_result=False)
-def train_task(config: TrainingConfig, out_dir: Path, cache_dir: Path) -> TrainResult:
-    """Train, unless ``cache_dir`` holds a record of this config, code and checkpoint."""
-    key = cache.cache_key("train", {"config": config.model_dump(mode="json"), "out": str(out_dir)})
-    hit = cache.load_result(cache_dir, "train", key, TrainResult)
+@task(name="train-stage", cache_policy=NO_CACHE, persist_result=False)
+def stage_task(config: TrainingConfig, stage: str, run_dir: Path, cache_dir: Path) -> TrainResult:
+    """One stage of the method's recipe, unless ``cache_dir`` holds a record of it.
+
+    The key is the stage's own config (a teacher stage's holds nothing of the student), the
+    sha256 of the checkpoints it reads (teachers, the stage it starts from, other inputs), where
+    it writes, and the code (:func:`pipeline.cache.cache_key`): a second run with another student
+    setting finds the teacher's record and trains only the student.
+    """
+    specs = method_stages(config)
+    index = [s.name for s in specs].index(stage)
+    spec, final = specs[index], index == len(specs) - 1
+    out_dir = stage_dir(run_dir, spec.name, final)
+    upstream = {role: sha256_file(p) for role, p in upstream_files(spec, run_dir).items()}
+    inputs = {
+        "config": spec.config.model_dump(mode="json"),
+        "run": spec.run,
+        "upstream": upstream,
+        "out": str(out_dir),
+    }
+    record = f"train-{spec.name}"
+    key = cache.cache_key(record, inputs)
+    hit = cache.load_result(cache_dir, record, key, TrainResult)
     if hit is not None:
-        get_run_logger().info(f"reusing the training in {out_dir} (cache record in {cache_dir})")
+        get_run_logger().info(
+            f"reusing stage {spec.name} in {out_dir} (cache record in {cache_dir})"
+        )
         return hit
+    c = spec.config
     get_run_logger().info(
-        f"training {config.model.name} x{config.model.branches} with {config.method.name} on "
-        f"{config.data.name} for {config.train.epochs} epochs -> {out_dir}"
+        f"stage {spec.name}: {c.model.name} x{c.model.branches} with {c.method.name} on "
+        f"{c.data.name} for {c.train.epochs} epochs -> {out_dir}"
     )
-    result = train(config, out_dir)
+    result = run_stage(spec, run_dir, final)
     m = result.metrics
     get_run_logger().info(
-        f"trained: deployed branch {m.get('deployed_branch')} at "
-        f"{100 * m.get('deployed_top1', 0):.2f}% test top-1"
+        f"stage {spec.name} trained: "
+        + (f"{100 * m['deployed_top1']:.2f}% test top-1" if m.get("deployed_top1") else "done")
     )
-    cache.store_result(cache_dir, "train", key, result, TrainResult, [result.checkpoint])
+    cache.store_result(cache_dir, record, key, result, TrainResult, [result.checkpoint])
     return result
 
 
@@ -187,8 +209,15 @@ def attach_report_task(outcome: RegistryOutcome, files: list[Path]) -> None:
 def train_flow(
     config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
 ) -> TrainResult:
+    """Every stage of the method, each its own cached task; the student's metrics summarise them."""
     cfg, run = stages.open_run(config, out_dir, overrides)
-    return train_task(cfg.training_config(), run.train, run.cache)
+    training = cfg.training_config()
+    specs = method_stages(training)
+    for spec in specs:
+        named = stage_task.with_options(task_run_name=f"train-{spec.name}")
+        result = named(training, spec.name, run.train, run.cache)
+    result.metrics = summarise_run(specs, run.train, result.metrics)
+    return result
 
 
 @flow(name="export")

@@ -76,7 +76,7 @@ def pipeline_run(prefect_server, tmp_path_factory) -> PipelineRun:
     config = pipeline_config()
     out = tmp_path_factory.mktemp("pipeline") / "digits-one"
     calls = {"train": 0, "export": 0, "validate": 0}
-    real_train, real_export = flows.train, flows.export_checkpoint
+    real_train, real_export = flows.run_stage, flows.export_checkpoint
     real_validate = stages.validate_on_target
 
     def counted_train(*args, **kwargs):
@@ -95,7 +95,7 @@ def pipeline_run(prefect_server, tmp_path_factory) -> PipelineRun:
 
     seconds = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(flows, "train", counted_train)
+        mp.setattr(flows, "run_stage", counted_train)
         mp.setattr(flows, "export_checkpoint", counted_export)
         mp.setattr(stages, "validate_on_target", failing_once)
         start = time.perf_counter()

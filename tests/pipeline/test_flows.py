@@ -34,7 +34,7 @@ def test_cache_holds_json_records_only(pipeline_run):
     from pipeline.cache import CacheRecord
 
     folder = RunFolder(pipeline_run.out).cache
-    assert sorted(p.name for p in folder.iterdir()) == ["export.json", "train.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["export.json", "train-main.json"]
     for path in folder.iterdir():
         record = CacheRecord.model_validate_json(path.read_text())
         assert record.task == path.stem and all(Path(f).is_file() for f in record.files)

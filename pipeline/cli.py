@@ -48,15 +48,18 @@ def train(
         bool, typer.Option(help="go on at the stage and epoch where OUT stopped")
     ] = False,
 ) -> None:
-    """Train a multi-branch model (ONE or a baseline) and write checkpoint, metrics and curves."""
+    """Train every stage of the method (teachers first) and write checkpoint, metrics and curves."""
     from pipeline.config import load_config
+    from training.stages import method_stages
     from training.trainer import train as run_training
 
     cfg = load_config(config, overrides).training_config()
+    specs = method_stages(cfg)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 speaks
         console.print(
             f"[bold]training[/] {cfg.model.name} x{cfg.model.branches} with [bold]{cfg.method.name}[/] "
             f"on {cfg.data.name} for {cfg.train.epochs} epochs -> {out}"
+            + (f" (stages: {', '.join(s.name for s in specs)})" if len(specs) > 1 else "")
         )
     result = run_training(cfg, out, resume=resume)
     if result.metrics:

@@ -66,6 +66,7 @@ class ArtifactFiles:
     run: Runner
     evaluated_with: str
     extra: dict[str, Any] = field(default_factory=dict)
+    static_batch: int | None = None  # None: the batch axis is dynamic
 
 
 class ExportBackend:
@@ -73,9 +74,16 @@ class ExportBackend:
 
     name: str = ""
     precisions: tuple[str, ...] = ()
+    static_batch1: bool = False  # offers a static-shape batch-1 variant (``build_static``)
 
     def build(self, ctx: ExportContext, precision: str, folder: Path) -> ArtifactFiles:
         raise NotImplementedError  # pragma: no cover - abstract
+
+    def build_static(
+        self, ctx: ExportContext, precision: str, source: Path, folder: Path
+    ) -> ArtifactFiles:
+        """The artifact in ``source`` (this format, dynamic batch) with its input fixed to batch 1."""
+        raise NotImplementedError  # pragma: no cover - only where static_batch1 is True
 
 
 BACKENDS: Registry[type[ExportBackend]] = Registry("export format")
@@ -153,6 +161,7 @@ class OpenVinoBackend(ExportBackend):
 
     name = "openvino"
     precisions = ("fp32", "fp16", "int8")
+    static_batch1 = True  # measured: 20-30% lower batch-1 latency than the dynamic IR
 
     def build(self, ctx: ExportContext, precision: str, folder: Path) -> ArtifactFiles:
         from export.openvino import compile_openvino, onnx_to_openvino, run_openvino
@@ -178,6 +187,23 @@ class OpenVinoBackend(ExportBackend):
             lambda images: run_openvino(compiled, images),
             "openvino-cpu (INFERENCE_PRECISION_HINT=f32)",
             {"openvino": facts},
+        )
+
+    def build_static(
+        self, ctx: ExportContext, precision: str, source: Path, folder: Path
+    ) -> ArtifactFiles:
+        from export.openvino import compile_openvino, reshape_static, run_openvino
+
+        xml = folder / "model.xml"
+        shape = reshape_static(source / "model.xml", xml, batch=1)
+        compiled = compile_openvino(xml, ctx.threads, exact_f32=True, latency=True)
+        return ArtifactFiles(
+            ["model.xml", "model.bin"],
+            "model.xml",
+            lambda images: run_openvino(compiled, images, batch_size=1),
+            "openvino-cpu (INFERENCE_PRECISION_HINT=f32), batch 1",
+            {"openvino": {"precision": precision, "static_shape": shape, "from": source.name}},
+            static_batch=1,
         )
 
 

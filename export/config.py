@@ -115,10 +115,15 @@ class ExportConfig(Section):
     input_layout: Literal["NCHW", "NHWC"] = Field(
         "NCHW", description="layout of the raw input when the preprocessing is embedded"
     )
+    static_batch1: list[str] = Field(
+        default_factory=lambda: ["openvino"],
+        description="formats that also get a latency artifact with a static [1, C, H, W] input "
+        "(<format>-<precision>-b1) beside the dynamic-batch one, when they are exported",
+    )
     threads: int | None = Field(None, gt=0, description="CPU threads for checks and timing")
     eval_limit: int | None = Field(None, gt=0, description="cap on test images in eval.npz")
 
-    @field_validator("formats", "precisions", mode="before")
+    @field_validator("formats", "precisions", "static_batch1", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return _split_csv(value)
@@ -146,6 +151,11 @@ class ExportConfig(Section):
         if self.branch is not None and self.branches != "deployed":
             raise ValueError("set either branch (one student) or branches, not both")
         return self
+
+    @field_validator("static_batch1")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(name.strip().lower() for name in value if name.strip()))
 
     @field_validator("formats", "precisions")
     @classmethod

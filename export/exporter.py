@@ -2,6 +2,8 @@
 
 DIR/torch-fp32/      student.pt2 (torch.export) + manifest.json
 DIR/<format>-<prec>/ model files + manifest.json, for every requested format and precision
+DIR/<format>-<prec>-b1/  the same model with a static [1, C, H, W] input, for the formats in
+                     ``static_batch1`` (batch-1 latency; the dynamic one serves batches)
 DIR/eval.npz         test split (images, labels) and the PyTorch FP32 student's reference_logits
                      (``reference_logits_b<k>`` per exported branch k)
 DIR/export.json      the student's cost, calibration facts, and every artifact's parity/accuracy
@@ -97,6 +99,17 @@ def plan_artifacts(settings: ExportConfig) -> list[tuple[str, str]]:
     if bad:
         raise ConfigError(
             f"unknown precision {', '.join(map(repr, bad))}; known: {', '.join(PRECISIONS)}"
+        )
+    static = [
+        name
+        for name in settings.static_batch1
+        if name not in BACKENDS or not BACKENDS.get(name).static_batch1
+    ]
+    if static:
+        offering = [n for n in BACKENDS.names() if BACKENDS.get(n).static_batch1]
+        raise ConfigError(
+            f"export.static_batch1: {', '.join(map(repr, static))} has no static batch-1 "
+            f"variant; formats that have one: {', '.join(offering)}"
         )
     plan = []
     for name in settings.formats:
@@ -259,25 +272,37 @@ def _build_export(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> Ex
                 settings, student, work, onnx_fp32, calibration, validation, contract
             )
             for fmt, precision in plan:
-                folder = _fresh(out_dir / f"{prefix}{fmt}-{precision}")
-                try:
-                    built = BACKENDS.get(fmt)().build(ctx, precision, folder)
-                    record = _measure_and_record(
-                        fmt,
-                        precision,
-                        folder,
-                        built,
-                        student,
-                        settings,
-                        config,
-                        contract,
-                        calibration=(cal.inputs, calibration_reference),
-                        test=(test.inputs, test_labels, reference, reference_top1),
+                backend = BACKENDS.get(fmt)()
+                dynamic = out_dir / f"{prefix}{fmt}-{precision}"
+                builds = [(dynamic, lambda f, b=backend, p=precision, c=ctx: b.build(c, p, f))]
+                if fmt in settings.static_batch1:
+                    builds.append(
+                        (
+                            out_dir / f"{prefix}{fmt}-{precision}-b1",
+                            lambda f, b=backend, p=precision, d=dynamic, c=ctx: b.build_static(
+                                c, p, d, f
+                            ),
+                        )
                     )
-                except BaseException:
-                    shutil.rmtree(folder, ignore_errors=True)  # no half-written artifact stays
-                    raise
-                records.append(record)
+                for target, build in builds:
+                    folder = _fresh(target)
+                    try:
+                        record = _measure_and_record(
+                            fmt,
+                            precision,
+                            folder,
+                            build(folder),
+                            student,
+                            settings,
+                            config,
+                            contract,
+                            calibration=(cal.inputs, calibration_reference),
+                            test=(test.inputs, test_labels, reference, reference_top1),
+                        )
+                    except BaseException:
+                        shutil.rmtree(folder, ignore_errors=True)  # no half-written artifact stays
+                        raise
+                    records.append(record)
             summaries.append(
                 {
                     **student.summary(),
@@ -417,6 +442,11 @@ def _measure_and_record(
         "parity": parity_figures,
         "test": test_figures,
     }
+    inputs, batch = input_spec(student.spec, contract), -1
+    if built.static_batch is not None:  # the manifest says which shape the artifact takes
+        batch = built.static_batch
+        inputs.shape = [batch, *inputs.shape[1:]]
+        extra["static_batch"] = batch
     manifest = build_manifest(
         folder,
         built.files,
@@ -424,8 +454,8 @@ def _measure_and_record(
         name=f"{student.spec.name}-branch{student.branch}-{fmt}-{precision}",
         format=fmt,
         precision=precision,
-        input=input_spec(student.spec, contract),
-        output=OutputSpec(shape=[-1, student.spec.num_classes]),
+        input=inputs,
+        output=OutputSpec(shape=[batch, student.spec.num_classes]),
         class_names=list(student.spec.class_names),
         source_checkpoint_sha256=student.checkpoint_sha256,
         branch=student.branch,

@@ -69,6 +69,7 @@ class ValidationSettings(Model):
     throughput_calls: int = Field(20, ge=1)
     batch_size: int = Field(32, ge=1)
     threads: int | None = Field(None, gt=0)
+    streams: int = Field(1, ge=1, description="OpenVINO CPU streams (one: latency)")
     eval_limit: int | None = Field(None, gt=0, description="first N eval images (fixed subset)")
     connect_timeout_s: float = Field(15.0, gt=0.0)
     command_timeout_s: float = Field(900.0, gt=0.0, description="bound of one remote command")
@@ -87,6 +88,7 @@ class ValidationSettings(Model):
             "--timed-calls", str(self.timed_calls),
             "--throughput-calls", str(self.throughput_calls),
             "--batch-size", str(self.batch_size),
+            "--streams", str(self.streams),
         ]  # fmt: skip
         if self.threads:
             args += ["--threads", str(self.threads)]
@@ -126,7 +128,8 @@ class ArtifactResult(Model):
     latency_calls: int | None = None
     throughput: float | None = Field(None, description="images per second at throughput_batch")
     throughput_batch: int | None = None
-    threads: int | None = None
+    threads: int | None = Field(None, description="threads the runtime used (read back from it)")
+    streams: int | None = None
     peak_rss_mb: float | None = None
     size_mb: float | None = None
     input_shape: list[int] | None = None

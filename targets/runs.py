@@ -156,6 +156,7 @@ class RunnerReport(BaseModel):
     throughput: Positive | None = None
     throughput_batch: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)
+    streams: int | None = Field(None, ge=1)
     peak_rss_mb: float | None = Field(None, ge=0.0)
     size_mb: float | None = Field(None, ge=0.0)
     input_shape: list[Annotated[int, Field(ge=1)]] | None = None
@@ -215,6 +216,7 @@ def result_from_runner(
         throughput=checked.throughput,
         throughput_batch=checked.throughput_batch,
         threads=checked.threads,
+        streams=checked.streams,
         peak_rss_mb=checked.peak_rss_mb,
         size_mb=checked.size_mb,
         input_shape=checked.input_shape,

@@ -44,6 +44,17 @@ def test_unknown_names_list_the_known_ones(settings: dict, message: str) -> None
     assert str(info.value) == message
 
 
+def test_static_batch1_only_where_a_backend_offers_it() -> None:
+    assert ExportConfig().static_batch1 == ["openvino"]
+    assert ExportConfig(static_batch1="OpenVINO, ").static_batch1 == ["openvino"]
+    with pytest.raises(ConfigError) as info:
+        plan_artifacts(ExportConfig(static_batch1="onnx,tflite"))
+    assert str(info.value) == (
+        "export.static_batch1: 'onnx', 'tflite' has no static batch-1 variant; formats that have "
+        "one: openvino"
+    )
+
+
 def test_empty_lists_are_refused() -> None:
     with pytest.raises(ValidationError):
         ExportConfig(formats="")

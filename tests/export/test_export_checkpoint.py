@@ -24,7 +24,12 @@ from training.checkpoint import read_checkpoint, save_checkpoint
 from training.errors import CheckpointError, ConfigError, DataError
 
 FAST_ORT = {"candidates": "qdq-u8s8,qoperator-u8s8", "timing_seconds": 0.2}
-EXPECTED = [f"{f}-{p}" for f in ("onnx", "openvino", "tensorrt") for p in ("fp32", "fp16", "int8")]
+PRECISIONS = ("fp32", "fp16", "int8")
+EXPECTED = [
+    *(f"onnx-{p}" for p in PRECISIONS),
+    *(name for p in PRECISIONS for name in (f"openvino-{p}", f"openvino-{p}-b1")),
+    *(f"tensorrt-{p}" for p in PRECISIONS),
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,8 @@ def test_every_artifact_folder_verifies(exported: ExportResult, digits_checkpoin
     for name in ["torch-fp32", *EXPECTED]:
         manifest = verify_artifact(exported.out_dir / name)
         assert manifest.input.name == "input" and manifest.output.name == "logits"
-        assert manifest.input.shape[0] == -1 and manifest.input.shape[1:] == [1, 8, 8]
+        batch = 1 if name.endswith("-b1") else -1  # the manifest says which shape it takes
+        assert manifest.input.shape == [batch, 1, 8, 8] and manifest.output.shape == [batch, 10]
         assert manifest.class_names == [str(d) for d in range(10)]
         assert manifest.source_checkpoint_sha256 == checkpoint_sha
         assert manifest.versions["torch"] == torch.__version__
@@ -83,6 +89,25 @@ def test_export_json_lists_artifacts_with_figures(exported: ExportResult) -> Non
     assert student["student"]["parameters"] < student["multi_branch_network"]["parameters"]
     assert student["student"]["macs"] < student["multi_branch_network"]["macs"]
     assert document["calibration"]["images"] > 0
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_static_batch1_openvino_is_the_same_model(exported: ExportResult, precision: str) -> None:
+    import openvino as ov
+
+    dynamic = exported.artifact(f"openvino-{precision}")
+    static = exported.artifact(f"openvino-{precision}-b1")
+    shape = ov.Core().read_model(exported.out_dir / static.folder / "model.xml").input(0).shape
+    assert list(shape) == [1, 1, 8, 8]
+    assert static.extra["openvino"]["static_shape"] == [1, 1, 8, 8]
+    assert read_manifest(exported.out_dir / static.folder).extra["static_batch"] == 1
+    # same weights: the same test logits, so the same figures
+    assert static.test["top1"] == dynamic.test["top1"]
+    assert static.test["max_abs_diff"] == pytest.approx(dynamic.test["max_abs_diff"], abs=1e-4)
+    data = np.load(exported.eval_file)
+    compiled = compile_openvino(exported.out_dir / static.folder / "model.xml", exact_f32=True)
+    with pytest.raises(RuntimeError):  # the static artifact takes batch 1 only
+        run_openvino(compiled, data["images"][:4], batch_size=4)
 
 
 def test_int8_artifacts(exported: ExportResult) -> None:
@@ -208,6 +233,7 @@ def test_accuracy_controlled_openvino_int8(digits_checkpoint: Path, tmp_path: Pa
         "notes",
         "onnx-fp32",
         "openvino-int8",
+        "openvino-int8-b1",
         "torch-fp32",
     ]
     assert (tmp_path / "onnx-fp32" / "manifest.json").read_text() == "{}"  # never touched

@@ -9,7 +9,7 @@ import pytest
 
 from export.errors import ExportError, OnnxModelError
 from export.onnx import torch_logits
-from export.openvino import compile_openvino, onnx_to_openvino, run_openvino
+from export.openvino import compile_openvino, onnx_to_openvino, reshape_static, run_openvino
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +74,33 @@ def test_running_leaves_the_images_untouched(irs: dict[str, Path], images: np.nd
         run_openvino(compiled, data, batch_size=batch)
         run_openvino(compile_openvino(irs["fp32"], threads=1), data, batch_size=batch)
     assert np.array_equal(data, images)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_reshape_static_fixes_batch_one(
+    irs: dict[str, Path], images: np.ndarray, tmp_path: Path, precision: str
+) -> None:
+    xml = tmp_path / "static.xml"
+    assert reshape_static(irs[precision], xml) == [1, 1, 12, 12]
+    static = compile_openvino(xml, threads=1)
+    dynamic = compile_openvino(irs[precision], threads=1)
+    assert list(static.input(0).shape) == [1, 1, 12, 12]
+    size, before = (
+        xml.with_suffix(".bin").stat().st_size,
+        irs[precision].with_suffix(".bin").stat().st_size,
+    )
+    assert abs(size - before) < 0.1 * before  # the weights as stored (a few shape constants more)
+    got = run_openvino(static, images[:8], batch_size=1)
+    assert np.abs(got - run_openvino(dynamic, images[:8])).max() <= 1e-4
+    with pytest.raises(RuntimeError):
+        run_openvino(static, images[:2], batch_size=2)
+
+
+def test_reshape_static_needs_fixed_image_dims(tmp_path: Path) -> None:
+    import openvino as ov
+
+    param = ov.opset13.parameter([-1, 1, -1, -1], ov.Type.f32, name="input")
+    model = ov.Model([ov.opset13.relu(param)], [param])
+    ov.save_model(model, str(tmp_path / "dyn.xml"))
+    with pytest.raises(ExportError, match="only the batch axis may be dynamic"):
+        reshape_static(tmp_path / "dyn.xml", tmp_path / "static.xml")

@@ -181,3 +181,85 @@ def test_build_settings_the_tensorrt_lacks_are_reported() -> None:
     assert runner.ignored_build_settings(old, level) == ["builder_optimization_level"]
     assert runner.ignored_build_settings(new, level) == []
     assert runner.ignored_build_settings(old, {}) == []
+
+
+def open_backend(export_dir: Path, artifact: str, backend: str, *extra: str):
+    args = runner.parse_args(
+        ["--artifact", "-", "--data", "-", "--backend", backend, "--threads", "1", *extra]
+    )
+    manifest = runner.check_artifact(str(export_dir / artifact), None)
+    return runner.BACKENDS[backend](str(export_dir / artifact), manifest, args)
+
+
+@pytest.mark.parametrize(
+    ("artifact", "backend"), [("onnx-fp32", "onnxruntime"), ("openvino-fp32", "openvino")]
+)
+def test_thin_call_path_binds_inputs_and_outputs_once(
+    export_dir: Path, artifact: str, backend: str
+) -> None:
+    import numpy as np
+
+    engine = open_backend(export_dir, artifact, backend)
+    images = np.load(export_dir / "eval.npz")["images"]
+    for batch in (1, 5):
+        x = np.ascontiguousarray(images[:batch])
+        handle = engine.prepare(x)
+        assert engine.run(handle) is None  # the timed call returns nothing, builds nothing
+        np.testing.assert_allclose(engine.output(handle), engine(x), atol=1e-5)
+        # zero-copy input: the bound tensor is the caller's array, so changing it in place
+        # changes what the next run computes, with no new binding
+        x[:] = images[10 : 10 + batch]
+        engine.run(handle)
+        np.testing.assert_allclose(
+            engine.output(handle), engine(images[10 : 10 + batch]), atol=1e-5
+        )
+        assert engine.output(handle) is not engine.output(handle)  # callers get copies
+
+
+def test_openvino_threads_and_streams_come_from_the_settings(export_dir: Path) -> None:
+    engine = open_backend(export_dir, "openvino-fp32", "openvino", "--streams", "1")
+    assert engine.threads == 1 and engine.streams == 1
+    # what benchmark_app -hint none -nstreams 1 -nthreads 1 sets: no hint, explicit values
+    assert engine.info["config"] == {
+        "NUM_STREAMS": 1,
+        "INFERENCE_PRECISION_HINT": "f32",
+        "INFERENCE_NUM_THREADS": 1,
+    }
+    code, report = run_runner(
+        "--artifact", str(export_dir / "openvino-fp32"), "--data", str(export_dir / "eval.npz"),
+        "--backend", "openvino", "--threads", "1", "--streams", "1", *FAST,
+    )  # fmt: skip
+    assert code == 0 and report["threads"] == 1 and report["streams"] == 1
+
+
+def test_timed_loop_times_only_the_call() -> None:
+    seen = []
+    times, wall = runner.timed_loop(seen.append, ["a", "b", "c"], seconds=0.0, calls=7)
+    assert seen == ["a", "b", "c", "a", "b", "c", "a"] and len(times) == 7
+    assert 0 <= sum(times) <= wall
+
+
+def test_static_batch1_artifact_is_timed_at_batch_one(export_copy: Path) -> None:
+    from export.manifest import build_manifest, write_manifest
+    from export.openvino import reshape_static
+
+    source, folder = export_copy / "openvino-fp32", export_copy / "openvino-fp32-b1"
+    folder.mkdir()
+    assert reshape_static(source / "model.xml", folder / "model.xml") == [1, 1, 8, 8]
+    fields = read_manifest(source).model_dump(exclude={"files", "sha256", "model_file"})
+    fields["input"]["shape"], fields["output"]["shape"] = [1, 1, 8, 8], [1, 10]
+    write_manifest(
+        folder, build_manifest(folder, ["model.xml", "model.bin"], "model.xml", **fields)
+    )
+    reports = {}
+    for name in ("openvino-fp32", "openvino-fp32-b1"):
+        code, reports[name] = run_runner(
+            "--artifact", str(export_copy / name), "--data", str(export_copy / "eval.npz"),
+            "--backend", "openvino", "--threads", "1", "--batch-size", "32", *FAST,
+        )  # fmt: skip
+        assert code == 0, reports[name]
+    static, dynamic = reports["openvino-fp32-b1"], reports["openvino-fp32"]
+    assert static["input_shape"] == [1, 1, 8, 8] and static["throughput_batch"] == 1
+    assert dynamic["throughput_batch"] == 32
+    assert static["top1"] == dynamic["top1"] and static["eval_size"] == dynamic["eval_size"]
+    assert static["max_abs_diff"] == pytest.approx(dynamic["max_abs_diff"], abs=1e-5)

@@ -221,6 +221,9 @@ def run(config: ConfigOpt, out: OutOpt, overrides: SetOpt = None) -> None:
     """
     # The temporary server would report usage to Prefect; a user may turn it back on.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from pipeline.timings import mark_called, start_prefect_server
+
+    server = start_prefect_server()  # starts while torch and the flows are imported
     from pipeline.config import load_config
     from pipeline.errors import NothingPassedError
     from pipeline.flows import edge_pipeline
@@ -232,6 +235,9 @@ def run(config: ConfigOpt, out: OutOpt, overrides: SetOpt = None) -> None:
         f"{cfg.train.epochs} epochs; targets {', '.join(cfg.validate.targets)} -> {out}"
     )
     start = time.perf_counter()
+    mark_called()
+    if server is not None:
+        server.join()  # the flow must not reach the server before it answers
     wide = console if console.is_terminal else Console(width=max(console.width, 140))
     try:
         result = edge_pipeline(cfg, out)

@@ -29,7 +29,8 @@ from pipeline import cache, stages
 from pipeline.config import RunConfig, ValidateConfig
 from pipeline.errors import ModelRegistryUnavailableError, NothingPassedError, PipelineError
 from pipeline.registry import RegistryOutcome
-from pipeline.report import ArtifactRow, artifact_rows, write_report
+from pipeline.report import ArtifactRow, artifact_rows, write_report, write_timings
+from pipeline.timings import StageTimes, Stopwatch
 from targets.base import ValidationReport
 from targets.errors import TargetTimeoutError, TargetUnreachableError
 from training.config import TrainingConfig
@@ -187,8 +188,10 @@ def register_task(config: RunConfig, out_dir: Path) -> RegistryOutcome:
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report_task(config: RunConfig, out_dir: Path) -> list[ArtifactRow]:
-    files = write_report(config, stages.RunFolder(out_dir))
+def report_task(
+    config: RunConfig, out_dir: Path, timings: StageTimes | None = None
+) -> list[ArtifactRow]:
+    files = write_report(config, stages.RunFolder(out_dir), timings)
     create_markdown_artifact(
         key=f"report-{stages.slug(config.name)}",
         markdown=files.ui_markdown,  # plots embedded: the UI cannot fetch files beside it
@@ -284,6 +287,7 @@ class PipelineResult(BaseModel):
     report_html: Path
     rows: list[ArtifactRow]
     registry: RegistryOutcome | None = None
+    timings: StageTimes | None = None
 
 
 @flow(name="edge-pipeline")
@@ -293,25 +297,38 @@ def edge_pipeline(
     """The whole chain on one config; ends with the report (also a Prefect artifact).
 
     Raises :class:`NothingPassedError` (the flow ends Failed) when no artifact passed the gates
-    of every required target; the report is written and the run registered first.
+    of every required target; the report is written and the run registered first. Every stage
+    is timed (``report.json`` and the report, :mod:`pipeline.timings`).
     """
+    clock = Stopwatch()
     cfg, run = stages.open_run(config, out_dir, overrides)
-    train_flow(cfg, run.root)
-    export_flow(cfg, run.root)
-    validate_flow(cfg, run.root)
-    outcome = promote_flow(cfg, run.root) if cfg.registry.enabled else None
-    rows = report_task(cfg, run.root)
+    with clock.stage("train"):
+        train_flow(cfg, run.root)
+    with clock.stage("export"):
+        export_flow(cfg, run.root)
+    with clock.stage("validate"):
+        validate_flow(cfg, run.root)
+    outcome = None
+    if cfg.registry.enabled:
+        with clock.stage("register"):
+            outcome = promote_flow(cfg, run.root)
+    with clock.stage("report"):
+        rows = report_task(cfg, run.root, clock.snapshot())
     if outcome is not None:
         r = cfg.registry
-        attach_report_task.with_options(retries=r.retries, retry_delay_seconds=r.retry_delay_s)(
-            outcome, [run.report_md, run.report_html]
-        )
+        with clock.stage("attach-report"):
+            attach_report_task.with_options(retries=r.retries, retry_delay_seconds=r.retry_delay_s)(
+                outcome, [run.report_md, run.report_html]
+            )
+    timings = clock.snapshot()
+    write_timings(run, timings)  # report.json gets the report's own time and the total too
     result = PipelineResult(
         out_dir=run.root,
         report_md=run.report_md,
         report_html=run.report_html,
         rows=rows,
         registry=outcome,
+        timings=timings,
     )
     if not passed_everywhere(cfg, run):  # the flow ends Failed, saying why
         required = ", ".join(cfg.validate.required_targets())

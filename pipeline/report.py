@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from pipeline.config import RunConfig
 from pipeline.registry import RegistryOutcome
 from pipeline.stages import RunFolder, TorchBaseline, load_baseline, load_reports, read_json
+from pipeline.timings import StageTimes
 from targets.base import ArtifactResult, ValidationReport
 from targets.table import machine_line
 
@@ -171,7 +173,9 @@ class ReportFiles:
 Block = tuple  # ("h1"|"h2"|"p"|"list"|"table"|"img", ...)
 
 
-def build_blocks(config: RunConfig, run: RunFolder) -> tuple[list[Block], list[ArtifactRow]]:
+def build_blocks(
+    config: RunConfig, run: RunFolder, timings: StageTimes | None = None
+) -> tuple[list[Block], list[ArtifactRow]]:
     metrics = read_json(run.train / "metrics.json", "training")
     exported = read_json(run.export / "export.json", "export")
     reports = load_reports(run, config.validate)
@@ -225,6 +229,12 @@ def build_blocks(config: RunConfig, run: RunFolder) -> tuple[list[Block], list[A
                   "both timed on this CPU in one run, one after the other.")
         )  # fmt: skip
     blocks += [("h2", "Registry"), ("list", registry_lines(outcome))]
+    if timings is not None:
+        blocks += [
+            ("h2", "Where the time went"),
+            ("list", timings.lines()),
+            ("p", "Seconds up to this report; report.json adds the report's own time."),
+        ]
     return blocks, rows
 
 
@@ -336,11 +346,27 @@ def to_html(blocks: list[Block], title: str) -> str:
     )
 
 
-def write_report(config: RunConfig, run: RunFolder) -> ReportFiles:
-    """Write ``report.md``, ``report.html`` and the plot into the run folder."""
-    blocks, rows = build_blocks(config, run)
+def write_report(
+    config: RunConfig, run: RunFolder, timings: StageTimes | None = None
+) -> ReportFiles:
+    """Write ``report.md``, ``report.html``, ``report.json`` and the plot into the run folder.
+
+    ``report.json`` holds the rows of the tables and, when given, the stage timings.
+    """
+    blocks, rows = build_blocks(config, run, timings)
     markdown = to_markdown(blocks, run.root)
     run.report_md.write_text(markdown)
     run.report_html.write_text(to_html(blocks, f"onedge run: {config.name}"))
+    document = {"rows": [row.model_dump(mode="json") for row in rows], "timings": None}
+    run.report_json.write_text(json.dumps(document, indent=2))
+    if timings is not None:
+        write_timings(run, timings)
     ui_markdown = to_markdown(blocks, run.root, embed_images=True)
     return ReportFiles(markdown, ui_markdown, run.report_md, run.report_html, rows)
+
+
+def write_timings(run: RunFolder, timings: StageTimes) -> None:
+    """Put ``timings`` (each stage, Prefect, MLflow, shares) into ``report.json``."""
+    document = json.loads(run.report_json.read_text()) if run.report_json.is_file() else {}
+    document["timings"] = {**timings.model_dump(mode="json"), "summary": timings.summary()}
+    run.report_json.write_text(json.dumps(document, indent=2))

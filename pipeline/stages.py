@@ -10,6 +10,7 @@ flow can also run on its own (on another machine that sees the folder)::
     DIR/validate/torch-fp32.json        the PyTorch FP32 student timed on this CPU
     DIR/registry.json                   what the registry did (version, aliases, reasons)
     DIR/report.md, report.html          the report (plots beside them)
+    DIR/report.json                     its rows and where the time went (stage timings)
     DIR/mlflow.db, DIR/mlartifacts/     the default MLflow store
     DIR/.cache/                         Prefect's persisted task results (training, export)
 """
@@ -101,6 +102,10 @@ class RunFolder:
     @property
     def report_html(self) -> Path:
         return self.root / "report.html"
+
+    @property
+    def report_json(self) -> Path:
+        return self.root / "report.json"
 
 
 def default_out_dir(config: RunConfig) -> Path:

@@ -137,6 +137,13 @@ class TrainConfig(Section):
     device: str = "auto"
     amp: bool = True
     channels_last: bool = False
+    data_on_device: bool = Field(
+        True, description="hold in-memory data sets on the training device (GPU) and augment there"
+    )
+    compile: bool = Field(False, description="torch.compile the training forward pass")
+    log_every: PositiveInt = Field(
+        50, description="steps between host syncs (loss check, progress); none in between"
+    )
     deterministic: bool = True
     threads: int | None = Field(None, gt=0)
     progress: bool = True

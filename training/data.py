@@ -105,10 +105,30 @@ class TensorImages(Dataset):
         row = self._index[position]
         return self.normalise(self.images[row]), self.labels[row]
 
-    def get_batch(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """Normalised float32 (B, C, H, W) images and int64 (B,) labels at ``positions``."""
-        rows = self._index[positions]
-        return self.normalise(self.images[rows]), self.labels[rows]
+    def get_batch(
+        self, positions: Tensor, device: torch.device | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Normalised float32 (B, C, H, W) images and int64 (B,) labels at ``positions``.
+
+        With ``device`` the pool is held there (copied once, uint8) and the batch is gathered
+        and normalised there: no host-to-device copy of images per step.
+        """
+        if device is None or device.type == "cpu":
+            rows = self._index[positions]
+            return self.normalise(self.images[rows]), self.labels[rows]
+        images, labels, index, offset, divisor = self.on(device)
+        rows = index[positions.to(device, non_blocking=True)]
+        return (images[rows].float() - offset) / divisor, labels[rows]
+
+    def on(self, device: torch.device) -> tuple[Tensor, ...]:
+        """The pool, index and normalisation constants on ``device`` (copied on first use)."""
+        key = str(device)
+        if getattr(self, "_device_key", None) != key:
+            self._device_copy = tuple(
+                t.to(device) for t in (self.images, self.labels, self._index)
+            ) + (self._offset.to(device), self._divisor.to(device))
+            self._device_key = key
+        return self._device_copy
 
     def normalise(self, raw: Tensor) -> Tensor:
         return (raw.float() - self._offset) / self._divisor
@@ -219,16 +239,25 @@ def _generator(*keys: int) -> torch.Generator:
 
 
 def augment_batch(x: Tensor, padding: int, generator: torch.Generator, fill: Tensor) -> Tensor:
-    """Per-sample random crop of ``x`` padded by ``padding`` (``fill`` per channel), random h-flip."""
+    """Per-sample random crop of ``x`` padded by ``padding`` (``fill`` per channel), random h-flip.
+
+    The random draws come from ``generator`` on the CPU (a few numbers per image), so a batch
+    augments the same on every device; the crop itself runs where ``x`` is (on the GPU when the
+    data set is held there).
+    """
     b, c, h, w = x.shape
-    padded = fill.to(x.dtype).view(1, c, 1, 1).repeat(b, 1, h + 2 * padding, w + 2 * padding)
-    padded[:, :, padding : padding + h, padding : padding + w] = x
     dy = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator)
     dx = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator)
     flip = torch.rand(b, 1, generator=generator) < 0.5
     rows, cols = dy + torch.arange(h), dx + torch.arange(w)
     cols = torch.where(flip, cols.flip(1), cols)  # reading columns backwards mirrors the crop
-    out = padded[torch.arange(b)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B,H,W,C)
+    rows, cols = (t.to(x.device, non_blocking=True) for t in (rows, cols))
+    padded = (
+        fill.to(x.device, x.dtype).view(1, c, 1, 1).repeat(b, 1, h + 2 * padding, w + 2 * padding)
+    )
+    padded[:, :, padding : padding + h, padding : padding + w] = x
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2).contiguous()
 
 
@@ -240,6 +269,8 @@ class Loader:
     takes every world_size-th item from r: disjoint shards of equal length (a shuffled epoch
     leaves out at most world_size - 1 samples, different ones each epoch). ``num_workers``
     matters only for data sets read from files; in-memory batches are one indexing operation.
+    With ``device`` (a GPU) an in-memory data set is held there and batches are gathered,
+    normalised and augmented there; the batches are the same as on the CPU.
     """
 
     dataset: Dataset
@@ -252,6 +283,7 @@ class Loader:
     world_size: int = 1
     num_workers: int = 0
     epoch: int = 0
+    device: torch.device | None = None
 
     def __post_init__(self) -> None:
         b, w, r, k = self.batch_size, self.world_size, self.rank, self.num_workers
@@ -290,7 +322,7 @@ class Loader:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         batches = self.batch_indices()
         if isinstance(self.dataset, TensorImages):
-            fetched: Any = (self.dataset.get_batch(b) for b in batches)
+            fetched: Any = (self.dataset.get_batch(b, self.device) for b in batches)
         else:
             sampler = [b.tolist() for b in batches]
             fetched = DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers)
@@ -313,11 +345,13 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     num_workers: int = 0,
+    device: torch.device | None = None,
 ) -> Loader:
     """A :class:`Loader` over ``dataset`` (see there); ``augment`` is a key of AUGMENTATIONS."""
     return Loader(
-        dataset, batch_size, shuffle, seed, augment, drop_last, rank, world_size, num_workers
-    )
+        dataset, batch_size, shuffle, seed, augment, drop_last, rank, world_size, num_workers,
+        device=device,
+    )  # fmt: skip
 
 
 def to_numpy(dataset: Dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

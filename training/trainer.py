@@ -225,6 +225,9 @@ def train_stage(
         train_model = torch.nn.parallel.DistributedDataParallel(
             trained, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if t.compile:
+        train_model = torch.compile(train_model)  # type: ignore[assignment]
+    data_device = device if t.data_on_device and device.type == "cuda" else None
     augment = spec.augmentation if config.data.augment else "none"
     loader = make_loader(
         splits.train,
@@ -236,8 +239,11 @@ def train_stage(
         rank=ddp.rank,
         world_size=ddp.world_size,
         num_workers=config.data.num_workers,
+        device=data_device,
     )
-    val_loader = make_loader(splits.val, config.data.eval_batch_size, shuffle=False, seed=0)
+    val_loader = make_loader(
+        splits.val, config.data.eval_batch_size, shuffle=False, seed=0, device=data_device
+    )
     if ddp.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(
@@ -266,7 +272,8 @@ def train_stage(
     for epoch in range(start_epoch, t.epochs):
         loader.set_epoch(epoch)
         trained.train()
-        sums: dict[str, float] = {}
+        # running sums stay on the device: the host waits for the GPU only every log_every steps
+        sums: dict[str, torch.Tensor] = {}
         gate_sum = torch.zeros(model.num_branches, device=device)
         seen, started, cpu_started = 0, time.perf_counter(), time.process_time()
         bar = tqdm(
@@ -276,28 +283,26 @@ def train_stage(
             leave=False,
             dynamic_ncols=True,
         )
+        last = len(loader) - 1
         for step, (x, y) in enumerate(bar):
             x = x.to(device, non_blocking=True, memory_format=memory_format)
             y = y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = train_model(x, method.taps)
                 loss, parts = method.loss(outputs, x, y, epoch + step / len(loader))
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                    f"lower train.lr (now {optimizer.param_groups[0]['lr']:.4g}) or check the data"
-                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             n = y.shape[0]
             seen += n
-            sums["loss"] = sums.get("loss", 0.0) + loss.item() * n
-            for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach()) * n
+            for key, value in {"loss": loss, **parts}.items():
+                term = value.detach().float() * n
+                sums[key] = sums[key] + term if key in sums else term
             gate_sum += outputs.gate_weights.detach().float().sum(dim=0)
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}")
+            if step % t.log_every == 0 or step == last:  # the only host syncs of the loop
+                check_finite(loss, optimizer, epoch, step, t.log_every)
+                bar.set_postfix(loss=f"{float(sums['loss']) / seen:.3f}")
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
@@ -308,7 +313,7 @@ def train_stage(
             "lr": lr,
             "seconds": seconds,
             "images_per_second": seen * ddp.world_size / seconds,
-            **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
+            **{f"train_{k}": float(v) / max(seen, 1) for k, v in sums.items()},
             "gate_mean": (gate_sum / max(seen, 1)).tolist(),
         }
         if ddp.main:
@@ -340,6 +345,16 @@ def train_stage(
     ddp.barrier()
     ddp.close()
     return TrainResult(out_dir=out_dir, checkpoint=ckpt_path, metrics=metrics)
+
+
+def check_finite(loss: torch.Tensor, optimizer: Any, epoch: int, step: int, every: int) -> None:
+    """Stop when the loss is NaN or infinite (checked every ``every`` steps: a host sync)."""
+    value = float(loss)
+    if not math.isfinite(value):
+        raise TrainingError(
+            f"loss became {value} by epoch {epoch + 1}, step {step + 1} (checked every {every} "
+            f"steps); lower train.lr (now {optimizer.param_groups[0]['lr']:.4g}) or check the data"
+        )
 
 
 def pick_branch(history: list[dict[str, Any]]) -> int:

@@ -242,3 +242,24 @@ def expected_verdicts(run: RunFolder, spec: str) -> dict[str, str]:
         expected[baseline.artifact] = "reference"
     assert {"pass", "fail"} & set(expected.values())
     return expected
+
+
+def test_report_json_says_where_the_time_went(pipeline_run):
+    document = json.loads((pipeline_run.out / "report.json").read_text())
+    t = document["timings"]
+    stages = t["stages"]
+    assert list(stages) == ["train", "export", "validate", "register", "report", "attach-report"]
+    assert all(seconds > 0 for seconds in stages.values())
+    assert sum(stages.values()) <= t["flow_s"] <= pipeline_run.seconds["rerun"]
+    assert t["prefect_startup_s"] is None  # called as a function here, not by onedge run
+    summary = t["summary"]
+    assert 0 < summary["mlflow_share"] < 1 and 0 <= summary["prefect_share"] < 1
+    assert summary["mlflow_share"] == pytest.approx(
+        (stages["register"] + stages["attach-report"]) / summary["total_s"]
+    )
+    assert [row["artifact"] for row in document["rows"]] == [
+        row.artifact for row in pipeline_run.result.rows
+    ]
+    assert pipeline_run.result.timings.stages.keys() == stages.keys()
+    markdown = (pipeline_run.out / "report.md").read_text()
+    assert "## Where the time went" in markdown and "train: " in markdown

@@ -180,3 +180,21 @@ def test_a_checkpoint_of_an_older_run_loads(tmp_path, digits_checkpoint):
     save_checkpoint(old, {k: v for k, v in payload.items() if not k.startswith("format")})
     loaded = load_checkpoint(old)
     assert loaded.config.method.temperature == 3.0 and loaded.model.num_branches == 3
+
+
+def test_the_loop_syncs_with_the_host_only_every_log_every_steps(tmp_path, monkeypatch):
+    import training.trainer as trainer
+
+    checked = []
+    real = trainer.check_finite
+    monkeypatch.setattr(
+        trainer,
+        "check_finite",
+        lambda loss, opt, e, step, every: checked.append(step) or real(loss, opt, e, step, every),
+    )
+    cfg = tiny(**{"train.epochs": 1, "train.log_every": 3, "data.batch_size": 16})
+    result = train(cfg, tmp_path / "sync")
+    steps = 256 // 16  # limit_train 256 at batch 16, drop_last
+    assert checked == [s for s in range(steps) if s % 3 == 0 or s == steps - 1]
+    history = json.loads((result.out_dir / "history.json").read_text())
+    assert history[0]["images_per_second"] > 0 and history[0]["train_loss"] > 0

@@ -1,0 +1,129 @@
+"""Where a pipeline run's time goes: each stage, Prefect's own start-up and its orchestration.
+
+``onedge run`` notes when it called the flow (:func:`mark_called`); the flow's first statement
+then knows how long Prefect took to start (the temporary server, the flow run) before any of
+onedge's work began. Stages are timed around the subflow or task calls, so a stage's time
+includes Prefect's handling of that call; what is left of the flow's wall time is Prefect's
+orchestration between stages. The registry steps (register, attach-report) are MLflow's share.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MLFLOW_STAGES = ("register", "attach-report")
+_called_at: list[float] = []  # perf_counter when onedge run called the flow (this process)
+
+
+def mark_called() -> None:
+    """Note that the flow is being called now (by ``onedge run``, in this process)."""
+    _called_at[:] = [time.perf_counter()]
+
+
+def start_prefect_server() -> threading.Thread | None:
+    """Start Prefect's temporary local server in a background thread, when the flow will need
+    one (no ``PREFECT_API_URL``); join the thread before calling the flow.
+
+    The server is a child process that takes seconds to start; started first, it runs on the
+    other core while this process imports torch and the flows. The flow then finds it running
+    (Prefect keeps one temporary server per process). If it fails to start here, the flow starts
+    it again and reports the error.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+
+    def start() -> None:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        try:
+            SubprocessASGIServer().start()
+        except Exception:  # the flow's own start raises it with Prefect's message
+            return
+
+    thread = threading.Thread(target=start, name="prefect-server", daemon=True)
+    thread.start()
+    return thread
+
+
+class StageTimes(BaseModel):
+    """Seconds per stage of one pipeline run (a stage that did not run is absent)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stages: dict[str, float] = Field(default_factory=dict)
+    prefect_startup_s: float | None = Field(
+        None, description="from the call of the flow to its first statement (None: unknown)"
+    )
+    flow_s: float = Field(0.0, description="from the flow's first statement to the last timed")
+
+    @property
+    def orchestration_s(self) -> float:
+        """The flow's time outside every stage: Prefect between the stages."""
+        return max(0.0, self.flow_s - sum(self.stages.values()))
+
+    @property
+    def prefect_s(self) -> float:
+        return (self.prefect_startup_s or 0.0) + self.orchestration_s
+
+    @property
+    def mlflow_s(self) -> float:
+        return sum(self.stages.get(name, 0.0) for name in MLFLOW_STAGES)
+
+    @property
+    def total_s(self) -> float:
+        return (self.prefect_startup_s or 0.0) + self.flow_s
+
+    def summary(self) -> dict[str, float | None]:
+        total = self.total_s or 1.0
+        return {
+            **{f"{name}_s": seconds for name, seconds in self.stages.items()},
+            "prefect_startup_s": self.prefect_startup_s,
+            "prefect_orchestration_s": self.orchestration_s,
+            "total_s": self.total_s,
+            "prefect_share": self.prefect_s / total,
+            "mlflow_share": self.mlflow_s / total,
+        }
+
+    def lines(self) -> list[str]:
+        """One line per figure, for the report."""
+        share = self.summary()
+        out = [f"{name}: {seconds:.1f} s" for name, seconds in self.stages.items()]
+        startup = self.prefect_startup_s
+        out += [
+            "Prefect start-up (temporary server, flow run): "
+            + (f"{startup:.1f} s" if startup is not None else "not measured (started by a worker)"),
+            f"Prefect between the stages: {self.orchestration_s:.1f} s",
+            f"total from the call of the flow: {self.total_s:.1f} s; Prefect "
+            f"{100 * share['prefect_share']:.0f}%, MLflow {100 * share['mlflow_share']:.0f}%",
+        ]
+        return out
+
+
+class Stopwatch:
+    """Times the stages of one flow run; started at the flow's first statement."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        called = _called_at[:1]
+        _called_at.clear()
+        self.times = StageTimes(prefect_startup_s=self.start - called[0] if called else None)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            end = time.perf_counter()
+            self.times.stages[name] = self.times.stages.get(name, 0.0) + end - begin
+            self.times.flow_s = end - self.start
+
+    def snapshot(self) -> StageTimes:
+        return self.times.model_copy(deep=True)

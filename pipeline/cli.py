@@ -221,7 +221,7 @@ def run(config: ConfigOpt, out: OutOpt, overrides: SetOpt = None) -> None:
     """
     # The temporary server would report usage to Prefect; a user may turn it back on.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from pipeline.timings import mark_called, start_prefect_server
+    from pipeline.timings import clear_mark, mark_called, start_prefect_server
 
     server = start_prefect_server()  # starts while torch and the flows are imported
     from pipeline.config import load_config
@@ -248,6 +248,8 @@ def run(config: ConfigOpt, out: OutOpt, overrides: SetOpt = None) -> None:
             f"[bold red]nothing passed:[/] {escape(str(exc))}", soft_wrap=True
         )
         raise typer.Exit(NOTHING_PASSED) from None
+    finally:
+        clear_mark()  # a flow that never started must not leave its mark to the next one
     print_run(result, time.perf_counter() - start, wide)
 
 

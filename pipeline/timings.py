@@ -25,6 +25,11 @@ def mark_called() -> None:
     _called_at[:] = [time.perf_counter()]
 
 
+def clear_mark() -> None:
+    """Forget the mark (after the call, whether the flow started or not)."""
+    _called_at.clear()
+
+
 def start_prefect_server() -> threading.Thread | None:
     """Start Prefect's temporary local server in a background thread, when the flow will need
     one (no ``PREFECT_API_URL``); join the thread before calling the flow.

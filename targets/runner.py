@@ -216,6 +216,7 @@ class Monitor:
 
     def __init__(self, argv: list | None) -> None:
         self.argv, self.lines, self.error, self.proc, self.reader = argv, [], None, None, None
+        self.first = threading.Event()  # set at the tool's first line: timing starts after it
 
     def start(self) -> None:
         if not self.argv:
@@ -229,11 +230,14 @@ class Monitor:
             return
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        self.first.wait(timeout=5.0)  # a busy board may take a moment to start the tool
 
     def _read(self) -> None:
         for line in self.proc.stdout:
             if line.strip():
                 self.lines.append(line.strip())
+                self.first.set()
+        self.first.set()
 
     def stop(self) -> dict | None:
         if self.proc is not None:

@@ -349,7 +349,7 @@ def train_stage(
 
 def check_finite(loss: torch.Tensor, optimizer: Any, epoch: int, step: int, every: int) -> None:
     """Stop when the loss is NaN or infinite (checked every ``every`` steps: a host sync)."""
-    value = float(loss)
+    value = float(loss.detach())
     if not math.isfinite(value):
         raise TrainingError(
             f"loss became {value} by epoch {epoch + 1}, step {step + 1} (checked every {every} "

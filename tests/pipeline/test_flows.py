@@ -250,8 +250,11 @@ def test_report_json_says_where_the_time_went(pipeline_run):
     stages = t["stages"]
     assert list(stages) == ["train", "export", "validate", "register", "report", "attach-report"]
     assert all(seconds > 0 for seconds in stages.values())
-    assert sum(stages.values()) <= t["flow_s"] <= pipeline_run.seconds["rerun"]
-    assert t["prefect_startup_s"] is None  # called as a function here, not by onedge run
+    assert sum(stages.values()) <= t["flow_s"]
+    # the fixture called the flow as a function: Prefect's start-up is unknown there; onedge
+    # run (an earlier test reran it through the CLI in this folder) measures it
+    assert pipeline_run.result.timings.prefect_startup_s is None
+    assert t["prefect_startup_s"] is None or t["prefect_startup_s"] >= 0
     summary = t["summary"]
     assert 0 < summary["mlflow_share"] < 1 and 0 <= summary["prefect_share"] < 1
     assert summary["mlflow_share"] == pytest.approx(

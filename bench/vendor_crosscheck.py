@@ -186,7 +186,9 @@ def candidates(export: Path, threads: int, formats: set[str]) -> list[Candidate]
     for entry in document["artifacts"]:
         folder = export / entry["folder"]
         if entry["format"] in formats:
-            out.append(Candidate(document["dataset"]["name"], folder, macs, threads, images))
+            manifest = json.loads((folder / "manifest.json").read_text())
+            own = manifest.get("extra", {}).get("student", {}).get("macs", macs)  # its student's
+            out.append(Candidate(document["dataset"]["name"], folder, own, threads, images))
     return out
 
 

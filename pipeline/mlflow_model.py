@@ -55,7 +55,8 @@ def signature(manifest: Manifest) -> Any:
     classes = manifest.output.shape[-1]
     return ModelSignature(
         inputs=Schema([
-            TensorSpec(np.dtype(manifest.input.dtype), tuple(manifest.input.shape), "input")
+            # any number of images: a static batch-1 artifact is served one image at a time
+            TensorSpec(np.dtype(manifest.input.dtype), (-1, *manifest.input.shape[1:]), "input")
         ]),
         outputs=Schema([
             TensorSpec(np.dtype("int64"), (-1,), "class_index"),

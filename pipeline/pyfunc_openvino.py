@@ -52,12 +52,14 @@ class OpenVinoClassifier:
         self.request = self.compiled.create_infer_request()
         self.dtype = np.dtype(self.manifest["input"]["dtype"])
         self.shape = list(self.manifest["input"]["shape"][1:])
+        fixed = self.manifest["input"]["shape"][0]  # -1: dynamic batch; 1: a latency artifact
+        self.batch = BATCH if fixed == -1 else fixed
         self.class_names = np.array(self.manifest["class_names"])
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         out = []
-        for start in range(0, len(images), BATCH):
-            chunk = np.ascontiguousarray(images[start : start + BATCH], dtype=self.dtype)
+        for start in range(0, len(images), self.batch):
+            chunk = np.ascontiguousarray(images[start : start + self.batch], dtype=self.dtype)
             self.request.infer({0: chunk})
             out.append(self.request.get_output_tensor(0).data.astype(np.float32))
         return np.concatenate(out)

@@ -69,7 +69,7 @@ def test_champion_loads_with_pyfunc_and_predicts_raw_digits(pipeline_run, regist
     )
 
 
-@pytest.mark.parametrize("artifact", ["onnx-int8", "openvino-fp32"])
+@pytest.mark.parametrize("artifact", ["onnx-int8", "openvino-fp32", "openvino-int8-b1"])
 def test_each_flavor_predicts_what_was_validated(artifact, pipeline_run, tmp_path):
     """The onnx flavor and the OpenVINO python_function, each on a version of its own."""
     import mlflow

@@ -108,9 +108,9 @@ class RegistryConfig(Section):
     """The MLflow registry: where it is, what gets registered and when aliases move.
 
     A version gets ``candidate_alias`` when the registered artifact passes the gates of every
-    required target; it also gets ``champion_alias`` when, on top of that, its top-1 beats the
-    current champion's by more than ``min_top1_gain`` (a fraction) on the same eval set (or there is
-    no champion).
+    required target; it also gets ``champion_alias`` when, on top of that, it is better than the
+    current champion on the same eval set with an exact McNemar p-value below ``max_p_value`` and a
+    top-1 gain above ``min_top1_gain`` (a fraction), or when there is no champion.
     """
 
     enabled: bool = True
@@ -126,6 +126,12 @@ class RegistryConfig(Section):
     champion_alias: str = "champion"
     min_top1_gain: float = Field(
         0.0, ge=0.0, le=1.0, description="top-1 (fraction) above the champion's it must beat by"
+    )
+    max_p_value: float = Field(
+        0.05,
+        gt=0.0,
+        le=1.0,
+        description="a challenger replaces the champion only when better with McNemar p below this",
     )
     same_eval_set: bool = Field(True, description="compare with the champion only on its eval set")
     log_artifacts: bool = Field(True, description="log every artifact folder to the MLflow run")

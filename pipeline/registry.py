@@ -91,6 +91,8 @@ def version_tags(
         "checkpoint_sha256": manifest.source_checkpoint_sha256,
         "eval_set_sha256": evidence.eval_set_sha256 or "",
         "top1": "" if evidence.top1 is None else repr(evidence.top1),
+        "eval_size": "" if evidence.eval_size is None else str(evidence.eval_size),
+        "correct": evidence.correct or "",
         "gates": "pass" if evidence.passed else "fail",
         "required_targets": json.dumps(config.validate.required_targets()),
         "run_key": key,
@@ -232,10 +234,13 @@ def current_champion(client: Any, name: str, rules: RegistryConfig) -> Champion 
         return None
     tags = client.get_model_version(name, version).tags
     top1 = tags.get(TAG + "top1")
+    size = tags.get(TAG + "eval_size")
     return Champion(
         version=version,
         top1=float(top1) if top1 else None,
         eval_set_sha256=tags.get(TAG + "eval_set_sha256") or None,
+        eval_size=int(size) if size and size.isdigit() else None,
+        correct=tags.get(TAG + "correct") or None,
     )
 
 
@@ -273,6 +278,7 @@ def _decide_and_move(
             candidate=decision.candidate,
             champion=False,
             reasons=[*decision.reasons, AWAITING],
+            comparison=decision.comparison,
         )
     changes: dict[str, str] = {}
     history = None
@@ -286,6 +292,17 @@ def _decide_and_move(
         history.append(version)
     with guarded(f"tagging version {version} of {name}"):
         client.set_model_version_tag(name, version, TAG + "decision", "; ".join(decision.reasons))
+        if decision.comparison is not None:
+            c = decision.comparison
+            stats = {
+                "p_value": repr(c.p_value),
+                "difference_ci": json.dumps(c.difference),
+                "top1_ci": json.dumps(c.new_top1),
+                "champion_top1_ci": json.dumps(c.champion_top1),
+                "compared_with": champion.version if champion else "",
+            }
+            for key, value in stats.items():
+                client.set_model_version_tag(name, version, TAG + key, value)
     decided_on = {rules.champion_alias: champion.version if champion else None}
     return decision, move_aliases(client, name, changes, history, expect=decided_on)
 

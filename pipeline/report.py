@@ -279,7 +279,28 @@ def registry_lines(outcome: RegistryOutcome | None) -> list[str]:
         "(registered = manifest = validated)",
         "aliases now: " + (", ".join(f"{a} -> {v}" for a, v in outcome.aliases.items()) or "none"),
         "decision: " + "; ".join(outcome.decision.reasons),
+        *comparison_lines(outcome),
         f"MLflow run `{outcome.run_id}`",
+    ]
+
+
+def comparison_lines(outcome: RegistryOutcome) -> list[str]:
+    """The paired evidence behind the decision, when there was a champion to compare with."""
+    c = outcome.decision.comparison
+    if c is None:
+        return []
+
+    def ci(iv: dict[str, float], signed: str = "") -> str:
+        return (
+            f"{100 * iv['estimate']:{signed}.2f} % [95% CI {100 * iv['low']:{signed}.2f}, "
+            f"{100 * iv['high']:{signed}.2f}]"
+        )
+
+    return [
+        f"top-1 on the same eval images: this version {ci(c.new_top1)}, champion "
+        f"{ci(c.champion_top1)}; difference {ci(c.difference, '+')} points",
+        f"exact McNemar p = {c.p_value:.3g}: {c.new_only} images only this version gets right, "
+        f"{c.champion_only} only the champion",
     ]
 
 

@@ -8,12 +8,15 @@ looked up by name in :data:`TARGETS`; :func:`parse_target` turns ``local-cpu`` o
 
 from __future__ import annotations
 
+import base64
+import zlib
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from training.errors import ConfigError
@@ -109,8 +112,26 @@ class LatencyStats(Model):
 Verdict = Literal["pass", "fail", "skipped"]
 
 
+def unpack_bits(text: str, size: int) -> np.ndarray:
+    """Inverse of the runner's ``pack_bits``: ``size`` booleans; a malformed text is an error."""
+    try:
+        packed = zlib.decompress(base64.b64decode(text.encode("ascii"), validate=True))
+    except (ValueError, zlib.error) as exc:
+        raise ValueError(f"per-image results are not valid packed bits: {exc}") from None
+    flags = np.unpackbits(np.frombuffer(packed, dtype=np.uint8)).astype(bool)
+    if size <= 0 or len(flags) < size or len(flags) - size >= 8:
+        raise ValueError(f"per-image results hold {len(flags)} bits for {size} images")
+    return flags[:size]
+
+
 class ArtifactResult(Model):
     """One artifact measured on one target. Accuracies and the drop are fractions in [0, 1]."""
+
+    def correct_flags(self) -> np.ndarray | None:
+        """Per-image correctness on the eval set, or None when the runner did not report it."""
+        if self.correct is None:
+            return None
+        return unpack_bits(self.correct, self.eval_size or 0)
 
     artifact: str
     format: str
@@ -134,6 +155,12 @@ class ArtifactResult(Model):
     size_mb: float | None = None
     input_shape: list[int] | None = None
     eval_size: int | None = None
+    correct: str | None = Field(
+        None, description="per-image correctness on the eval set (runner.pack_bits)"
+    )
+    latency_sample_ms: list[float] | None = Field(
+        None, description="up to 500 batch-1 timings, evenly spaced over the sorted sample"
+    )
     verdict: Verdict | None = None
     reasons: list[str] = Field(default_factory=list)
     checks: list[str] = Field(default_factory=list)

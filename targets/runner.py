@@ -24,6 +24,7 @@ TensorRT part has not been run by onedge's tests (no TensorRT where they run).
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import importlib.util
 import json
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 
 RUNNER_VERSION = 1
 SINGLES = 8  # distinct batch-1 inputs cycled through while timing, each bound once
@@ -53,6 +55,16 @@ class RunnerError(Exception):
     def __init__(self, kind: str, message: str, **details: object) -> None:
         super().__init__(message)
         self.kind, self.message, self.details = kind, message, details
+
+
+LATENCY_SAMPLE = 500  # timings kept in the report for comparing artifacts (bootstrap of p50)
+
+
+def pack_bits(flags) -> str:
+    """Per-image booleans as base64 of zlib-compressed packed bits (a few hundred characters)."""
+    np = need("numpy")
+    packed = np.packbits(np.asarray(flags, dtype=bool)).tobytes()
+    return base64.b64encode(zlib.compress(packed, 9)).decode("ascii")
 
 
 def sha256_file(path: str) -> str:
@@ -649,8 +661,9 @@ def accuracy(backend, images, labels, data: dict, batch: int, branch=None) -> di
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
         logits.append(np.asarray(backend(chunk), dtype=np.float32)[: batch - pad])
     predicted = np.concatenate(logits).argmax(axis=1)
-    out = {"top1": float((predicted == labels).mean()), "reference_top1": None,
-           "agreement": None, "max_abs_diff": None}  # fmt: skip
+    hits = predicted == labels
+    out = {"top1": float(hits.mean()), "reference_top1": None,
+           "agreement": None, "max_abs_diff": None, "correct": pack_bits(hits)}  # fmt: skip
     key = reference_key(data, branch)
     if key is not None:
         ref = data[key].astype(np.float32)
@@ -683,8 +696,10 @@ def timing(backend, images, batch: int, args) -> dict:
     ms = sorted(t * 1000.0 for t in lat)
     latency = {f"p{q}": percentile(ms, q) for q in (50, 90, 99)}
     latency.update(mean=sum(ms) / len(ms), min=ms[0], max=ms[-1])
+    stride = -(-len(ms) // LATENCY_SAMPLE)  # every k-th sorted timing: at most LATENCY_SAMPLE
     return {
         "input_shape": shape, "latency_ms": latency,
+        "latency_sample_ms": ms[stride // 2 :: stride],
         "latency_calls": len(ms), "latency_seconds": lat_s,
         "warmup_calls": len(warm1) + len(warmb), "warmup_seconds": warm1_s,
         "throughput": batch * len(thr) / thr_s, "throughput_batch": batch,

@@ -15,6 +15,7 @@ from targets.base import (
     LatencyStats,
     TargetInfo,
     ValidationSettings,
+    unpack_bits,
 )
 from targets.errors import (
     MissingPythonError,
@@ -163,6 +164,19 @@ class RunnerReport(BaseModel):
     eval_size: int | None = Field(None, ge=1)
     backend_info: dict[str, Any] = Field(default_factory=dict)
     monitor: dict[str, Any] | None = None
+    correct: str | None = Field(None, max_length=4_000_000)
+    latency_sample_ms: list[Positive] | None = Field(None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _correct_matches_top1(self) -> RunnerReport:
+        if self.correct is None:
+            return self
+        if self.eval_size is None:
+            raise ValueError("per-image results without eval_size")
+        flags = unpack_bits(self.correct, self.eval_size)
+        if abs(float(flags.mean()) - self.top1) > 1e-9:
+            raise ValueError(f"top1 {self.top1} disagrees with its per-image results")
+        return self
 
 
 def result_from_runner(
@@ -221,5 +235,7 @@ def result_from_runner(
         size_mb=checked.size_mb,
         input_shape=checked.input_shape,
         eval_size=checked.eval_size,
+        correct=checked.correct,
+        latency_sample_ms=checked.latency_sample_ms,
         extra=extra,
     )

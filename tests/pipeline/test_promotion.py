@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pipeline.config import RegistryConfig
@@ -9,8 +10,30 @@ from pipeline.errors import ModelRegistryUnavailableError, PipelineError
 from pipeline.promotion import Champion, Evidence, choose_artifact, decide, gather_evidence
 from pipeline.report import pareto_front
 from targets.base import ArtifactResult, LatencyStats, TargetInfo, ValidationReport
+from targets.runner import pack_bits
 
 EVAL = "e" * 64
+IMAGES = 1000
+
+
+def flags(top1: float, extra_wrong: int = 0, extra_right: int = 0) -> np.ndarray:
+    """Per-image correctness: the first round(top1 * IMAGES) images right, then edits.
+
+    ``extra_wrong`` of the right images become wrong (from the start), ``extra_right`` of the
+    wrong ones become right (from the end), so two calls differ on exactly those images.
+    """
+    right = np.arange(IMAGES) < round(top1 * IMAGES)
+    right[:extra_wrong] = False
+    if extra_right:
+        right[-extra_right:] = True
+    return right
+
+
+def champion(correct: np.ndarray, version: str = "3", eval_sha: str = EVAL) -> Champion:
+    return Champion(
+        version=version, top1=float(correct.mean()), eval_set_sha256=eval_sha,
+        eval_size=IMAGES, correct=pack_bits(correct),
+    )  # fmt: skip
 
 
 def result(artifact: str, top1: float, p50: float, verdict: str = "pass", sha: str = "a") -> dict:
@@ -32,10 +55,16 @@ def report(*results: dict, eval_sha: str = EVAL) -> ValidationReport:
     )
 
 
-def evidence(top1: float = 0.95, passed: bool = True, eval_sha: str = EVAL) -> Evidence:
+def evidence(
+    top1: float = 0.95, passed: bool = True, eval_sha: str = EVAL, correct: np.ndarray | None = None
+) -> Evidence:
+    if correct is not None:
+        top1 = float(correct.mean())
     return Evidence(
         artifact="onnx-int8", format="onnx", precision="int8", sha256="a" * 64, top1=top1,
         eval_set_sha256=eval_sha, passed=passed, reasons=[] if passed else ["t: fail (slow)"],
+        eval_size=None if correct is None else IMAGES,
+        correct=None if correct is None else pack_bits(correct),
     )  # fmt: skip
 
 
@@ -47,17 +76,47 @@ def test_no_champion_makes_a_passing_version_champion():
     assert d.candidate and d.champion
 
 
-def test_a_better_candidate_takes_the_champion_alias():
-    d = decide(evidence(top1=0.96), Champion(version="3", top1=0.95, eval_set_sha256=EVAL), RULES)
+def test_a_significantly_better_candidate_takes_the_champion_alias():
+    old = flags(0.90)
+    new = flags(0.90, extra_wrong=5, extra_right=45)  # +40 images net, 50 discordant
+    d = decide(evidence(correct=new), champion(old), RULES)
     assert d.candidate and d.champion
-    assert "better" in d.reasons[0]
+    assert "significantly better" in d.reasons[0]
+    c = d.comparison
+    assert (c.new_only, c.champion_only) == (45, 5)
+    assert c.p_value < 1e-8
+    assert c.difference["estimate"] == pytest.approx(0.04)
+    assert 0 < c.difference["low"] < 0.04 < c.difference["high"]
+    assert c.new_top1["low"] < 0.94 < c.new_top1["high"]
+    assert "McNemar p" in d.reasons[0]
 
 
-@pytest.mark.parametrize("top1", [0.95, 0.94])
-def test_an_equal_or_worse_candidate_stays_candidate(top1):
-    d = decide(evidence(top1=top1), Champion(version="3", top1=0.95, eval_set_sha256=EVAL), RULES)
+def test_a_better_but_not_significant_candidate_stays_candidate():
+    old = flags(0.90)
+    new = flags(0.90, extra_wrong=3, extra_right=7)  # +4 images: p = 0.34
+    d = decide(evidence(correct=new), champion(old), RULES)
+    assert d.candidate and not d.champion
+    assert "not significantly better" in d.reasons[0] and "stays candidate" in d.reasons[0]
+    assert d.comparison.p_value == pytest.approx(0.34375)
+    assert d.comparison.difference["low"] < 0 < d.comparison.difference["high"]
+    loose = RegistryConfig(max_p_value=0.5)
+    assert decide(evidence(correct=new), champion(old), loose).champion
+
+
+@pytest.mark.parametrize("extra_right", [5, 0])
+def test_an_equal_or_worse_candidate_stays_candidate(extra_right):
+    old = flags(0.95)
+    new = flags(0.95, extra_wrong=5, extra_right=extra_right)
+    d = decide(evidence(correct=new), champion(old), RULES)
     assert d.candidate and not d.champion
     assert "not better" in d.reasons[0]
+
+
+def test_without_per_image_results_the_champion_stays():
+    legacy = Champion(version="3", top1=0.90, eval_set_sha256=EVAL)
+    d = decide(evidence(top1=0.99), legacy, RULES)
+    assert d.candidate and not d.champion
+    assert "no per-image results" in d.reasons[0]
 
 
 def test_a_failed_gate_gets_no_alias_even_without_champion():
@@ -67,18 +126,20 @@ def test_a_failed_gate_gets_no_alias_even_without_champion():
 
 
 def test_min_gain_is_required_strictly():
-    rules = RegistryConfig(min_top1_gain=0.01)
-    champ = Champion(version="1", top1=0.95, eval_set_sha256=EVAL)
-    assert not decide(evidence(top1=0.955), champ, rules).champion
-    assert decide(evidence(top1=0.965), champ, rules).champion
+    rules = RegistryConfig(min_top1_gain=0.05)
+    old = flags(0.90)
+    assert not decide(evidence(correct=flags(0.90, extra_right=40)), champion(old), rules).champion
+    assert decide(evidence(correct=flags(0.90, extra_right=60)), champion(old), rules).champion
 
 
 def test_champion_on_another_eval_set_is_not_compared():
-    champ = Champion(version="1", top1=0.5, eval_set_sha256="f" * 64)
-    d = decide(evidence(top1=0.99), champ, RULES)
+    champ = champion(flags(0.5), eval_sha="f" * 64)
+    d = decide(evidence(correct=flags(0.99)), champ, RULES)
     assert d.candidate and not d.champion
     assert "another eval set" in d.reasons[0]
-    assert decide(evidence(top1=0.99), champ, RegistryConfig(same_eval_set=False)).champion
+    assert decide(
+        evidence(correct=flags(0.99)), champ, RegistryConfig(same_eval_set=False)
+    ).champion
 
 
 def test_evidence_needs_every_required_target():
@@ -115,6 +176,32 @@ def test_auto_choice_is_the_fastest_passing_artifact():
     assert choose_artifact(reports, ["local-cpu"], "onnx-fp32") == "onnx-fp32"
     with pytest.raises(PipelineError, match="was not exported"):
         choose_artifact(reports, ["local-cpu"], "tensorrt-fp16")
+
+
+def timed(artifact: str, center: float, size_mb: float, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    sample = sorted(rng.normal(center, 0.01, 400).tolist())
+    r = result(artifact, 0.95, float(np.median(sample)))
+    r.update(latency_sample_ms=sample, size_mb=size_mb)
+    return r
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_latency_ties_within_noise_go_to_the_smaller_lower_precision_artifact(seed):
+    # two artifacts of the same speed: whichever measures faster by noise, the same one wins
+    reports = {
+        "local-cpu": report(
+            timed("onnx-fp32", 0.070, 0.30, seed), timed("onnx-int8", 0.070, 0.10, seed + 100)
+        )
+    }
+    assert choose_artifact(reports, ["local-cpu"]) == "onnx-int8"
+
+
+def test_a_significantly_faster_artifact_wins_the_tie_order():
+    reports = {
+        "local-cpu": report(timed("onnx-int8", 0.090, 0.10, 1), timed("onnx-fp32", 0.060, 0.30, 2))
+    }
+    assert choose_artifact(reports, ["local-cpu"]) == "onnx-fp32"
 
 
 def test_when_nothing_passes_the_fp32_artifact_is_registered():

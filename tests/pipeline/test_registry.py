@@ -1,8 +1,9 @@
 """The registry against a real MLflow SQLite store, on copies of the end-to-end run's folder.
 
 Each test registers the run's validated artifacts (real files, real reports) under its own model
-name; "better" and "worse" candidates are the same run with its reports' top-1 moved, as a new
-validation of a retrained student would move them.
+name; "better" and "worse" candidates are the same run with its reports' per-image results changed (some
+errors fixed, or some right answers broken) and top-1 moved with them, as a new validation of a
+retrained student would move them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import shutil
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 
 from export.manifest import ArtifactError
@@ -20,6 +22,8 @@ from pipeline.errors import ModelRegistryError, PromotionError
 from pipeline.registry import HISTORY_TAG, promote, register_run, rollback
 from pipeline.stages import RunFolder
 from pipeline.tracking import connect
+from targets.base import unpack_bits
+from targets.runner import pack_bits
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +49,15 @@ def run(pipeline_run, store, tmp_path, request):
     return config, folder
 
 
+def fix_images(result: dict, count: int) -> None:
+    """Make ``count`` wrong images right (count > 0) or right images wrong (count < 0)."""
+    flags = unpack_bits(result["correct"], result["eval_size"])
+    pool = np.flatnonzero(~flags if count > 0 else flags)
+    assert len(pool) >= abs(count), "not enough images to change"
+    flags[pool[: abs(count)]] = count > 0
+    result["correct"], result["top1"] = pack_bits(flags), float(flags.mean())
+
+
 def revalidate(folder: RunFolder, **changes) -> None:
     """Rewrite the reports as a new validation would: new timestamp, changed figures."""
     for path in folder.validate.glob("*/report.json"):
@@ -53,8 +66,8 @@ def revalidate(folder: RunFolder, **changes) -> None:
         for r in report["results"]:
             if r["latency_ms"] is None:
                 continue
-            if "top1_delta" in changes:
-                r["top1"] += changes["top1_delta"]
+            if "fix" in changes:
+                fix_images(r, changes["fix"])
             if changes.get("fail"):
                 r["verdict"], r["reasons"] = "fail", ["p99 latency 9.0 ms (limit 1.0 ms)"]
         if "eval_set" in changes:
@@ -73,16 +86,28 @@ def test_no_champion_then_better_then_worse(run, store):
     client = connect(store)
     assert (first.version, aliases(client, name)) == ("1", {"candidate": "1", "champion": "1"})
 
-    revalidate(folder, top1_delta=+0.01)
+    revalidate(folder, fix=+12)
     better = register_run(config, folder)
     assert better.decision.champion and better.version == "2"
-    assert aliases(client, name) == {"candidate": "2", "champion": "2"}
+    c = better.decision.comparison
+    assert (c.new_only, c.champion_only) == (12, 0) and c.p_value == 2 / 2**12
+    tags = client.get_model_version(name, "2").tags
+    assert float(tags["onedge.p_value"]) == c.p_value
+    assert json.loads(tags["onedge.difference_ci"])["estimate"] > 0
+    assert tags["onedge.compared_with"] == "1"
 
-    revalidate(folder, top1_delta=-0.03)
+    revalidate(folder, fix=+3)  # 3 more images right than version 2: better, but p = 0.25
+    slight = register_run(config, folder)
+    assert slight.decision.candidate and not slight.decision.champion
+    assert "not significantly better" in slight.decision.reasons[0]
+    assert aliases(client, name) == {"candidate": "3", "champion": "2"}
+
+    revalidate(folder, fix=-30)
     worse = register_run(config, folder)
+    assert worse.decision.comparison.champion_only >= 27
     assert worse.decision.candidate and not worse.decision.champion
     assert "not better" in worse.decision.reasons[0]
-    assert aliases(client, name) == {"candidate": "3", "champion": "2"}
+    assert aliases(client, name) == {"candidate": "4", "champion": "2"}
     assert json.loads(client.get_registered_model(name).tags[HISTORY_TAG]) == ["1", "2"]
 
 
@@ -102,7 +127,7 @@ def test_failed_gate_is_registered_without_alias(run, store):
 def test_champion_on_another_eval_set_is_kept(run, store):
     config, folder = run
     register_run(config, folder)
-    revalidate(folder, top1_delta=+0.01, eval_set="0" * 64)
+    revalidate(folder, fix=+12, eval_set="0" * 64)
     other = register_run(config, folder)
     assert other.decision.candidate and not other.decision.champion
     assert aliases(connect(store), config.model_name()) == {"candidate": "2", "champion": "1"}
@@ -137,7 +162,7 @@ def test_registry_error_half_way_leaves_aliases_as_they_were(run, store):
     client = connect(store)
     history = client.get_registered_model(name).tags[HISTORY_TAG]
 
-    revalidate(folder, top1_delta=+0.01)  # a better candidate: both aliases would move
+    revalidate(folder, fix=+12)  # a better candidate: both aliases would move
     flaky = FailsOnSecondAlias(tracking_uri=store, registry_uri=store)
     with pytest.raises(ModelRegistryError, match="failed half-way.*left as they were"):
         register_run(config, folder, client=flaky)
@@ -159,7 +184,7 @@ def test_registry_error_while_creating_the_version_moves_no_alias(run, store):
 
     config, folder = run
     register_run(config, folder)
-    revalidate(folder, top1_delta=+0.01)
+    revalidate(folder, fix=+12)
     flaky = FailsToCreate(tracking_uri=store, registry_uri=store)
     with pytest.raises(ModelRegistryError, match="database is locked") as caught:
         register_run(config, folder, client=flaky)
@@ -198,7 +223,7 @@ def test_promote_and_rollback_by_hand(run, store, capsys):
     config, folder = run
     name = config.model_name()
     register_run(config, folder)
-    revalidate(folder, top1_delta=+0.01)
+    revalidate(folder, fix=+12)
     register_run(config, folder)  # champion 2, history [1, 2]
     revalidate(folder, fail=True)
     failed = register_run(config, folder)  # version 3 failed its gates
@@ -251,3 +276,28 @@ def test_promote_needs_to_know_which_registry(monkeypatch, capsys, tmp_path):
     assert main(["rollback", "--tracking-uri", f"sqlite:///{bad}"]) == 2
     err = capsys.readouterr().err
     assert "opening the MLflow store" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_retrain_with_another_seed_is_judged_against_the_champion(run, store):
+    """onedge run with seed 1 after a seed-0 champion: same eval set, decided by significance."""
+    from pipeline import flows
+
+    config, folder = run
+    first = register_run(config, folder)
+    assert first.decision.champion
+    retrain = config.model_copy(deep=True)
+    retrain.seed = 1
+    result = flows.edge_pipeline(retrain, folder.root.parent / "seed1")
+    outcome = result.registry
+    assert outcome.version == "2"
+    assert outcome.evidence.eval_set_sha256 == first.evidence.eval_set_sha256
+    c = outcome.decision.comparison
+    assert c is not None, outcome.decision.reasons
+    assert c.new_top1["estimate"] == pytest.approx(outcome.evidence.top1)
+    assert c.champion_top1["estimate"] == pytest.approx(first.evidence.top1)
+    significant = c.p_value < config.registry.max_p_value and c.new_only > c.champion_only
+    assert outcome.decision.champion == significant
+    champion = aliases(connect(store), config.model_name())["champion"]
+    assert champion == ("2" if significant else "1")
+    report = result.report_md.read_text()
+    assert f"McNemar p = {c.p_value:.3g}" in report

@@ -9,7 +9,6 @@ from export.manifest import (
     MANIFEST_NAME,
     Manifest,
     read_export,
-    sha256_file,
     verify_artifact,
 )
 from targets.base import (
@@ -58,6 +57,28 @@ def skipped_result(folder: Path, manifest: Manifest, target: Target) -> Artifact
         verdict="skipped",
         reasons=[reason],
     )
+
+
+def eval_set_digest(path: Path) -> str:
+    """sha256 of the eval images and labels (dtype, shape and bytes), the eval set's identity.
+
+    The reference logits in the same file belong to the exported student, so they are left out:
+    two students scored on the same images share this digest and can be compared image by image.
+    """
+    import hashlib
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = [np.ascontiguousarray(data[key]) for key in ("images", "labels")]
+    except (OSError, ValueError, KeyError) as exc:
+        raise EvalSetError(f"{path} is not an eval set with images and labels: {exc}") from None
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def write_report(report: ValidationReport, out_dir: Path) -> Path:
@@ -115,7 +136,7 @@ def validate_artifacts(
     report.policy = policy.model_dump()
     report.artifacts_dir = str(Path(artifacts_dir).resolve())
     report.eval_set = str(eval_path.resolve())
-    report.eval_set_sha256 = sha256_file(eval_path)
+    report.eval_set_sha256 = eval_set_digest(eval_path)
     report.passed = all(r.verdict != "fail" for r in results) and any(
         r.verdict == "pass" for r in results
     )

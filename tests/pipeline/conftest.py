@@ -8,6 +8,7 @@ can show that the rerun took training and export from the run folder's cache (DI
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,3 +113,31 @@ def pipeline_run(prefect_server, tmp_path_factory) -> PipelineRun:
     return PipelineRun(
         config, out, result, first_error, dict(calls), after_failure, _mtimes(out), seconds
     )
+
+
+# --- a registry store and a copy of the run folder that registers into it -------------------
+SKIP = {"mlflow.db", "mlartifacts", ".cache", "registry.json"}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    from pipeline.tracking import connect
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    connect(uri)  # creates the tables once for the module
+    return uri
+
+
+@pytest.fixture
+def run(pipeline_run, store, tmp_path, request):
+    """A copy of the run folder whose config registers into ``store`` under a fresh name."""
+    from pipeline.config import dump_config
+    from pipeline.stages import RunFolder
+
+    folder = RunFolder(tmp_path / "run")
+    shutil.copytree(pipeline_run.out, folder.root, ignore=lambda d, names: SKIP & set(names))
+    name = "t-" + request.node.name.replace("_", "-").replace("[", "-").strip("]")[:60]
+    config = pipeline_run.config.model_copy(deep=True)
+    config.registry.tracking_uri, config.registry.model_name = store, name
+    folder.config.write_text(dump_config(config))
+    return config, folder

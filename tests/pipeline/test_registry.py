@@ -9,7 +9,6 @@ retrained student would move them.
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import datetime, timezone
 
 import numpy as np
@@ -17,7 +16,6 @@ import pytest
 
 from export.manifest import ArtifactError
 from pipeline.cli import main
-from pipeline.config import dump_config
 from pipeline.errors import ModelRegistryError, PromotionError
 from pipeline.registry import HISTORY_TAG, promote, register_run, rollback
 from pipeline.stages import RunFolder
@@ -26,27 +24,6 @@ from targets.base import unpack_bits
 from targets.runner import pack_bits
 
 pytestmark = pytest.mark.slow
-
-SKIP = {"mlflow.db", "mlartifacts", ".cache", "registry.json"}
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    connect(uri)  # creates the tables once for the module
-    return uri
-
-
-@pytest.fixture
-def run(pipeline_run, store, tmp_path, request):
-    """A copy of the run folder whose config registers into ``store`` under a fresh name."""
-    folder = RunFolder(tmp_path / "run")
-    shutil.copytree(pipeline_run.out, folder.root, ignore=lambda d, names: SKIP & set(names))
-    name = "t-" + request.node.name.replace("_", "-").replace("[", "-").strip("]")[:60]
-    config = pipeline_run.config.model_copy(deep=True)
-    config.registry.tracking_uri, config.registry.model_name = store, name
-    folder.config.write_text(dump_config(config))
-    return config, folder
 
 
 def fix_images(result: dict, count: int) -> None:
@@ -276,28 +253,3 @@ def test_promote_needs_to_know_which_registry(monkeypatch, capsys, tmp_path):
     assert main(["rollback", "--tracking-uri", f"sqlite:///{bad}"]) == 2
     err = capsys.readouterr().err
     assert "opening the MLflow store" in err and len(err.strip().splitlines()) == 1
-
-
-def test_a_retrain_with_another_seed_is_judged_against_the_champion(run, store):
-    """onedge run with seed 1 after a seed-0 champion: same eval set, decided by significance."""
-    from pipeline import flows
-
-    config, folder = run
-    first = register_run(config, folder)
-    assert first.decision.champion
-    retrain = config.model_copy(deep=True)
-    retrain.seed = 1
-    result = flows.edge_pipeline(retrain, folder.root.parent / "seed1")
-    outcome = result.registry
-    assert outcome.version == "2"
-    assert outcome.evidence.eval_set_sha256 == first.evidence.eval_set_sha256
-    c = outcome.decision.comparison
-    assert c is not None, outcome.decision.reasons
-    assert c.new_top1["estimate"] == pytest.approx(outcome.evidence.top1)
-    assert c.champion_top1["estimate"] == pytest.approx(first.evidence.top1)
-    significant = c.p_value < config.registry.max_p_value and c.new_only > c.champion_only
-    assert outcome.decision.champion == significant
-    champion = aliases(connect(store), config.model_name())["champion"]
-    assert champion == ("2" if significant else "1")
-    report = result.report_md.read_text()
-    assert f"McNemar p = {c.p_value:.3g}" in report

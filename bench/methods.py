@@ -205,7 +205,7 @@ def train_entry(
     cfg = run_config(regime, entry, seed, extra, teacher_ckpt).training_config()
     folder = f"{entry.replace(':', '_').replace(',', '_').replace('=', '-')}-seed{seed}"
     run_dir = out / "runs" / folder
-    resume = (run_dir / CHECKPOINT).is_file()
+    resume = run_dir.is_dir()  # a run killed in any stage (teachers included) goes on there
     started = time.perf_counter()
     metrics = train(cfg, run_dir, resume=resume).metrics
     wall = time.perf_counter() - started

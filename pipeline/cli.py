@@ -261,6 +261,10 @@ UriOpt = Annotated[
     typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI"),
 ]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="registered model name")]
+TargetOpt = Annotated[
+    str | None,
+    typer.Option("--target", help="a validate target: move its champion-<target> alias instead"),
+]
 
 
 def open_registry(run_dir: Path | None, uri: str | None, model: str | None):
@@ -303,23 +307,35 @@ def promote(
     run_dir: RunDirOpt = None,
     tracking_uri: UriOpt = None,
     model: ModelOpt = None,
+    target: TargetOpt = None,
 ) -> None:
     """Make a registered version the champion (the previous one is kept for rollback)."""
     from pipeline.registry import promote as promote_version
+    from pipeline.target_registry import promote_for_target, target_alias
 
     client, name, alias = open_registry(run_dir, tracking_uri, model)
-    aliases = promote_version(client, name, str(version), alias, force=force)
+    if target is not None:
+        alias = target_alias("champion", target)
+        aliases = promote_for_target(client, name, str(version), target, force=force)
+    else:
+        aliases = promote_version(client, name, str(version), alias, force=force)
     console.print(f"{name}: {alias} -> version {aliases[alias]}")
 
 
 @app.command()
 def rollback(
-    run_dir: RunDirOpt = None, tracking_uri: UriOpt = None, model: ModelOpt = None
+    run_dir: RunDirOpt = None,
+    tracking_uri: UriOpt = None,
+    model: ModelOpt = None,
+    target: TargetOpt = None,
 ) -> None:
     """Give the champion alias back to the previous champion."""
     from pipeline.registry import rollback as rollback_champion
+    from pipeline.target_registry import target_alias
 
     client, name, alias = open_registry(run_dir, tracking_uri, model)
+    if target is not None:
+        alias = target_alias("champion", target)
     aliases = rollback_champion(client, name, alias)
     console.print(f"{name}: {alias} -> version {aliases[alias]} (rolled back)")
 

@@ -134,6 +134,11 @@ class RegistryConfig(Section):
         description="a challenger replaces the champion only when better with McNemar p below this",
     )
     same_eval_set: bool = Field(True, description="compare with the champion only on its eval set")
+    per_target: bool = Field(
+        False,
+        description="with several targets: register each target's pick (validate.budgets) "
+        "under candidate-<target> and champion-<target>",
+    )
     log_artifacts: bool = Field(True, description="log every artifact folder to the MLflow run")
     approval: Literal["auto", "ask"] = Field(
         "auto",
@@ -160,6 +165,11 @@ class RegistryConfig(Section):
     def _distinct_aliases(self) -> RegistryConfig:
         if self.candidate_alias == self.champion_alias:
             raise ValueError("candidate_alias and champion_alias must differ")
+        if self.per_target and self.approval == "ask":
+            raise ValueError(
+                "registry.approval: ask waits for one champion; per-target champions "
+                "(registry.per_target) are promoted by hand with onedge promote --target instead"
+            )
         return self
 
 

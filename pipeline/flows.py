@@ -30,6 +30,7 @@ from pipeline.config import RunConfig, ValidateConfig
 from pipeline.errors import ModelRegistryUnavailableError, NothingPassedError, PipelineError
 from pipeline.registry import RegistryOutcome
 from pipeline.report import ArtifactRow, artifact_rows, write_report, write_timings
+from pipeline.target_registry import PerTargetOutcome, per_target_mode
 from pipeline.timings import StageTimes, Stopwatch
 from targets.base import ValidationReport
 from targets.errors import TargetTimeoutError, TargetUnreachableError
@@ -187,6 +188,31 @@ def register_task(config: RunConfig, out_dir: Path) -> RegistryOutcome:
     return outcome
 
 
+@task(name="register-per-target", cache_policy=NO_CACHE, retry_condition_fn=transient_fault)
+def register_per_target_task(config: RunConfig, out_dir: Path) -> PerTargetOutcome:
+    from pipeline.target_registry import register_per_target
+
+    limit = stages.registry_limit_name(config.model_name())
+    ensure_board_limits([limit])
+
+    def one_at_a_time(name: str) -> Any:  # the same lock as register_task's
+        return concurrency(limit, occupy=1, timeout_seconds=REGISTRY_WAIT_S, strict=True)
+
+    outcome = register_per_target(config, stages.RunFolder(out_dir), lock=one_at_a_time)
+    for spec, t in outcome.targets.items():
+        got = t.registered
+        get_run_logger().info(
+            f"{spec}: "
+            + (
+                f"{got.artifact} as {outcome.model_name} version {got.version}: "
+                + "; ".join(got.decision.reasons)
+                if got
+                else "no artifact fits its budget and gates"
+            )
+        )
+    return outcome
+
+
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(
     config: RunConfig, out_dir: Path, timings: StageTimes | None = None
@@ -201,11 +227,17 @@ def report_task(
 
 
 @task(name="attach-report", cache_policy=NO_CACHE, retry_condition_fn=transient_fault)
-def attach_report_task(outcome: RegistryOutcome, files: list[Path]) -> None:
+def attach_report_task(outcome: RegistryOutcome | PerTargetOutcome, files: list[Path]) -> None:
     from pipeline.registry import attach_files
     from pipeline.tracking import connect
 
-    attach_files(connect(outcome.tracking_uri), outcome.run_id, files)
+    registered = (
+        [t.registered for t in outcome.targets.values() if t.registered is not None]
+        if isinstance(outcome, PerTargetOutcome)
+        else [outcome]
+    )
+    for run_id, uri in dict.fromkeys((r.run_id, r.tracking_uri) for r in registered):
+        attach_files(connect(uri), run_id, files)
 
 
 @flow(name="train")
@@ -252,9 +284,10 @@ def validate_flow(
 @flow(name="promote")
 def promote_flow(
     config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
-) -> RegistryOutcome:
+) -> RegistryOutcome | PerTargetOutcome:
     """Register the run's artifact; with ``registry.approval: ask`` a new champion waits for a
-    person (:mod:`pipeline.approval`), and stays candidate if nobody approves in time."""
+    person (:mod:`pipeline.approval`), and stays candidate if nobody approves in time. With
+    ``registry.per_target`` (several targets), each target's pick under ``champion-<target>``."""
     from prefect.exceptions import FlowPauseTimeout
 
     from pipeline.approval import approval_flow
@@ -262,6 +295,10 @@ def promote_flow(
 
     cfg, run = stages.open_run(config, out_dir, overrides)
     r = cfg.registry
+    if per_target_mode(cfg):
+        return register_per_target_task.with_options(
+            retries=r.retries, retry_delay_seconds=r.retry_delay_s
+        )(cfg, run.root)
     outcome = register_task.with_options(retries=r.retries, retry_delay_seconds=r.retry_delay_s)(
         cfg, run.root
     )
@@ -286,7 +323,7 @@ class PipelineResult(BaseModel):
     report_md: Path
     report_html: Path
     rows: list[ArtifactRow]
-    registry: RegistryOutcome | None = None
+    registry: RegistryOutcome | PerTargetOutcome | None = None
     timings: StageTimes | None = None
 
 
@@ -330,6 +367,15 @@ def edge_pipeline(
         registry=outcome,
         timings=timings,
     )
+    if isinstance(outcome, PerTargetOutcome):  # per target: every target needs a pick
+        empty = [spec for spec, t in outcome.targets.items() if t.registered is None]
+        if empty:
+            raise NothingPassedError(
+                f"no artifact fits the budget and gates of {', '.join(empty)}; "
+                f"the report says why: {run.report_md}",
+                result,
+            )
+        return result
     if not passed_everywhere(cfg, run):  # the flow ends Failed, saying why
         required = ", ".join(cfg.validate.required_targets())
         kept = f"; version {outcome.version} registered without alias" if outcome else ""

@@ -4,7 +4,7 @@ A family of students (the student ensemble) is exported and validated on every t
 target may carry a :class:`TargetBudget` (``validate.budgets[<target>]``, :class:`targets.gates.TargetBudget`). :func:`choose_per_target`
 is pure: given the validation reports (one per target, each result already judged by the gates)
 and the budgets, it picks per target the artifact with the highest top-1 among those that passed
-the gates and meet the budget (ties: the lower p99 latency, then the name), and marks the Pareto
+the gates and meet the budget (ties: the lower p50 latency, then the name), and marks the Pareto
 front of (top-1 up, p50 latency down) among the measured artifacts. Aliases per target are
 ``candidate-<target>`` and ``champion-<target>`` (:func:`target_alias`).
 """
@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.report import pareto_front
 from targets.base import ArtifactResult, ValidationReport
 from targets.gates import TargetBudget
 
@@ -45,7 +44,7 @@ def budget_reasons(result: ArtifactResult, budget: TargetBudget) -> list[str]:
             f"p99 {result.latency_ms.p99:.3f} ms over the budget {budget.max_p99_ms:.3f} ms"
         )
     if budget.max_size_mb is not None and (result.size_mb or 0.0) > budget.max_size_mb:
-        reasons.append(f"size {result.size_mb:.2f} MB over the budget {budget.max_size_mb:.2f} MB")
+        reasons.append(f"size {result.size_mb:.3f} MB over the budget {budget.max_size_mb:.3f} MB")
     if budget.min_top1 is not None and result.top1 < budget.min_top1:
         reasons.append(f"top-1 {result.top1:.2%} under the budget's {budget.min_top1:.2%}")
     return reasons
@@ -53,6 +52,8 @@ def budget_reasons(result: ArtifactResult, budget: TargetBudget) -> list[str]:
 
 def front_of(results: Iterable[ArtifactResult]) -> list[str]:
     """Names on the Pareto front of (p50 latency down, top-1 up), fastest first."""
+    from pipeline.report import pareto_front  # the report's own rule (report imports this)
+
     measured = [r for r in results if r.top1 is not None and r.latency_ms is not None]
     marks = pareto_front([(r.latency_ms.p50, r.top1) for r in measured])
     front = [r for r, on in zip(measured, marks, strict=True) if on]
@@ -77,7 +78,7 @@ def choose_for_target(report: ValidationReport, budget: TargetBudget) -> TargetC
         excluded=excluded,
     )
     if fitting:
-        best = min(fitting, key=lambda r: (-r.top1, r.latency_ms.p99, r.artifact))
+        best = min(fitting, key=lambda r: (-r.top1, r.latency_ms.p50, r.artifact))
         choice.pick, choice.pick_top1 = best.artifact, best.top1
         choice.pick_p99_ms = best.latency_ms.p99
     return choice

@@ -154,10 +154,14 @@ def aliases_of(client: Any, name: str) -> dict[str, str]:
     return {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}
 
 
-def history_of(client: Any, name: str) -> list[str]:
-    return [
-        str(v) for v in json.loads(client.get_registered_model(name).tags.get(HISTORY_TAG, "[]"))
-    ]
+def history_tag(champion_alias: str = "champion") -> str:
+    """The model tag that lists the past holders of ``champion_alias`` (one per target alias)."""
+    return HISTORY_TAG if champion_alias == "champion" else f"{HISTORY_TAG}.{champion_alias}"
+
+
+def history_of(client: Any, name: str, champion_alias: str = "champion") -> list[str]:
+    tags = client.get_registered_model(name).tags
+    return [str(v) for v in json.loads(tags.get(history_tag(champion_alias), "[]"))]
 
 
 def move_aliases(
@@ -166,17 +170,20 @@ def move_aliases(
     changes: dict[str, str],
     history: list[str] | None = None,
     expect: dict[str, str | None] | None = None,
+    champion_alias: str = "champion",
 ) -> dict[str, str]:
     """Point each alias in ``changes`` at its version (and save ``history``), all or nothing.
 
     ``expect`` holds what the caller decided on (alias -> version, None for no alias): the
     aliases are read again just before the move, and if one differs, another registration
     moved it meanwhile; nothing is moved and :class:`ChampionChangedError` says so.
+    ``champion_alias`` names whose history ``history`` is (one per target alias).
     """
+    tag = history_tag(champion_alias)
     with guarded(f"reading the aliases of {name}"):
         model = client.get_registered_model(name)
     before = {alias: str(v) for alias, v in model.aliases.items()}
-    before_history = model.tags.get(HISTORY_TAG)
+    before_history = model.tags.get(tag)
     for alias, decided_on in (expect or {}).items():
         if before.get(alias) != decided_on:
             raise ChampionChangedError(
@@ -189,9 +196,9 @@ def move_aliases(
             if before.get(alias) != version:
                 client.set_registered_model_alias(name, alias, version)
         if history is not None:
-            client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+            client.set_registered_model_tag(name, tag, json.dumps(history))
     except Exception as exc:
-        failures = restore_aliases(client, name, changes, before, before_history)
+        failures = restore_aliases(client, name, changes, before, before_history, tag)
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if failures:
             raise ModelRegistryError(
@@ -206,7 +213,12 @@ def move_aliases(
 
 
 def restore_aliases(
-    client: Any, name: str, changes: dict[str, str], before: dict[str, str], history: str | None
+    client: Any,
+    name: str,
+    changes: dict[str, str],
+    before: dict[str, str],
+    history: str | None,
+    tag: str = HISTORY_TAG,
 ) -> list[str]:
     """Put every alias named in ``changes`` (and the history tag) back; the failures, if any."""
     failures = []
@@ -220,9 +232,9 @@ def restore_aliases(
             failures.append(f"{alias}: {exc}")
     try:
         if history is not None:
-            client.set_registered_model_tag(name, HISTORY_TAG, history)
-        elif HISTORY_TAG in client.get_registered_model(name).tags:
-            client.delete_registered_model_tag(name, HISTORY_TAG)
+            client.set_registered_model_tag(name, tag, history)
+        elif tag in client.get_registered_model(name).tags:
+            client.delete_registered_model_tag(name, tag)
     except Exception as exc:
         failures.append(f"history: {exc}")
     return failures
@@ -286,7 +298,7 @@ def _decide_and_move(
         changes[rules.candidate_alias] = version
     if decision.champion:
         changes[rules.champion_alias] = version
-        history = history_of(client, name)
+        history = history_of(client, name, rules.champion_alias)
         if champion is not None and (not history or history[-1] != champion.version):
             history.append(champion.version)
         history.append(version)
@@ -304,7 +316,9 @@ def _decide_and_move(
             for key, value in stats.items():
                 client.set_model_version_tag(name, version, TAG + key, value)
     decided_on = {rules.champion_alias: champion.version if champion else None}
-    return decision, move_aliases(client, name, changes, history, expect=decided_on)
+    return decision, move_aliases(
+        client, name, changes, history, expect=decided_on, champion_alias=rules.champion_alias
+    )
 
 
 def new_version(
@@ -315,14 +329,15 @@ def new_version(
     manifest: Manifest,
     tags: dict[str, str],
     eval_images: np.ndarray,
+    artifact_path: str = "model",
 ) -> str:
     """Log the model folder to the run and register it; a failure marks the run FAILED."""
     try:
         with tempfile.TemporaryDirectory(prefix="onedge-model-") as tmp:
             staged = stage_model(folder, manifest, run_id, Path(tmp) / "model", eval_images)
-            client.log_artifacts(run_id, str(staged), "model")
+            client.log_artifacts(run_id, str(staged), artifact_path)
         ensure_model(client, name)
-        source = f"{client.get_run(run_id).info.artifact_uri}/model"
+        source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
         version = str(client.create_model_version(name, source, run_id, tags=tags).version)
     except Exception:
         with contextlib.suppress(Exception):  # the original error is the one to report
@@ -472,7 +487,7 @@ def promote(
         )
     with guarded(f"reading the champion of {name}"):
         current = aliases_of(client, name).get(champion_alias)
-        history = history_of(client, name)
+        history = history_of(client, name, champion_alias)
     if current == str(version):
         return aliases_of(client, name)
     if current is not None and (not history or history[-1] != current):
@@ -483,6 +498,7 @@ def promote(
         {champion_alias: str(version)},
         [*history, str(version)],
         expect={champion_alias: current},
+        champion_alias=champion_alias,
     )
 
 
@@ -490,7 +506,7 @@ def rollback(client: Any, name: str, champion_alias: str = "champion") -> dict[s
     """Give the champion alias back to the previous champion on record."""
     with guarded(f"reading the champion of {name}"):
         current = aliases_of(client, name).get(champion_alias)
-        history = history_of(client, name)
+        history = history_of(client, name, champion_alias)
     if current is None:
         raise PromotionError(f"{name} has no {champion_alias}: nothing to roll back")
     if history and history[-1] == current:
@@ -501,5 +517,10 @@ def rollback(client: Any, name: str, champion_alias: str = "champion") -> dict[s
             "nothing to roll back to"
         )
     return move_aliases(
-        client, name, {champion_alias: history[-1]}, history, expect={champion_alias: current}
+        client,
+        name,
+        {champion_alias: history[-1]},
+        history,
+        expect={champion_alias: current},
+        champion_alias=champion_alias,
     )

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pipeline.config import RunConfig
 from pipeline.registry import RegistryOutcome
+from pipeline.report_targets import per_target_registry_lines, student_rows, target_blocks
 from pipeline.stages import RunFolder, TorchBaseline, load_baseline, load_reports, read_json
 from pipeline.timings import StageTimes
 from targets.base import ArtifactResult, ValidationReport
@@ -185,6 +186,8 @@ def build_blocks(
         if config.registry.enabled and run.registry.is_file()
         else None
     )
+    from pipeline.target_registry import PER_TARGET_FILE, per_target_mode
+
     rows = artifact_rows(reports, baseline, outcome.artifact if outcome else None)
     plot_accuracy_latency(rows, run.root / PLOT_FILE)
 
@@ -228,7 +231,19 @@ def build_blocks(
                   f"{baseline.threads} threads, {baseline.calls} calls) over the artifact's p50, "
                   "both timed on this CPU in one run, one after the other.")
         )  # fmt: skip
-    blocks += [("h2", "Registry"), ("list", registry_lines(outcome))]
+    if exported.get("students") and len(exported["students"]) > 1:
+        blocks += [
+            ("h2", "Students"),
+            ("table", ["student", "width", "parameters", "MACs", "test top-1 %"],
+             student_rows(exported, metrics)),
+        ]  # fmt: skip
+    if config.validate.budgets or per_target_mode(config):
+        blocks += target_blocks(config, run, reports)
+    if per_target_mode(config):
+        lines = per_target_registry_lines(run.root / PER_TARGET_FILE)
+    else:
+        lines = registry_lines(outcome)
+    blocks += [("h2", "Registry"), ("list", lines)]
     if timings is not None:
         blocks += [
             ("h2", "Where the time went"),

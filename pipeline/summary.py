@@ -7,6 +7,7 @@ from rich.table import Table
 
 from pipeline.flows import PipelineResult
 from pipeline.report import COLUMNS
+from pipeline.target_registry import PerTargetOutcome
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "skipped": "yellow"}
 
@@ -27,6 +28,8 @@ def print_run(result: PipelineResult, seconds: float, console: Console) -> None:
     outcome = result.registry
     if outcome is None:
         console.print("registry: disabled (registry.enabled: false)", soft_wrap=True)
+    elif isinstance(outcome, PerTargetOutcome):
+        print_per_target(outcome, console)
     else:
         mine = [alias for alias, version in outcome.aliases.items() if version == outcome.version]
         console.print(
@@ -43,3 +46,22 @@ def print_run(result: PipelineResult, seconds: float, console: Console) -> None:
             soft_wrap=True,
         )
     console.print(f"done in {seconds:.0f} s; files in {result.out_dir}", soft_wrap=True)
+
+
+def print_per_target(outcome: PerTargetOutcome, console: Console) -> None:
+    """One line per target: its budget, the pick, the version and the aliases it holds."""
+    from pipeline.report_targets import budget_text
+
+    console.print(f"registry: model {outcome.model_name}, one pick per target", soft_wrap=True)
+    for spec, t in outcome.targets.items():
+        r, c = t.registered, t.choice
+        if c.pick is None or r is None:
+            console.print(f"  {spec} ({budget_text(c)}): nothing fits", soft_wrap=True)
+            continue
+        mine = [a for a, v in r.aliases.items() if v == r.version]
+        console.print(
+            f"  {spec} ({budget_text(c)}): {c.pick}, top-1 {100 * c.pick_top1:.2f}%, "
+            f"p99 {c.pick_p99_ms:.3f} ms -> version {r.version} ({', '.join(mine) or 'no alias'}): "
+            + "; ".join(r.decision.reasons),
+            soft_wrap=True,
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,11 +97,15 @@ def experiment_id(client: Any, name: str, uri: str) -> str:
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
-    """Nested config -> ``{"train.epochs": "30", ...}`` (lists as JSON), for MLflow params."""
+    """Nested config -> ``{"train.epochs": "30", ...}`` (lists as JSON), for MLflow params.
+
+    Characters MLflow refuses in a name (``#`` of ``local-cpu#device``) become ``_``.
+    """
     if isinstance(data, dict):
         out: dict[str, str] = {}
         for key, value in data.items():
-            out.update(flatten(value, f"{prefix}{key}."))
+            safe = re.sub(r"[^\w\-. /]", "_", str(key))
+            out.update(flatten(value, f"{prefix}{safe}."))
         return out
     value = json.dumps(data) if isinstance(data, list | tuple) else str(data)
     return {prefix.rstrip("."): value[:6000]}

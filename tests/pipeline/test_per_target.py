@@ -68,7 +68,7 @@ def test_gates_size_and_min_top1_exclude_and_ties_go_to_the_faster():
     choice = choose_per_target([report("t", *results)], {"t": budget})["t"]
     assert choice.pick == "d"  # c and d tie on top-1: the faster wins
     assert choice.excluded["a"] == ["gates: fail"]
-    assert "size 5.00 MB" in choice.excluded["b"][0]
+    assert "size 5.000 MB" in choice.excluded["b"][0]
     assert "under the budget's 85.00%" in choice.excluded["e"][0]
     assert choice.front == ["e", "d", "a"]  # b and c are slower than d at the same top-1
 

@@ -1,0 +1,184 @@
+"""Per-target registration: each target's pick becomes its own version and moves its own aliases.
+
+With ``registry.per_target`` and more than one target, :func:`register_per_target` reads every
+target's report, picks per target with :func:`pipeline.per_target.choose_per_target` (the most
+accurate artifact that passed the gates and fits ``validate.budgets[target]``), and registers each
+pick under the run config's one registered model, tagged with branch, width and target. Each
+target's aliases ``candidate-<target>`` and ``champion-<target>`` follow the same rules as
+``champion`` (:func:`pipeline.registry.apply_decision`, evidence from that target alone), with
+their own champion history for rollback. What was validated is what is registered: every version
+is downloaded back and its sha256 compared with the manifest and the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from export.manifest import ArtifactError, verify_artifact
+from pipeline.config import RunConfig
+from pipeline.errors import PromotionError
+from pipeline.per_target import TargetChoice, choose_per_target, target_alias
+from pipeline.promotion import gather_evidence
+from pipeline.registry import (
+    TAG,
+    RegistryOutcome,
+    apply_decision,
+    eval_images,
+    find_version,
+    new_version,
+    promote,
+    registered_sha256,
+    rollback,
+    run_key,
+    version_tags,
+)
+from pipeline.stages import RunFolder, load_reports, slug
+from pipeline.tracking import connect, guarded, log_run, tracking_uri
+from training.errors import ConfigError
+
+PER_TARGET_FILE = "registry-targets.json"
+
+
+class TargetOutcome(BaseModel):
+    """What registering one target's pick did (no ``registered`` when nothing fitted)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    choice: TargetChoice
+    registered: RegistryOutcome | None = None
+
+
+class PerTargetOutcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str
+    targets: dict[str, TargetOutcome] = Field(default_factory=dict)
+
+
+def per_target_mode(config: RunConfig) -> bool:
+    """Per-target aliases: asked for, and more than one target (one keeps ``champion``)."""
+    return config.registry.per_target and len(config.validate.targets) > 1
+
+
+def target_rules(config: RunConfig, target: str):
+    """The registry rules with this target's alias names."""
+    return config.registry.model_copy(
+        update={
+            "candidate_alias": target_alias("candidate", target),
+            "champion_alias": target_alias("champion", target),
+        }
+    )
+
+
+def register_per_target(
+    config: RunConfig,
+    run: RunFolder,
+    client: Any | None = None,
+    lock: Callable[[str], AbstractContextManager[Any]] | None = None,
+) -> PerTargetOutcome:
+    """Register every target's pick; see the module docstring. Writes registry-targets.json.
+
+    ``lock(model name)`` is held around each decide-and-move, as in ``register_run``.
+    """
+    reports = load_reports(run, config.validate)
+    aliases_for = {spec: target_alias("champion", spec) for spec in reports}
+    if len(set(aliases_for.values())) != len(aliases_for):
+        raise ConfigError(
+            f"targets {sorted(reports)} give the same alias names ({aliases_for}): "
+            "rename one (aliases keep letters, digits, '-' and '_')"
+        )
+    choices = choose_per_target(reports.values(), config.validate.budgets)
+    uri = tracking_uri(config, run)
+    client = client or connect(uri)
+    name = config.model_name()
+    outcome = PerTargetOutcome(model_name=name)
+    images = eval_images(run)
+    run_id: str | None = None
+    for spec, report in reports.items():
+        choice = choices[report.target]
+        result = TargetOutcome(target=spec, choice=choice)
+        outcome.targets[spec] = result
+        if choice.pick is None:
+            continue
+        alone = {spec: report}
+        evidence = gather_evidence(choice.pick, alone, [spec])
+        folder = run.export / choice.pick
+        manifest = verify_artifact(folder)
+        if manifest.sha256 != evidence.sha256:
+            raise ArtifactError(
+                f"{folder} changed since it was validated on {spec} (sha256 "
+                f"{manifest.sha256[:12]}..., validated {evidence.sha256[:12]}...): validate again"
+            )
+        key = f"{run_key(evidence, alone)}-{slug(spec)}"
+        with guarded(f"registering {choice.pick} for {spec} as {name}"):
+            found = find_version(client, name, key)
+            if found is None:
+                if run_id is None:
+                    run_id = log_run(client, config, run, reports, uri)
+                tags = version_tags(config, manifest, evidence, alone, key)
+                tags[TAG + "required_targets"] = f'["{spec}"]'
+                tags[TAG + "target"] = spec
+                tags[TAG + "width"] = "" if manifest.width is None else repr(manifest.width)
+                version = new_version(
+                    client, name, run_id, folder, manifest, tags, images, f"model-{slug(spec)}"
+                )
+                used_run = run_id
+            else:
+                used_run, version = found.run_id, str(found.version)
+            registered = registered_sha256(client, uri, name, version, choice.pick)
+        if registered != manifest.sha256:
+            raise ArtifactError(
+                f"version {version} of {name} holds sha256 {registered[:12]}..., but "
+                f"{manifest.sha256[:12]}... was validated on {spec}: it gets no alias"
+            )
+        with guarded(f"completing version {version} of {name}"):
+            client.set_model_version_tag(name, version, TAG + "complete", "true")
+        decision, aliases = apply_decision(
+            client, name, version, evidence, target_rules(config, spec), lock
+        )
+        result.registered = RegistryOutcome(
+            tracking_uri=uri,
+            model_name=name,
+            version=version,
+            run_id=used_run,
+            artifact=choice.pick,
+            sha256=registered,
+            reused=found is not None,
+            evidence=evidence,
+            decision=decision,
+            aliases=aliases,
+        )
+    (run.root / PER_TARGET_FILE).write_text(outcome.model_dump_json(indent=2))
+    return outcome
+
+
+def promote_for_target(
+    client: Any, name: str, version: str, target: str, force: bool = False
+) -> dict[str, str]:
+    """Make ``version`` the champion of ``target`` by hand (``champion-<target>``).
+
+    A version registered for another target is refused unless ``force``.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client.get_model_version(name, str(version)).tags
+    except MlflowException:  # promote() says which versions exist
+        tags = {}
+    registered_for = tags.get(TAG + "target")
+    if registered_for is not None and registered_for != target and not force:
+        raise PromotionError(
+            f"version {version} of {name} was chosen and validated for target {registered_for}, "
+            f"not {target}; add --force to promote it there anyway"
+        )
+    return promote(client, name, str(version), target_alias("champion", target), force=force)
+
+
+def rollback_for_target(client: Any, name: str, target: str) -> dict[str, str]:
+    """Give ``champion-<target>`` back to that target's previous champion."""
+    return rollback(client, name, target_alias("champion", target))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.host import machine  # noqa: E402
 from pipeline.config import config_from_data  # noqa: E402
 from training.stats import (  # noqa: E402
     difference_interval,
@@ -351,21 +350,6 @@ def plot(rows_by_regime: dict[str, list[dict]], baseline: str, path: Path) -> No
         ax.invert_yaxis()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    import os
-
-    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
 
 
 def main() -> None:

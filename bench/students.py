@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -31,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.host import machine  # noqa: E402
 from pipeline.config import config_from_data  # noqa: E402
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.models import count_macs, count_parameters  # noqa: E402
@@ -204,19 +202,6 @@ def table(summary: dict[str, Any]) -> list[str]:
                   f"{t['widths_alone_seconds']:.0f} s in all "
                   f"({t['family_seconds'] / t['widths_alone_seconds']:.2f}x)."]  # fmt: skip
     return lines
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
 
 
 def main() -> None:

@@ -35,7 +35,9 @@ def fix_images(result: dict, count: int) -> None:
     result["correct"], result["top1"] = pack_bits(flags), float(flags.mean())
 
 
-def revalidate(folder: RunFolder, **changes) -> None:
+def revalidate(
+    folder: RunFolder, *, fix: int = 0, fail: bool = False, eval_set: str | None = None
+) -> None:
     """Rewrite the reports as a new validation would: new timestamp, changed figures."""
     for path in folder.validate.glob("*/report.json"):
         report = json.loads(path.read_text())
@@ -43,12 +45,12 @@ def revalidate(folder: RunFolder, **changes) -> None:
         for r in report["results"]:
             if r["latency_ms"] is None:
                 continue
-            if "fix" in changes:
-                fix_images(r, changes["fix"])
-            if changes.get("fail"):
+            if fix:
+                fix_images(r, fix)
+            if fail:
                 r["verdict"], r["reasons"] = "fail", ["p99 latency 9.0 ms (limit 1.0 ms)"]
-        if "eval_set" in changes:
-            report["eval_set_sha256"] = changes["eval_set"]
+        if eval_set is not None:
+            report["eval_set_sha256"] = eval_set
         path.write_text(json.dumps(report))
 
 

@@ -238,7 +238,8 @@ def printed_verdicts(out: str) -> dict[str, str]:
     verdicts = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.split("│")[1:-1]]
-        if len(cells) == len(COLUMNS) and cells[0] and cells[0] != "artifact":
+        continued = not any(cells[1:])  # a long name wrapped onto the next line
+        if len(cells) == len(COLUMNS) and cells[0] and cells[0] != "artifact" and not continued:
             verdicts[cells[0].removesuffix(" (registered)")] = cells[COLUMNS.index("verdict")]
     return verdicts
 

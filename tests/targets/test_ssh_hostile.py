@@ -36,7 +36,7 @@ SSH_FXP_OPEN = 3
 # The SFTP subsystem of the hanging board: forwards packets to sftp-server until the client
 # opens a file (the first upload), then reads on and answers nothing.
 HANGING_SFTP = f"""
-import os, subprocess, sys, threading, time
+import os, subprocess, sys, threading
 server = subprocess.Popen([{SFTP_SERVER!r}], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 def answers():
     while chunk := os.read(server.stdout.fileno(), 65536):
@@ -53,8 +53,10 @@ def read(n):
 while True:
     head = read(4)
     body = read(int.from_bytes(head, "big"))
-    if body[0] == {SSH_FXP_OPEN}:
-        time.sleep(3600)
+    if body[0] == {SSH_FXP_OPEN}:  # never answer again; exit when the channel closes
+        while os.read(0, 65536):
+            pass
+        sys.exit(0)
     server.stdin.write(head + body)
     server.stdin.flush()
 """

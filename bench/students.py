@@ -23,7 +23,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.host import machine  # noqa: E402
+from bench.methods import Regime, pack, pct, pvalue, unpack  # noqa: E402
 from pipeline.config import config_from_data  # noqa: E402
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.models import count_macs, count_parameters  # noqa: E402
@@ -45,16 +45,6 @@ from training.stats import (  # noqa: E402
     top1_interval,
 )
 from training.trainer import CHECKPOINT, PREDICTIONS, train  # noqa: E402
-
-
-@dataclass(frozen=True)
-class Regime:
-    config: str
-    seeds: tuple[int, ...]
-    overrides: tuple[str, ...]
-    epochs: int
-    note: str
-
 
 REGIMES = {
     "digits": Regime(
@@ -85,14 +75,6 @@ REGIMES = {
         "Fashion-MNIST, all 60,000 training images, ResNet-20 family of 5 widths, for a GPU",
     ),
 }
-
-
-def pack(bits: np.ndarray) -> str:
-    return np.packbits(bits.astype(np.uint8)).tobytes().hex()
-
-
-def unpack(text: str, size: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:size].astype(bool)
 
 
 def run_config(regime: Regime, seed: int, method: dict[str, Any], extra: list[str]) -> Any:
@@ -167,18 +149,6 @@ def summarise(
         "widths_alone_seconds": float(np.mean(alone)) if both else None,
     }
     return {"rows": rows, "training": training}
-
-
-def pct(iv: dict[str, float], signed: bool = False) -> str:
-    sign = "+" if signed else ""
-    return (f"{100 * iv['estimate']:{sign}.2f} [{100 * iv['low']:{sign}.2f}, "
-            f"{100 * iv['high']:{sign}.2f}]")  # fmt: skip
-
-
-def pvalue(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
 
 
 def table(summary: dict[str, Any]) -> list[str]:

@@ -4,8 +4,11 @@ A family of students (the student ensemble) is exported and validated on every t
 target may carry a :class:`TargetBudget` (``validate.budgets[<target>]``, :class:`targets.gates.TargetBudget`). :func:`choose_per_target`
 is pure: given the validation reports (one per target, each result already judged by the gates)
 and the budgets, it picks per target the artifact with the highest top-1 among those that passed
-the gates and meet the budget (ties: the lower p50 latency, then the name), and marks the Pareto
-front of (top-1 up, p50 latency down) among the measured artifacts. Aliases per target are
+the gates and meet the budget, and marks the Pareto front of (top-1 up, p50 latency down) among
+the measured artifacts. Artifacts that tie on top-1 are ranked by the single-champion rule
+(:func:`pipeline.promotion.speed_order`): faster only when the bootstrap 95% CI of the p50
+difference (per-call latency samples) excludes 0; otherwise the smaller file, then the lower
+precision, then the name. So the same config picks the same artifact per target run after run. Aliases per target are
 ``candidate-<target>`` and ``champion-<target>`` (:func:`target_alias`).
 """
 
@@ -16,6 +19,7 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.promotion import speed_order
 from targets.base import ArtifactResult, ValidationReport
 from targets.gates import TargetBudget
 
@@ -78,7 +82,8 @@ def choose_for_target(report: ValidationReport, budget: TargetBudget) -> TargetC
         excluded=excluded,
     )
     if fitting:
-        best = min(fitting, key=lambda r: (-r.top1, r.latency_ms.p50, r.artifact))
+        top = max(r.top1 for r in fitting)
+        best = speed_order([r for r in fitting if r.top1 == top])[0]
         choice.pick, choice.pick_top1 = best.artifact, best.top1
         choice.pick_p99_ms = best.latency_ms.p99
     return choice

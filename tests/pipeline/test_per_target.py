@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -71,6 +72,45 @@ def test_gates_size_and_min_top1_exclude_and_ties_go_to_the_faster():
     assert "size 5.000 MB" in choice.excluded["b"][0]
     assert "under the budget's 85.00%" in choice.excluded["e"][0]
     assert choice.front == ["e", "d", "a"]  # b and c are slower than d at the same top-1
+
+
+def sampled(name: str, precision: str, top1: float, center: float, size: float, seed: int):
+    """A result with 400 per-call latency samples around ``center`` ms (sd 0.01 ms)."""
+    sample = sorted(np.random.default_rng(seed).normal(center, 0.01, 400).tolist())
+    p50 = float(np.median(sample))
+    r = result(name, top1, 2 * p50, size=size)
+    return r.model_copy(
+        update={
+            "precision": precision,
+            "latency_ms": LatencyStats(p50=p50, p90=sample[360], p99=sample[396], mean=p50),
+            "latency_sample_ms": sample,
+        }
+    )
+
+
+def test_top1_ties_within_timing_noise_pick_the_same_artifact_whatever_the_order():
+    # two artifacts of one student with the same top-1 and the same speed: the p50s differ by
+    # noise only, so the pick must not follow them (smaller file first, as for the champion)
+    picks, fp32_measured_faster = set(), 0
+    for seed in range(8):
+        fp32 = sampled("s1-w0.6-onnx-fp32", "fp32", 0.94, 0.070, 0.30, seed)
+        int8 = sampled("s1-w0.6-onnx-int8", "int8", 0.94, 0.070, 0.10, seed + 100)
+        wide = sampled("s0-w1.0-onnx-int8", "int8", 0.96, 0.300, 0.50, seed + 200)
+        fp32_measured_faster += fp32.latency_ms.p50 < int8.latency_ms.p50
+        budget = {"t": TargetBudget(max_p99_ms=0.2)}  # the wider, more accurate one is too slow
+        for order in ([fp32, int8, wide], [wide, int8, fp32]):
+            picks.add(choose_per_target([report("t", *order)], budget)["t"].pick)
+    assert 0 < fp32_measured_faster < 8  # the noise does flip the p50 order across runs
+    assert picks == {"s1-w0.6-onnx-int8"}
+
+
+def test_top1_ties_with_a_clear_speed_difference_go_to_the_faster():
+    for seed in range(3):
+        slow = sampled("s1-w0.6-onnx-int8", "int8", 0.94, 0.090, 0.10, seed)
+        fast = sampled("s1-w0.6-onnx-fp32", "fp32", 0.94, 0.060, 0.30, seed + 100)
+        for order in ([slow, fast], [fast, slow]):
+            choice = choose_per_target([report("t", *order)], {})["t"]
+            assert choice.pick == "s1-w0.6-onnx-fp32"  # faster beyond noise beats the tie order
 
 
 def test_nothing_fits_gives_no_pick():

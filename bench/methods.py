@@ -8,13 +8,22 @@ top-1 with a 95% bootstrap CI over seeds and images, its paired difference from 
 paired t-test p-value across seeds, the ensemble's top-1, and the training cost (seconds per
 epoch, total wall time including teacher runs, ratio to the baseline).
 
-Results are saved after every run (``<out>/<regime>/results.json``, per-image correctness
-included), so an interrupted benchmark resumes where it stopped; a run folder left half-trained
-is resumed from its checkpoint.
+A family entry (``student-ensemble``: five ResNet-20 students of widths 1.0 .. 0.2 at full
+width in every regime, ``METHOD_OVERRIDES``) also trains each width alone (vanilla at that width,
+same epochs, seeds and split) right after the family of each seed, and adds a table: each
+student against its twin (paired difference, CI, McNemar and t-test p) and the family's training
+time against the widths trained alone (bench/families.py).
+
+Results are saved after every run (``<docs>/methods_<regime>[-tag].json``, per-image correctness
+of every branch included), so an interrupted benchmark resumes where it stopped; a run folder
+left half-trained is resumed from its checkpoint. ``--no-train`` makes the tables from the saved
+runs alone (bench/import_students.py brings in the runs of the former bench/students.py).
 
     python bench/methods.py --regime digits --methods vanilla one
     python bench/methods.py --regime fmnist-cpu --methods vanilla one dml ensemble kd
     python bench/methods.py --regime digits --methods vanilla one "vanilla:model.width=0.5"
+    python bench/methods.py --regime fmnist-cpu --methods vanilla student-ensemble \
+        "student-ensemble:method.student_ce=true"
 
 A method entry is a registered method name, optionally followed by ``:key=value,key=value``
 overrides (its label is the whole entry), so a row can be a method at another width or setting.
@@ -37,14 +46,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.host import machine  # noqa: E402
-from pipeline.config import config_from_data  # noqa: E402
-from training.stats import (  # noqa: E402
-    difference_interval,
-    pooled_mcnemar,
-    seed_test,
-    top1_interval,
+from bench.families import (  # noqa: E402
+    branch_cost,
+    family_table,
+    parse_entry,
+    summarise_family,
+    twin_entries,
 )
+from bench.host import machine  # noqa: E402
+from bench.method_tables import Results, epochs_run, pack, plot, summarise, table  # noqa: E402
+from pipeline.config import config_from_data  # noqa: E402
 from training.trainer import CHECKPOINT, PREDICTIONS, train  # noqa: E402
 
 
@@ -115,12 +126,10 @@ REGIMES: dict[str, Regime] = {
 }
 # Teachers a method needs, trained as another method of the same seed: method -> teacher method
 TEACHER_OF = {"kd": "ensemble"}
-
-
-def parse_entry(entry: str) -> tuple[str, list[str]]:
-    """``name[:k=v,k=v]`` -> (method name, overrides)."""
-    name, _, rest = entry.partition(":")
-    return name, [item for item in rest.split(",") if item]
+# A method's own settings in every regime, after the regime's: the family of students is five
+# ResNet-20 students at full width (configs/*-students.yaml), whatever width the regime gives
+# the other methods
+METHOD_OVERRIDES = {"student-ensemble": ("model.branches=5", "model.width=1.0")}
 
 
 def run_config(regime: Regime, entry: str, seed: int, extra: list[str], teacher: Path | None):
@@ -136,6 +145,7 @@ def run_config(regime: Regime, entry: str, seed: int, extra: list[str], teacher:
     data["method"] = method
     overrides = [
         *regime.overrides,
+        *METHOD_OVERRIDES.get(name, ()),
         f"train.epochs={regime.epochs}",
         f"seed={seed}",
         "train.progress=false",
@@ -145,46 +155,14 @@ def run_config(regime: Regime, entry: str, seed: int, extra: list[str], teacher:
     return config_from_data(data, overrides, f"regime {entry}")
 
 
-def correctness(run_dir: Path) -> tuple[np.ndarray, np.ndarray, int]:
+def correctness(run_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], int]:
+    """Per-image correctness of the deployed student, the ensemble and every branch."""
     preds = json.loads((run_dir / PREDICTIONS).read_text())
     labels = np.asarray(preds["labels"])
     deployed = np.asarray(preds["deployed"]) == labels
     ensemble = np.asarray(preds["ensemble"]) == labels
-    return deployed, ensemble, int(preds.get("split_seed", 0))
-
-
-def pack(bits: np.ndarray) -> str:
-    return np.packbits(bits.astype(np.uint8)).tobytes().hex()
-
-
-def unpack(text: str, size: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:size].astype(bool)
-
-
-class Results:
-    """``results.json`` of one regime: one record per (entry, seed), saved after every run."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data: dict[str, Any] = {"runs": {}}
-        if path.is_file():
-            self.data = json.loads(path.read_text())
-
-    def key(self, entry: str, seed: int) -> str:
-        return f"{entry}@seed{seed}"
-
-    def get(self, entry: str, seed: int) -> dict[str, Any] | None:
-        return self.data["runs"].get(self.key(entry, seed))
-
-    def put(self, entry: str, seed: int, record: dict[str, Any]) -> None:
-        self.data["runs"][self.key(entry, seed)] = record
-        self.save()
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        tmp.replace(self.path)
+    branches = [np.asarray(p) == labels for p in preds["branches"]]
+    return deployed, ensemble, branches, int(preds.get("split_seed", 0))
 
 
 def train_entry(
@@ -211,7 +189,7 @@ def train_entry(
     # training time: the epochs' own seconds (or the method's total over its stages), so the
     # process's start-up and data loading do not weigh on whichever method runs first
     own = metrics.get("seconds_total", metrics["seconds_per_epoch"] * metrics["epochs"])
-    deployed, ensemble, split_seed = correctness(run_dir)
+    deployed, ensemble, branches, split_seed = correctness(run_dir)
     record = {
         "entry": entry,
         "method": name,
@@ -230,6 +208,13 @@ def train_entry(
         "teacher_seconds": teacher_seconds,
         "resumed": resume,
         "parameters_student": metrics["parameters_student"],
+        "deployed_branch": metrics["deployed_branch"],
+        # every branch, for the student rows (bench/families.py)
+        "branch_correct": [pack(c) for c in branches],
+        "branch_top1": [float(c.mean()) for c in branches],
+        "widths": metrics["branch_widths"],
+        "model_width": cfg.model.width,
+        "cost": branch_cost(run_dir / CHECKPOINT),
     }
     results.put(entry, seed, record)
     print(
@@ -241,118 +226,36 @@ def train_entry(
     return record
 
 
-def summarise(results: Results, entries: list[str], seeds: list[int], baseline: str) -> list[dict]:
-    """One row per entry: top-1 CI, difference from the baseline with CI and p-values, cost."""
-    rows = []
-    base = [b for b in (results.get(baseline, s) for s in seeds) if b is not None]
-    have_base = bool(base)
-    for entry in entries:
-        recs = [results.get(entry, s) for s in seeds]
-        recs = [r for r in recs if r is not None]
-        if not recs:
-            continue
-        used = [r["seed"] for r in recs]
-        size = recs[0]["images"]
-        dep = np.stack([unpack(r["deployed_correct"], size) for r in recs])
-        ens = np.stack([unpack(r["ensemble_correct"], size) for r in recs])
-        row: dict[str, Any] = {
-            "entry": entry,
-            "seeds": used,
-            "images": size,
-            "top1": top1_interval(dep).to_dict(),
-            "ensemble_top1": top1_interval(ens, resamples=2000).to_dict(),
-            "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in recs])),
-            "seconds_total": float(np.mean([r["seconds_total"] for r in recs])),
-        }
-        paired = [(results.get(baseline, r["seed"]), r) for r in recs]
-        paired = [(b, r) for b, r in paired if b is not None]
-        if paired and entry != baseline:
-            a = np.stack([unpack(b["deployed_correct"], size) for b, _ in paired])
-            b_ = np.stack([unpack(r["deployed_correct"], size) for _, r in paired])
-            row["paired_seeds"] = [r["seed"] for _, r in paired]
-            row["difference"] = difference_interval(a, b_).to_dict()
-            row["mcnemar"] = pooled_mcnemar(list(zip(a, b_, strict=True))).to_dict()
-            row["seed_test"] = seed_test(
-                [b["deployed_top1"] for b, _ in paired], [r["deployed_top1"] for r in recs]
-            ).to_dict()
-        if have_base:
-            base_total = np.mean([b["seconds_total"] for b in base])
-            base_epoch = np.mean([b["seconds_per_epoch"] for b in base])
-            row["x_baseline_total"] = row["seconds_total"] / base_total
-            row["x_baseline_epoch"] = row["seconds_per_epoch"] / base_epoch
-        rows.append(row)
-    return rows
+def run_all(
+    regime: Regime,
+    entries: list[str],
+    seeds: list[int],
+    out: Path,
+    results: Results,
+    extra: list[str],
+    no_train: bool = False,
+) -> list[str]:
+    """Every entry once per seed, interleaved, a family's twins right after it; the (entry,
+    seed) pairs without a saved result are returned (with ``no_train``, nothing is trained)."""
+    missing = []
+
+    def run(entry: str, seed: int) -> dict[str, Any] | None:
+        if no_train:
+            record = results.get(entry, seed)
+            if record is None:
+                missing.append(results.key(entry, seed))
+            return record
+        return train_entry(regime, entry, seed, out, results, extra)
+
+    for seed in seeds:
+        for entry in entries:
+            record = run(entry, seed)
+            for twin in twin_entries(entry, record):
+                run(twin, seed)
+    return missing
 
 
-def epochs_run(results: Results, entries: list[str], seeds: list[int]) -> str:
-    found = {r["epochs"] for e in entries for s in seeds if (r := results.get(e, s)) is not None}
-    return "/".join(str(e) for e in sorted(found)) or "no"
-
-
-def pct(iv: dict[str, float], signed: bool = False) -> str:
-    sign = "+" if signed else ""
-    return (
-        f"{100 * iv['estimate']:{sign}.2f} "
-        f"[{100 * iv['low']:{sign}.2f}, {100 * iv['high']:{sign}.2f}]"
-    )
-
-
-def pvalue(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
-
-
-def table(rows: list[dict], baseline: str) -> list[str]:
-    lines = [
-        f"| method | deployed top-1 % [95% CI] | vs {baseline}, points [95% CI] | p McNemar "
-        "(pooled) | p t-test (seeds) | ensemble top-1 % | s/epoch | total s (with teachers) "
-        f"| x {baseline} total |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        diff = pct(r["difference"], signed=True) if "difference" in r else "—"
-        p_m = pvalue(r["mcnemar"]["p_value"]) if "mcnemar" in r else "—"
-        p_t = pvalue(r["seed_test"]["p_value"]) if "seed_test" in r else "—"
-        ratio = f"{r['x_baseline_total']:.2f}" if "x_baseline_total" in r else "—"
-        lines.append(
-            f"| {r['entry']} | {pct(r['top1'])} | {diff} | {p_m} | {p_t} | "
-            f"{100 * r['ensemble_top1']['estimate']:.2f} | {r['seconds_per_epoch']:.2f} | "
-            f"{r['seconds_total']:.0f} | {ratio} |"
-        )
-    return lines
-
-
-def plot(rows_by_regime: dict[str, list[dict]], baseline: str, path: Path) -> None:
-    """Top-1 difference from the baseline with its 95% CI, one panel per regime."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = {k: [r for r in v if "difference" in r] for k, v in rows_by_regime.items()}
-    panels = {k: v for k, v in panels.items() if v}
-    if not panels:
-        return
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False, constrained_layout=True
-    )
-    for ax, (regime, rows) in zip(axes[0], panels.items(), strict=True):
-        names = [r["entry"] for r in rows]
-        est = np.array([100 * r["difference"]["estimate"] for r in rows])
-        low = est - np.array([100 * r["difference"]["low"] for r in rows])
-        high = np.array([100 * r["difference"]["high"] for r in rows]) - est
-        colors = ["tab:green" if r["difference"]["low"] > 0 else "tab:gray" for r in rows]
-        ax.barh(names, est, xerr=[low, high], color=colors, capsize=4)
-        ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_title(regime)
-        ax.set_xlabel(f"top-1 minus {baseline} (points, 95% CI)")
-        ax.invert_yaxis()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--regime", choices=sorted(REGIMES), required=True)
     parser.add_argument("--methods", nargs="+", default=["vanilla", "one", "dml", "ensemble", "kd"])
@@ -364,7 +267,11 @@ def main() -> None:
         "--docs", default=str(ROOT / "docs/benchmarks"), help="where the table, JSON, plot go"
     )
     parser.add_argument("--tag", default="", help="suffix for the output names (a variant)")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--no-train", action="store_true", help="tables from the saved runs only; train nothing"
+    )
+    args = parser.parse_args(argv)
+    command = "python bench/methods.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     regime = REGIMES[args.regime]
     seeds = args.seeds or list(regime.seeds)
@@ -373,30 +280,33 @@ def main() -> None:
     out = Path(args.out) / name
     docs = Path(args.docs)
     results = Results(docs / f"methods_{name}.json")
-    results.data.update(
-        {
-            "regime": args.regime,
-            "note": regime.note,
-            "overrides": [*regime.overrides, *args.overrides],
-        }
-    )
+    if not args.no_train:
+        results.data.update(
+            {
+                "regime": args.regime,
+                "note": regime.note,
+                "overrides": [*regime.overrides, *args.overrides],
+            }
+        )
     started = time.time()
-    for seed in seeds:
-        for entry in entries:  # interleaved: every method once per seed
-            train_entry(regime, entry, seed, out, results, args.overrides)
+    missing = run_all(regime, entries, seeds, out, results, args.overrides, args.no_train)
     rows = summarise(results, entries, seeds, args.baseline)
+    families = {e: f for e in entries if (f := summarise_family(results, e, seeds)) is not None}
     results.data["summary"] = rows
-    results.data.update({"command": "python " + " ".join(sys.argv), "machine": machine()})
+    results.data["students"] = families
+    if not args.no_train:
+        results.data.update({"command": command, "machine": machine()})
     results.save()
+    overrides = results.data.get("overrides", [*regime.overrides, *args.overrides])
     report = [
         f"### {name}: {regime.note}",
         "",
-        f"Command: `python {' '.join(sys.argv)}`",
-        f"Machine: {machine()}",
+        f"Command: `{results.data.get('command', command)}`",
+        f"Machine: {results.data.get('machine', machine())}",
         f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; this invocation's wall time "
         f"{time.time() - started:.0f} s (runs already saved were not retrained)",
         f"Setting: {epochs_run(results, entries, seeds)} epochs, seeds {seeds}, split_seed 0, config "
-        f"{Path(regime.config).name}, overrides {' '.join([*regime.overrides, *args.overrides])}",
+        f"{Path(regime.config).name}, overrides {' '.join(overrides)}",
         "",
         *table(rows, args.baseline),
         "",
@@ -405,6 +315,28 @@ def main() -> None:
         "t-test of the per-seed top-1 differences. Peers (dml, ensemble): deployed = the member "
         "with the best validation top-1.",
     ]
+    unknown = [e for e in families if e not in {r["entry"] for r in rows}]
+    if unknown:
+        report += [
+            "",
+            f"No row above for {', '.join(unknown)}: imported without the run folders, so the "
+            "deployed student and the ensemble are unknown (bench/import_students.py --runs).",
+        ]
+    for entry, summary in families.items():
+        report += [
+            "",
+            f"#### {entry}: each student against its width trained alone",
+            "",
+            f"Students of widths {summary['widths']} x model.width {summary['model_width']:g}; "
+            "'alone' is vanilla at the student's width (its stem scaled as well), same epochs, "
+            "seeds and split.",
+            "",
+            *family_table(summary),
+        ]
+    if args.no_train:
+        report += ["", f"Made with `{command}` from the saved runs."]
+    if missing:
+        report += ["", f"Not yet run (no saved result): {', '.join(missing)}"]
     text = "\n".join(report)
     print("\n" + text)
     docs.mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,12 @@ class ValidationSettings(Model):
     streams: int = Field(1, ge=1, description="OpenVINO CPU streams (one: latency)")
     eval_limit: int | None = Field(None, gt=0, description="first N eval images (fixed subset)")
     connect_timeout_s: float = Field(15.0, gt=0.0)
-    command_timeout_s: float = Field(900.0, gt=0.0, description="bound of one remote command")
+    command_timeout_s: float = Field(
+        900.0,
+        gt=0.0,
+        description="bound of one remote command and of one artifact's measurement (a runner "
+        "process measuring n artifacts is bounded by n times this, plus 30 s)",
+    )
     transfer_timeout_s: float = Field(
         300.0, gt=0.0, description="bound of one SFTP call (an upload, a folder removal)"
     )

@@ -8,13 +8,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from export.manifest import read_manifest
-from targets.base import TARGETS, TargetInfo, ValidationReport, ValidationSettings, board_of
+from targets.base import (
+    TARGETS,
+    ArtifactResult,
+    TargetInfo,
+    ValidationReport,
+    ValidationSettings,
+    board_of,
+)
 from targets.errors import MissingPythonError, RunnerFailedError, TargetTimeoutError
 from targets.runs import (
     RUNNER_PATH,
+    by_backend,
     check_runtimes,
+    group_timeout,
     info_from_machine,
     machine_of,
+    read_runner_lines,
     read_runner_output,
     result_from_runner,
     runner_argv,
@@ -39,9 +49,9 @@ class LocalCpuTarget:
             raise ConfigError(f"target {spec!r} is not local-cpu (or local-cpu#label)")
         return cls(python=python, name=name or spec)
 
-    def _call(self, argv: list[str], timeout: float) -> dict:
+    def _run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise TargetTimeoutError(
                 f"the runner ran past {timeout:.0f} s on {self.name}: raise "
@@ -51,10 +61,12 @@ class LocalCpuTarget:
             raise MissingPythonError(f"there is no Python at {self.python!r}") from None
         except OSError as exc:
             raise RunnerFailedError(f"cannot start {self.python!r} on {self.name}: {exc}") from None
-        return read_runner_output(done.stdout, done.stderr, done.returncode, self.name, self.python)
 
     def _machine(self, timeout: float = 120.0) -> dict:
-        report = self._call([self.python, str(RUNNER_PATH), "--describe"], timeout)
+        done = self._run([self.python, str(RUNNER_PATH), "--describe"], timeout)
+        report = read_runner_output(
+            done.stdout, done.stderr, done.returncode, self.name, self.python
+        )
         return machine_of(report, self.name)
 
     def describe(self) -> TargetInfo:
@@ -66,16 +78,20 @@ class LocalCpuTarget:
         machine = self._machine()
         manifests = [read_manifest(Path(folder)) for folder in artifacts]
         check_runtimes(machine, {m.format for m in manifests}, self.name)
-        results = []
-        for folder, manifest in zip(artifacts, manifests, strict=True):
-            argv = runner_argv(
-                self.python, str(RUNNER_PATH), str(folder), str(eval_set), manifest, settings
+        results: dict[int, ArtifactResult] = {}
+        for group in by_backend(manifests):  # one runner process per backend
+            jobs = [(str(artifacts[i]), manifests[i]) for i in group]
+            argv = runner_argv(self.python, str(RUNNER_PATH), jobs, str(eval_set), settings)
+            done = self._run(argv, group_timeout(settings, len(group)))
+            reports = read_runner_lines(
+                done.stdout, done.stderr, done.returncode, self.name, self.python, len(group)
             )
-            report = self._call(argv, settings.command_timeout_s)
-            results.append(result_from_runner(report, self.name, Path(folder).name, manifest))
+            for index, report in zip(group, reports, strict=True):
+                name = Path(artifacts[index]).name
+                results[index] = result_from_runner(report, self.name, name, manifests[index])
         return ValidationReport(
             target=self.name,
             target_info=info_from_machine(machine, self.name, self.kind),
             settings=settings,
-            results=results,
+            results=[results[i] for i in sorted(results)],
         )

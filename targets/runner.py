@@ -6,12 +6,21 @@ openvino or tensorrt). A target copies this file next to the artifact and runs
 
     python3 runner.py --artifact DIR --data eval.npz --backend onnxruntime|openvino|tensorrt
 
-The report (one JSON object on stdout) holds top-1 on the eval set, top-1 agreement with the
+Several artifacts of one backend are measured by one process (one import of the runtime):
+``--artifact`` and ``--expect-sha256`` may be repeated, in the same order. The runner prints one
+JSON line per artifact, in that order, each as soon as that artifact is done; an artifact that
+fails gets its own error line and the next one is measured all the same. ``--artifact-timeout``
+bounds each artifact's measurement: past it, the runner prints a ``timeout`` error line for that
+artifact and exits (a runtime stuck in native code cannot be interrupted any other way).
+
+Each report (one JSON object per line) holds top-1 on the eval set, top-1 agreement with the
 FP32 reference logits, latency percentiles at batch 1, throughput at --batch-size, threads, peak
 RSS and the machine. Protocol: warm up until both the warm-up time and call count are reached,
 then time until both the timed seconds and the timed call count are reached. Every file's sha256
 is checked against manifest.json before anything is measured. On failure the JSON object has
-"ok": false and an error kind; the exit status says which (see EXIT).
+"ok": false and an error kind; the exit status says which (see EXIT: the first failure's).
+Peak RSS is the artifact's own where Linux lets the peak be reset (/proc/self/clear_refs),
+else the process's so far.
 
 The tensorrt backend builds its engine here from the shipped ONNX with the build settings the
 export recorded (manifest extra["build"]: profile, workspace) and caches it by ONNX sha256,
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import hashlib
 import importlib.util
 import json
@@ -40,7 +50,10 @@ import zlib
 
 RUNNER_VERSION = 1
 SINGLES = 8  # distinct batch-1 inputs cycled through while timing, each bound once
-EXIT = {"ok": 0, "usage": 2, "artifact-mismatch": 3, "missing-library": 4, "runtime": 5, "data": 6}
+EXIT = {
+    "ok": 0, "usage": 2, "artifact-mismatch": 3, "missing-library": 4, "runtime": 5, "data": 6,
+    "timeout": 7,
+}  # fmt: skip
 INSTALL = {
     "numpy": "pip install numpy (or: sudo apt-get install python3-numpy)",
     "onnxruntime": "pip install onnxruntime",
@@ -707,24 +720,44 @@ def timing(backend, images, batch: int, args) -> dict:
     }  # fmt: skip
 
 
-def measure(args) -> dict:
-    manifest = check_artifact(args.artifact, args.expect_sha256)
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux 4.0+); False where it cannot be reset."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb(own: bool) -> float:
+    """Peak RSS in MB: since the last reset when ``own`` (VmHWM), else the process's."""
+    if own:
+        for line in (read_text("/proc/self/status") or "").splitlines():
+            if line.startswith("VmHWM:") and line.split()[1].isdigit():
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def measure(args, artifact: str, expect_sha256: str | None) -> dict:
+    own_peak = reset_peak_rss()
+    manifest = check_artifact(artifact, expect_sha256)
     data = load_eval(args.data, args.eval_limit, manifest["input"]["shape"])
-    backend = BACKENDS[args.backend](args.artifact, manifest, args)
+    backend = BACKENDS[args.backend](artifact, manifest, args)
     images = data["images"].astype(backend.dtype)
     labels = data["labels"].astype("int64")
     batch = backend.static_batch or min(args.batch_size, backend.max_batch or args.batch_size)
     result = accuracy(backend, images, labels, data, batch, manifest.get("branch"))
     result.update(timing(backend, images, batch, args))
-    sizes = sum(os.path.getsize(os.path.join(args.artifact, f)) for f in manifest["files"])
+    sizes = sum(os.path.getsize(os.path.join(artifact, f)) for f in manifest["files"])
     result.update({
-        "artifact": os.path.basename(os.path.normpath(args.artifact)),
+        "artifact": os.path.basename(os.path.normpath(artifact)),
         "format": manifest["format"], "precision": manifest["precision"],
         "sha256": manifest["sha256"], "backend": args.backend, "runtime_version": backend.version,
         "backend_info": backend.info, "threads": backend.threads, "streams": backend.streams,
         "eval_size": int(len(images)),
         "size_mb": sizes / 1e6,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_mb": peak_rss_mb(own_peak),
     })  # fmt: skip
     return result
 
@@ -732,10 +765,15 @@ def measure(args) -> dict:
 def parse_args(argv: list) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Measure one onedge artifact; print JSON.")
     parser.add_argument("--describe", action="store_true", help="print the machine and exit")
-    parser.add_argument("--artifact", help="artifact folder holding manifest.json")
+    parser.add_argument(
+        "--artifact", action="append", help="artifact folder holding manifest.json (repeatable)"
+    )
     parser.add_argument("--data", help="eval .npz with images, labels, reference_logits")
     parser.add_argument("--backend", choices=sorted(BACKENDS))
-    parser.add_argument("--expect-sha256", default=None)
+    parser.add_argument("--expect-sha256", action="append", help="one per --artifact, in order")
+    parser.add_argument(
+        "--artifact-timeout", type=float, default=None, help="bound of one artifact, seconds"
+    )
     parser.add_argument("--device", default="CPU", help="OpenVINO device")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--streams", type=int, default=1, help="OpenVINO CPU streams")
@@ -751,32 +789,91 @@ def parse_args(argv: list) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.describe and not (args.artifact and args.data and args.backend):
         parser.error("--artifact, --data and --backend are required")
+    if args.expect_sha256 and len(args.expect_sha256) != len(args.artifact or []):
+        parser.error("give one --expect-sha256 per --artifact, or none")
+    if args.artifact_timeout is not None and args.artifact_timeout <= 0:
+        parser.error("--artifact-timeout must be positive")
     return args
+
+
+def failure(exc: Exception, artifact: str | None) -> dict:
+    """The error report of one artifact (or of the describe call)."""
+    if isinstance(exc, RunnerError):
+        error = {"kind": exc.kind, "message": exc.message, **exc.details}
+    else:  # a runtime library raising: report it, do not lose the message
+        error = {"kind": "runtime", "message": f"{type(exc).__name__}: {exc}"}
+    report = {"ok": False, "runner_version": RUNNER_VERSION, "error": error}
+    if artifact is not None:
+        report["artifact"] = os.path.basename(os.path.normpath(artifact))
+    return report
+
+
+class Printer:
+    """Writes one JSON line at a time; the watchdog and the main thread never interleave."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def line(self, report: dict) -> None:
+        text = json.dumps(report) + "\n"
+        with self.lock:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+
+class Watchdog:
+    """Ends the process with a ``timeout`` line when one artifact runs past ``seconds``."""
+
+    def __init__(self, seconds: float | None, printer: Printer) -> None:
+        self.seconds, self.printer, self.timer = seconds, printer, None
+
+    def arm(self, artifact: str) -> None:
+        if self.seconds is None:
+            return
+        self.timer = threading.Timer(self.seconds, self._expire, args=(artifact,))
+        self.timer.daemon = True
+        self.timer.start()
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expire(self, artifact: str) -> None:
+        message = f"measuring {os.path.basename(os.path.normpath(artifact))} ran past "
+        message += f"{self.seconds:g} s"
+        self.printer.lock.acquire()  # no other line after this one
+        sys.stdout.write(json.dumps(failure(RunnerError("timeout", message), artifact)) + "\n")
+        sys.stdout.flush()
+        os._exit(EXIT["timeout"])
 
 
 def main(argv: list | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    printer = Printer()
     try:
-        report = {"ok": True, "runner_version": RUNNER_VERSION, "machine": describe()}
-        if not args.describe:
-            report.update(measure(args))
-        code = 0
-    except RunnerError as exc:
-        report = {
-            "ok": False,
-            "runner_version": RUNNER_VERSION,
-            "error": {"kind": exc.kind, "message": exc.message, **exc.details},
-        }
-        code = EXIT[exc.kind]
-    except Exception as exc:  # a runtime library raising: report it, do not lose the message
-        report = {
-            "ok": False,
-            "runner_version": RUNNER_VERSION,
-            "error": {"kind": "runtime", "message": f"{type(exc).__name__}: {exc}"},
-        }
-        code = EXIT["runtime"]
-    sys.stdout.write(json.dumps(report) + "\n")
-    sys.stdout.flush()
+        machine = describe()
+    except Exception as exc:
+        printer.line(failure(exc, None))
+        return EXIT[exc.kind] if isinstance(exc, RunnerError) else EXIT["runtime"]
+    if args.describe:
+        printer.line({"ok": True, "runner_version": RUNNER_VERSION, "machine": machine})
+        return 0
+    expected = args.expect_sha256 or [None] * len(args.artifact)
+    watchdog, code = Watchdog(args.artifact_timeout, printer), 0
+    for artifact, expect in zip(args.artifact, expected):  # noqa: B905 (Python 3.8 on boards)
+        watchdog.arm(artifact)
+        try:
+            report = {"ok": True, "runner_version": RUNNER_VERSION, "machine": machine}
+            report.update(measure(args, artifact, expect))
+        except Exception as exc:
+            report = failure(exc, artifact)
+            kind = exc.kind if isinstance(exc, RunnerError) else "runtime"
+            code = code or EXIT[kind]
+        finally:
+            watchdog.disarm()
+        printer.line(report)
+        gc.collect()  # the artifact's runtime objects go before the next one is loaded
     return code
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from targets.errors import (
     MissingPythonError,
     MissingRuntimeError,
     RunnerFailedError,
+    TargetTimeoutError,
 )
 from targets.runner import INSTALL
 
@@ -31,22 +33,63 @@ COMMAND_NOT_FOUND = 127  # what a POSIX shell returns for a missing program
 def runner_argv(
     python: str,
     runner: str,
-    artifact: str,
+    artifacts: Sequence[tuple[str, Manifest]],
     data: str,
-    manifest: Manifest,
     settings: ValidationSettings,
     extra: list[str] | None = None,
 ) -> list[str]:
-    """The argv that measures one artifact (never a shell string: targets quote each part)."""
+    """The argv that measures ``artifacts`` (folder, manifest) of one backend in one process.
+
+    Never a shell string: targets quote each part. Each artifact is bounded by
+    ``settings.command_timeout_s`` in the runner itself (``--artifact-timeout``).
+    """
+    backends = {BACKEND_FOR_FORMAT[manifest.format] for _, manifest in artifacts}
+    if len(backends) != 1:
+        raise ValueError(f"one runner process measures one backend's artifacts, not {backends}")
+    pairs = [
+        part
+        for folder, manifest in artifacts
+        for part in ("--artifact", folder, "--expect-sha256", manifest.sha256)
+    ]
     return [
-        python, runner,
-        "--artifact", artifact,
+        python, runner, *pairs,
         "--data", data,
-        "--backend", BACKEND_FOR_FORMAT[manifest.format],
-        "--expect-sha256", manifest.sha256,
+        "--backend", backends.pop(),
+        "--artifact-timeout", f"{settings.command_timeout_s:g}",
         *settings.runner_args(),
         *(extra or []),
     ]  # fmt: skip
+
+
+def by_backend(manifests: Sequence[Manifest]) -> list[list[int]]:
+    """Indices of ``manifests`` grouped by the runner backend of their format, in order of
+    first appearance: each group is measured by one runner process."""
+    groups: dict[str, list[int]] = {}
+    for index, manifest in enumerate(manifests):
+        groups.setdefault(BACKEND_FOR_FORMAT[manifest.format], []).append(index)
+    return list(groups.values())
+
+
+def group_timeout(settings: ValidationSettings, count: int) -> float:
+    """Bound of one runner process measuring ``count`` artifacts: each one's bound, plus start-up
+    (the runner stops at its own per-artifact bound; this one is for a runner stuck past it)."""
+    return settings.command_timeout_s * count + 30.0
+
+
+def read_runner_lines(
+    stdout: str, stderr: str, status: int | None, where: str, python: str, count: int
+) -> Iterator[dict]:
+    """The ``count`` reports of a runner process that measured that many artifacts, in order.
+
+    Yields each artifact's report as :func:`read_runner_output` checks it: the first artifact
+    that failed (or printed no line: the process died or was stopped) raises its typed error,
+    after the reports before it were yielded. Which artifact a report is of is checked by its
+    sha256 (:func:`result_from_runner`).
+    """
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    for index in range(count):
+        line = lines[index] if index < len(lines) else ""
+        yield read_runner_output(line, stderr, status, where, python)
 
 
 def read_runner_output(
@@ -82,6 +125,11 @@ def read_runner_output(
         )
     if kind == "artifact-mismatch":
         raise ArtifactError(f"artifact refused on {where} before measuring: {message}")
+    if kind == "timeout":
+        raise TargetTimeoutError(
+            f"the runner on {where} stopped: {message}: raise settings.command_timeout_s or "
+            "shorten the timing settings"
+        )
     raise RunnerFailedError(f"the runner failed on {where} ({kind}): {message}")
 
 

@@ -51,9 +51,12 @@ from targets.errors import (
 from targets.runs import (
     COMMAND_NOT_FOUND,
     RUNNER_PATH,
+    by_backend,
     check_runtimes,
+    group_timeout,
     info_from_machine,
     machine_of,
+    read_runner_lines,
     read_runner_output,
     result_from_runner,
     runner_argv,
@@ -446,26 +449,32 @@ class SshTarget:
         fields = await self.board_info(conn, timeout)
         info = info_from_machine(machine, self.name, self.kind, **fields)
         cache = self.options.engine_cache or f"{PurePosixPath(run_dir).parent}/engine-cache"
-        for folder in jobs:
-            if folder in state["done"]:
-                continue
-            remote = f"{run_dir}/artifacts/{folder.name}"
-            files = artifact_paths(folder, manifests[folder])  # plain names, checked above
-            await self._upload(conn, sftp, [(f, f"{remote}/{f.name}") for f in files], timeout)
+        pending = [folder for folder in jobs if folder not in state["done"]]
+        for group in by_backend([manifests[folder] for folder in pending]):
+            folders = [pending[i] for i in group]  # one runner process per backend
+            remotes = [f"{run_dir}/artifacts/{folder.name}" for folder in folders]
+            for folder, remote in zip(folders, remotes, strict=True):
+                files = artifact_paths(folder, manifests[folder])  # plain names, checked above
+                uploads = [(f, f"{remote}/{f.name}") for f in files]
+                await self._upload(conn, sftp, uploads, timeout)
             extra = ["--engine-cache", cache, *self.runner_extra()]
             argv = runner_argv(
-                self.options.python, f"{run_dir}/runner.py", remote, f"{run_dir}/eval.npz",
-                manifests[folder], settings, extra,
+                self.options.python, f"{run_dir}/runner.py",
+                [(remote, manifests[f]) for f, remote in zip(folders, remotes, strict=True)],
+                f"{run_dir}/eval.npz", settings, extra,
             )  # fmt: skip
-            done = await self._exec_bounded(conn, argv, timeout, f"measuring {folder.name}")
-            report = read_runner_output(
-                done.stdout, done.stderr, done.exit_status, self.where, self.options.python
-            )
-            result = result_from_runner(
-                report, self.name, folder.name, manifests[folder], self.where
-            )
-            await self.finish(conn, result, report, timeout)
-            state["done"][folder] = result
+            what = f"measuring {', '.join(folder.name for folder in folders)}"
+            done = await self._exec_bounded(conn, argv, group_timeout(settings, len(folders)), what)
+            reports = read_runner_lines(
+                done.stdout, done.stderr, done.exit_status, self.where, self.options.python,
+                len(folders),
+            )  # fmt: skip
+            for folder, report in zip(folders, reports, strict=True):
+                result = result_from_runner(
+                    report, self.name, folder.name, manifests[folder], self.where
+                )
+                await self.finish(conn, result, report, timeout)
+                state["done"][folder] = result
         return info
 
     async def _with_retries(self, jobs: list[Path], eval_set: Path | None, settings):

@@ -239,6 +239,8 @@ def timed_loop(call, handles: list, seconds: float, calls: int) -> tuple:
 class Monitor:
     """A board tool (tegrastats) sampled in the background during the timed runs."""
 
+    running: set = set()  # started and not yet stopped: the watchdog stops them before exiting
+
     def __init__(self, argv: list | None) -> None:
         self.argv, self.lines, self.error, self.proc, self.reader = argv, [], None, None, None
         self.first = threading.Event()  # set at the tool's first line: timing starts after it
@@ -253,6 +255,7 @@ class Monitor:
         except OSError as exc:
             self.error = f"cannot start {self.argv[0]}: {exc}"
             return
+        Monitor.running.add(self.proc)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.first.wait(timeout=5.0)  # a busy board may take a moment to start the tool
@@ -266,6 +269,7 @@ class Monitor:
 
     def stop(self) -> dict | None:
         if self.proc is not None:
+            Monitor.running.discard(self.proc)
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=5)
@@ -843,6 +847,8 @@ class Watchdog:
         message = f"measuring {os.path.basename(os.path.normpath(artifact))} ran past "
         message += f"{self.seconds:g} s"
         self.printer.lock.acquire()  # no other line after this one
+        for proc in list(Monitor.running):  # a board tool would outlive os._exit
+            proc.kill()
         sys.stdout.write(json.dumps(failure(RunnerError("timeout", message), artifact)) + "\n")
         sys.stdout.flush()
         os._exit(EXIT["timeout"])

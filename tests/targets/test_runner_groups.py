@@ -156,3 +156,30 @@ def test_ssh_target_measures_a_backends_artifacts_in_one_command(
     assert report.results[0].top1 == report.results[1].top1 > 0.9
     calls = measuring_calls(log)
     assert len(calls) == 1 and calls[0].count("--artifact") == 2
+
+
+def test_a_timeout_while_monitoring_leaves_no_board_tool_running(
+    export_dir: Path, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "tool.pid"
+    tool = tmp_path / "board_monitor.py"
+    tool.write_text(
+        "import os, time\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "while True:\n"
+        "    print('RAM 1/2MB', flush=True)\n"
+        "    time.sleep(0.05)\n"
+    )
+    code, lines = run_lines(
+        "--artifact", str(export_dir / "onnx-fp32"), "--data", str(export_dir / "eval.npz"),
+        "--backend", "onnxruntime", "--warmup-seconds", "0", "--timed-seconds", "60",
+        "--monitor-cmd", json.dumps([sys.executable, str(tool)]), "--artifact-timeout", "6",
+        timeout=60,
+    )  # fmt: skip
+    assert code == runner_module.EXIT["timeout"] and lines[-1]["error"]["kind"] == "timeout"
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # killed: gone once init reaps it
+    status = Path(f"/proc/{pid}/status")
+    assert not status.exists() or "zombie" in status.read_text()

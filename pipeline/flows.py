@@ -270,14 +270,31 @@ def export_flow(
 def validate_flow(
     config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
 ) -> dict[str, ValidationReport]:
-    """Every target at once; a one-slot limit per board keeps two measurements off one board."""
+    """Every board at once; on one board, this run's measurements one after the other.
+
+    A one-slot limit per board keeps two measurements off one board. This run's own tasks on
+    one board (the PyTorch baseline and local-cpu, or two labels of one machine) are chained
+    with ``wait_for`` instead of racing for the slot: the loser of a race polls at Prefect's
+    Retry-After (the slot's average occupancy, seconds to tens of seconds), not when the slot
+    frees. The limit still keeps other runs off the board.
+    """
     cfg, run = stages.open_run(config, out_dir, overrides)
     v = cfg.validate
     ensure_board_limits([stages.board_limit_name(s) for s in {*v.targets, LOCAL_BOARD}])
     retrying = validate_task.with_options(retries=v.retries, retry_delay_seconds=v.retry_delay_s)
-    futures = {spec: retrying.submit(spec, run.root, v) for spec in v.targets}
+    last_on: dict[str, Any] = {}  # board limit -> this run's latest task measuring on it
+    baseline = None
     if v.torch_baseline:
-        torch_baseline_task.submit(run.root, v).result()
+        baseline = last_on[stages.board_limit_name(LOCAL_BOARD)] = torch_baseline_task.submit(
+            run.root, v
+        )
+    futures = {}
+    for spec in v.targets:
+        board = stages.board_limit_name(spec)
+        before = [last_on[board]] if board in last_on else []
+        futures[spec] = last_on[board] = retrying.submit(spec, run.root, v, wait_for=before)
+    if baseline is not None:
+        baseline.result()
     return {spec: future.result() for spec, future in futures.items()}
 
 

@@ -279,3 +279,27 @@ def test_report_json_says_where_the_time_went(pipeline_run):
     assert pipeline_run.result.timings.stages.keys() == stages.keys()
     markdown = (pipeline_run.out / "report.md").read_text()
     assert "## Where the time went" in markdown and "train: " in markdown
+
+
+def test_baseline_and_local_target_take_turns_on_the_board(pipeline_run):
+    """This run's two tasks on the local CPU are chained (wait_for), not raced for its slot:
+    the loser of a race sleeps for Prefect's Retry-After, seconds after the slot is free."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(limit=200)
+    baselines = [t for t in tasks if t.name.startswith("torch-baseline")]
+    assert baselines
+    checked = 0
+    for baseline in baselines:
+        local = [
+            t for t in tasks
+            if t.flow_run_id == baseline.flow_run_id and t.name.startswith("validate")
+        ]  # fmt: skip
+        for task_run in local:
+            waits = [getattr(i, "id", None) for i in task_run.task_inputs.get("wait_for", [])]
+            assert baseline.id in waits
+            if task_run.start_time and baseline.end_time:
+                assert task_run.start_time >= baseline.end_time
+                checked += 1
+    assert checked >= 1

@@ -127,6 +127,8 @@ def family_table(summary: dict[str, Any]) -> list[str]:
         "[95% CI] | p McNemar | p t-test | params / MACs (student) | params / MACs (alone) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    if not summary["rows"]:
+        return ["No width trained alone is saved yet."]
     for r in summary["rows"]:
         (sp, sm), (tp, tm) = r["student_cost"], r["twin_cost"]
         lines.append(

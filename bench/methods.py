@@ -315,6 +315,13 @@ def main(argv: list[str] | None = None) -> None:
         "t-test of the per-seed top-1 differences. Peers (dml, ensemble): deployed = the member "
         "with the best validation top-1.",
     ]
+    if families:
+        report += [
+            "",
+            f"A family's row above is its deployed student (students at full width: "
+            f"{' '.join(METHOD_OVERRIDES['student-ensemble'])}) against {args.baseline}; its "
+            "students against the same widths trained alone follow.",
+        ]
     unknown = [e for e in families if e not in {r["entry"] for r in rows}]
     if unknown:
         report += [

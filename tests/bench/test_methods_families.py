@@ -112,6 +112,12 @@ def test_no_train_summarises_saved_runs_and_names_the_missing(bench_run, tmp_pat
     assert data["students"] == results_of(bench_run).data["students"]
     text = (docs / "methods_digits.md").read_text()
     assert f"Not yet run (no saved result): {TWINS[0]}@seed2, {FAMILY}@seed2" in text
+    # before any twin of a family is saved, its table says so
+    data["runs"] = {k: v for k, v in data["runs"].items() if not k.startswith("vanilla")}
+    (docs / "methods_digits.json").write_text(json.dumps(data))
+    main([*ARGS[:-3], "--docs", str(docs), "--no-train"])
+    assert Results(docs / "methods_digits.json").data["students"][FAMILY]["rows"] == []
+    assert "No width trained alone is saved yet." in (docs / "methods_digits.md").read_text()
 
 
 def old_layout(results: Results, entry: str, name: str) -> dict:

@@ -81,6 +81,22 @@ def hinton_kd_loss(
     return alpha * kl + (1.0 - alpha) * ce, {"ce_branches": ce, "kl": kl}
 
 
+def block_feature_loss(
+    adapted: torch.Tensor, teacher_map: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """mean((adapt(F_s) - F_t)^2): a student block's adapted map against the teacher block's.
+
+    ``adapted`` is the student block's output after its 1x1 adapter (same shape as
+    ``teacher_map``, which is detached here). Returns the loss and its part ``mse``.
+    """
+    if adapted.shape != teacher_map.shape:
+        raise ValueError(
+            f"adapted map {tuple(adapted.shape)} != teacher map {tuple(teacher_map.shape)}"
+        )
+    mse = F.mse_loss(adapted, teacher_map.detach())
+    return mse, {"mse": mse}
+
+
 def student_ensemble_loss(
     branch_logits: list[torch.Tensor],
     adapted: list[list[torch.Tensor]],

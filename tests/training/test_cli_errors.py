@@ -24,7 +24,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
         ("model.name=resnet21", "unknown model 'resnet21'; known: mobilenet_v2, resnet110"),
         (
             "method.name=distill",
-            "unknown method 'distill'; known: dml, ensemble, ensemble-kd, kd, meal, one",
+            "unknown method 'distill'; known: compact, dml, ensemble, ensemble-kd, kd, meal",
         ),
         ("data.name=mnist", "unknown data set 'mnist'; known: cifar10, cifar100, digits"),
         ("train.epochz=3", "unknown config key 'train.epochz'"),

@@ -40,7 +40,7 @@ def test_a_key_of_another_method_is_refused():
         load_config(DIGITS, ["method.alpha=0.5"])
     with pytest.raises(ValidationError, match="method.rampup"):
         TrainingConfig.model_validate({"method": {"name": "dml", "rampup": True}})
-    with pytest.raises(ValueError, match="unknown method 'nope'; known: dml"):
+    with pytest.raises(ValueError, match="unknown method 'nope'; known: compact, dml"):
         TrainingConfig.model_validate({"method": {"name": "nope"}})
     with pytest.raises(ConfigError, match="unknown method 'nope'"):
         load_config(DIGITS, ["method.name=nope"])

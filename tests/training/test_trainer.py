@@ -99,6 +99,7 @@ QUICK = {
     "self-distill": {"method.generations": 1},
     "meal": {"method.pool": "[{epochs: 1}, {epochs: 1}]"},
     "srm": {"method.teacher.epochs": 1, "method.dictionary_epochs": 1},
+    "compact": {"method.block_epochs": 1},
 }
 
 

@@ -7,6 +7,7 @@ loss on its outputs. Adding a method is one registered class; tests parametrise 
 from __future__ import annotations
 
 from training.methods import classic as _classic  # noqa: F401  (registers the methods)
+from training.methods import compact as _compact  # noqa: F401
 from training.methods import distill as _distill  # noqa: F401
 from training.methods import meal as _meal  # noqa: F401
 from training.methods import srm as _srm  # noqa: F401

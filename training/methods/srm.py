@@ -29,6 +29,7 @@ from training.losses import srm_init_loss, srm_labels, srm_reconstruction_loss, 
 from training.methods.base import register_method
 from training.methods.distill import TeacherMethod, teacher_stage
 from training.stages import STAGE_RUNS, StageSpec
+from training.teachers import teacher_maps
 
 DICTIONARY_LR = 1e-2  # Adam on C and b; the fit is small and converges in a few epochs
 
@@ -57,13 +58,6 @@ def atoms(channels: int, cfg: SrmConfig) -> tuple[int, int]:
     """(K, k) for a tap of ``channels`` channels."""
     K = max(2, round(cfg.mu * channels))
     return K, max(1, round(cfg.sparsity * K))
-
-
-def teacher_maps(teacher: Any, inputs: torch.Tensor, taps: list[str]) -> dict[str, torch.Tensor]:
-    """The teacher's maps at ``taps``, on its deployed branch (a shared tap is the same on all)."""
-    with torch.no_grad():
-        out = teacher.model(inputs, taps=tuple(taps))
-    return {tap: out.features[tap][teacher.deployed_branch].float() for tap in taps}
 
 
 @register_method("srm")

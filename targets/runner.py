@@ -691,23 +691,36 @@ def accuracy(backend, images, labels, data: dict, batch: int, branch=None) -> di
 
 
 def timing(backend, images, batch: int, args) -> dict:
-    """Warm up, then latency at batch 1 and throughput at ``batch``, the monitor running."""
+    """Warm up, then latency at batch 1 and throughput at ``batch``, the monitor running.
+
+    At ``batch`` 1 (a static batch-1 artifact) both are the same calls: one warm-up and one
+    timed loop (until the timed seconds and the larger of the two call counts) give both.
+    """
     np = need("numpy")
     singles = [images[i : i + 1] for i in range(min(len(images), SINGLES))]
     tiled = np.resize(images, (batch, *images.shape[1:]))
     if backend.static_batch and backend.static_batch != 1:
         singles = [tiled]  # a fixed-batch model cannot run batch 1
     shape = [len(singles[0]), *images.shape[1:]]
+    # batch 1 (a static -b1 artifact): the latency loop is the throughput loop, timed once
+    once = batch == 1 and shape[0] == 1
     singles = [backend.prepare(x) for x in singles]
-    tiled = [backend.prepare(tiled)]
+    tiled = singles if once else [backend.prepare(tiled)]
     run = backend.run
     warm1, warm1_s = timed_loop(run, singles, args.warmup_seconds, args.warmup_calls)
-    warmb, _ = timed_loop(run, tiled, args.warmup_seconds, max(1, args.warmup_calls // 10))
+    warmb = []
+    if not once:
+        warmb, _ = timed_loop(run, tiled, args.warmup_seconds, max(1, args.warmup_calls // 10))
     monitor = Monitor(json.loads(args.monitor_cmd) if args.monitor_cmd else None)
     monitor.start()
     try:
-        lat, lat_s = timed_loop(run, singles, args.timed_seconds, args.timed_calls)
-        thr, thr_s = timed_loop(run, tiled, args.timed_seconds, args.throughput_calls)
+        calls = max(args.timed_calls, args.throughput_calls) if once else args.timed_calls
+        lat, lat_s = timed_loop(run, singles, args.timed_seconds, calls)
+        thr, thr_s = (
+            (lat, lat_s)
+            if once
+            else timed_loop(run, tiled, args.timed_seconds, args.throughput_calls)
+        )
     finally:
         monitored = monitor.stop()
     ms = sorted(t * 1000.0 for t in lat)

@@ -261,5 +261,11 @@ def test_static_batch1_artifact_is_timed_at_batch_one(export_copy: Path) -> None
     static, dynamic = reports["openvino-fp32-b1"], reports["openvino-fp32"]
     assert static["input_shape"] == [1, 1, 8, 8] and static["throughput_batch"] == 1
     assert dynamic["throughput_batch"] == 32
+    # batch 1 is timed once: its throughput is the latency loop's rate, not a second loop's
+    assert static["throughput_calls"] == static["latency_calls"]
+    assert static["throughput"] == pytest.approx(
+        static["latency_calls"] / static["latency_seconds"]
+    )
+    assert dynamic["throughput_calls"] != dynamic["latency_calls"]
     assert static["top1"] == dynamic["top1"] and static["eval_size"] == dynamic["eval_size"]
     assert static["max_abs_diff"] == pytest.approx(dynamic["max_abs_diff"], abs=1e-5)

@@ -67,6 +67,11 @@ class StageTimes(BaseModel):
         None, description="from the call of the flow to its first statement (None: unknown)"
     )
     flow_s: float = Field(0.0, description="from the flow's first statement to the last timed")
+    mlflow_background_s: float | None = Field(
+        None,
+        description="a new MLflow store created by a child process beside training (not in "
+        "the stages: it overlaps them on another core)",
+    )
 
     @property
     def orchestration_s(self) -> float:
@@ -94,6 +99,7 @@ class StageTimes(BaseModel):
             "total_s": self.total_s,
             "prefect_share": self.prefect_s / total,
             "mlflow_share": self.mlflow_s / total,
+            "mlflow_background_s": self.mlflow_background_s,
         }
 
     def lines(self) -> list[str]:
@@ -105,6 +111,11 @@ class StageTimes(BaseModel):
             "Prefect start-up (temporary server, flow run): "
             + (f"{startup:.1f} s" if startup is not None else "not measured (started by a worker)"),
             f"Prefect between the stages: {self.orchestration_s:.1f} s",
+            *(
+                [f"MLflow store created beside training: {self.mlflow_background_s:.1f} s"]
+                if self.mlflow_background_s is not None
+                else []
+            ),
             f"total from the call of the flow: {self.total_s:.1f} s; Prefect "
             f"{100 * share['prefect_share']:.0f}%, MLflow {100 * share['mlflow_share']:.0f}%",
         ]

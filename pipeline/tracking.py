@@ -46,6 +46,63 @@ def tracking_uri(config: RunConfig, run: RunFolder) -> str:
     return config.registry.tracking_uri or default_tracking_uri(run)
 
 
+# Run by a child process: create a new store's tables (MLflow's schema migrations, seconds of
+# SQLite DDL) so that registering later finds the store ready.
+PREPARE_STORE = (
+    "import sys\n"
+    "from mlflow import MlflowClient\n"
+    "client = MlflowClient(tracking_uri=sys.argv[1], registry_uri=sys.argv[1])\n"
+    "client.search_experiments(max_results=1)\n"
+    "client.search_registered_models(max_results=1)\n"
+)
+
+
+class StorePreparation:
+    """A new local SQLite store being created by a child process (:func:`prepare_store`)."""
+
+    def __init__(self, uri: str, path: Path) -> None:
+        import subprocess
+        import sys
+
+        self.uri, self.path, self.started = uri, path, time.perf_counter()
+        self.seconds: float | None = None
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", PREPARE_STORE, uri],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def wait(self, timeout: float = 300.0) -> str | None:
+        """Wait for the child; None when the store is ready, else why it is not (the store
+        file it left is removed, so registering creates the store itself)."""
+        import subprocess
+
+        try:
+            _, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, err = self.process.communicate()
+        self.seconds = time.perf_counter() - self.started
+        if self.process.returncode == 0:
+            return None
+        self.path.unlink(missing_ok=True)  # a half-migrated store would refuse to open
+        last = (err.strip().splitlines() or [f"exit status {self.process.returncode}"])[-1]
+        return f"creating the MLflow store {self.uri} beside training failed: {last[:300]}"
+
+
+def prepare_store(uri: str) -> StorePreparation | None:
+    """Start creating a new local SQLite store (``sqlite:///...`` that does not exist yet) in a
+    child process, to run beside training; None for a server or an existing store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri.removeprefix("sqlite:///"))
+    if path.exists() or not path.parent.is_dir():
+        return None
+    return StorePreparation(uri, path)
+
+
 def registry_error(exc: BaseException, doing: str) -> ModelRegistryError:
     """The typed error for a failure of the store: transient faults are retried by the flows."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

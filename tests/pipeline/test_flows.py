@@ -277,6 +277,8 @@ def test_report_json_says_where_the_time_went(pipeline_run):
         row.artifact for row in pipeline_run.result.rows
     ]
     assert pipeline_run.result.timings.stages.keys() == stages.keys()
+    # the failed first run left the store its child created; the rerun finds it and starts none
+    assert (pipeline_run.out / "mlflow.db").is_file() and t["mlflow_background_s"] is None
     markdown = (pipeline_run.out / "report.md").read_text()
     assert "## Where the time went" in markdown and "train: " in markdown
 

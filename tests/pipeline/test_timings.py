@@ -57,3 +57,40 @@ def test_no_server_thread_when_an_api_url_is_set(monkeypatch) -> None:
 
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         assert timings.start_prefect_server() is None
+
+
+def test_a_new_local_store_is_created_by_a_child_process(tmp_path) -> None:
+    """The store register opens is the one the child made: no migration left to run."""
+    from mlflow import MlflowClient
+
+    from pipeline.tracking import connect, prepare_store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = prepare_store(uri)
+    assert store is not None and store.process.pid != 0
+    assert store.wait() is None and store.seconds > 0
+    assert (tmp_path / "mlflow.db").stat().st_size > 0
+    client = connect(uri)  # opens without creating tables
+    assert isinstance(client, MlflowClient) and client.search_registered_models() == []
+    assert prepare_store(uri) is None  # an existing store is left alone
+    assert prepare_store("http://127.0.0.1:5000") is None  # a server makes its own
+    assert prepare_store(f"sqlite:///{tmp_path / 'absent' / 'mlflow.db'}") is None
+
+
+def test_a_failed_store_creation_leaves_no_half_made_store(tmp_path, monkeypatch) -> None:
+    from pipeline import tracking
+
+    monkeypatch.setattr(
+        tracking, "PREPARE_STORE", "import sys; open(sys.argv[1][10:], 'w').write('x'); 1/0"
+    )
+    store = tracking.prepare_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    problem = store.wait()
+    assert "ZeroDivisionError" in problem and "beside training failed" in problem
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_background_store_is_reported_beside_the_stages() -> None:
+    t = StageTimes(stages={"train": 20.0, "register": 2.0}, flow_s=22.0, mlflow_background_s=5.0)
+    assert t.summary()["mlflow_background_s"] == 5.0
+    assert t.summary()["mlflow_share"] == pytest.approx(2.0 / 22.0)
+    assert "MLflow store created beside training: 5.0 s" in "\n".join(t.lines())

@@ -49,11 +49,12 @@ def tracking_uri(config: RunConfig, run: RunFolder) -> str:
 # Run by a child process: create a new store's tables (MLflow's schema migrations, seconds of
 # SQLite DDL) so that registering later finds the store ready.
 PREPARE_STORE = (
-    "import sys\n"
+    "import sys, time\n"
     "from mlflow import MlflowClient\n"
     "client = MlflowClient(tracking_uri=sys.argv[1], registry_uri=sys.argv[1])\n"
     "client.search_experiments(max_results=1)\n"
     "client.search_registered_models(max_results=1)\n"
+    "print(time.time())\n"  # when it was done: the parent may wait for it much later
 )
 
 
@@ -64,12 +65,12 @@ class StorePreparation:
         import subprocess
         import sys
 
-        self.uri, self.path, self.started = uri, path, time.perf_counter()
-        self.seconds: float | None = None
+        self.uri, self.path, self.started = uri, path, time.time()
+        self.seconds: float | None = None  # from the start to the store being ready
         self.process = subprocess.Popen(
             [sys.executable, "-c", PREPARE_STORE, uri],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -80,12 +81,15 @@ class StorePreparation:
         import subprocess
 
         try:
-            _, err = self.process.communicate(timeout=timeout)
+            out, err = self.process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            _, err = self.process.communicate()
-        self.seconds = time.perf_counter() - self.started
+            out, err = self.process.communicate()
         if self.process.returncode == 0:
+            try:
+                self.seconds = max(0.0, float(out.strip().splitlines()[-1]) - self.started)
+            except (IndexError, ValueError):
+                self.seconds = None
             return None
         self.path.unlink(missing_ok=True)  # a half-migrated store would refuse to open
         last = (err.strip().splitlines() or [f"exit status {self.process.returncode}"])[-1]

@@ -179,3 +179,40 @@ def test_a_compact_run_distils_block_by_block_then_fine_tunes_within_its_budget(
     ratio = count_macs(student, (1, 1, 8, 8)) / count_macs(teacher, (1, 1, 8, 8))
     assert ratio <= 0.4
     assert [s["name"] for s in result.metrics["stages"]][-1] == "student"
+
+
+def test_a_student_of_the_reference_structure_inherits_the_teacher_exactly(digits_checkpoint):
+    from training.models.compact import inherit_from_teacher
+
+    teacher = load_checkpoint(digits_checkpoint)
+    model = teacher.config.model.model_copy(update={"branches": 1})
+    shape = {"num_classes": 10, "in_channels": 1, "image_size": 8}
+    whole = CompactConfig(budget=CompactBudget(ratio=1.0), structure=reference_structure(model))
+    student = CompactMethod.build_network(model, **shape, method=whole).eval()
+    branch = teacher.deployed_branch
+    inherited = inherit_from_teacher(
+        student, teacher.model, branch, model, student.structure, teacher.config.model
+    )
+    assert inherited == ["stem", "stage1", "stage2", "stage3", "head"]
+    x = torch.randn(16, 1, 8, 8)
+    with torch.no_grad():
+        expected = teacher.model(x).branch_logits[branch]
+        assert torch.allclose(student(x).branch_logits[0], expected, atol=1e-5)
+
+    # a narrower, shallower student takes the strongest filters of the first units
+    small = [BlockChoice(kind="conv", width=0.75)] + [
+        BlockChoice(kind="same", width=0.5, blocks=2),
+        BlockChoice(kind="dwsep", width=0.5, blocks=1),
+        BlockChoice(kind="same", width=0.5, blocks=1),
+    ]
+    cfg = CompactConfig(budget=CompactBudget(ratio=1.0), structure=small)
+    student = CompactMethod.build_network(model, **shape, method=cfg)
+    done = inherit_from_teacher(student, teacher.model, branch, model, small, teacher.config.model)
+    assert done == ["stem", "stage1", "stage3", "head"]
+    stem_t = teacher.model.trunk[0][0].weight
+    keep = stem_t.abs().flatten(1).sum(1).topk(12).indices.sort().values
+    assert torch.equal(student.trunk[0][0].weight, stem_t[keep])
+    assert len(student.bodies[0][0]) == 2
+    with pytest.raises(ConfigError, match="set method.inherit=false"):
+        other = model.model_copy(update={"name": "resnet32"})
+        inherit_from_teacher(student, teacher.model, branch, model, small, other)

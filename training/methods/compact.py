@@ -6,8 +6,10 @@ channels, fewer residual units, depthwise-separable units) and picks one per blo
 student's MACs or parameters stay within ``method.budget`` (:func:`choose_structure`). Stages:
 
 1. ``teacher``: the reference network trained as a stage (or ``method.teacher``, a checkpoint);
-2. ``block-stem``, ``block-stage1``, ``block-stage2``, ``block-stage3``: each trains one student
-   block, everything else frozen, to reproduce the teacher block's output through a 1x1 adapter
+2. ``block-stem``, ``block-stage1``, ``block-stage2``, ``block-stage3``: the student starts from
+   the teacher's weights (``method.inherit``: per block the first units and the channels with
+   the largest filter norms, :func:`training.models.compact.inherit_from_teacher`), then each
+   stage trains one student block at ``method.block_lr``, everything else frozen, to reproduce the teacher block's output through a 1x1 adapter
    (:func:`training.losses.block_feature_loss`); the blocks before it are the student's own,
    already trained (progressive block-wise distillation); each stage starts from the one before;
 3. ``student``: the adapters dropped, the whole student fine-tuned with Hinton KD.
@@ -47,6 +49,7 @@ from training.models.compact import (
     block_cost,
     compact_resnet,
     head_cost,
+    inherit_from_teacher,
     reference_of,
     reference_structure,
     structure_cost,
@@ -121,6 +124,12 @@ class CompactConfig(MethodConfig):
         None, description="the four blocks by hand (stem, stage1..3); None: searched"
     )
     block_epochs: PositiveInt = Field(2, description="epochs of each block-wise stage")
+    block_lr: float = Field(0.02, gt=0.0, description="learning rate of the block-wise stages")
+    inherit: bool = Field(
+        True,
+        description="start the student from the teacher's weights (strongest channels, first "
+        "units); false: a fresh initialisation",
+    )
     temperature: float = Field(4.0, gt=0.0)
     alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the KD term (last stage)")
     block: Literal["stem", "stage1", "stage2", "stage3"] | None = Field(
@@ -279,11 +288,22 @@ class CompactMethod(TeacherMethod):
         else:
             first, taught = [], {"given_teachers": (m.teacher,)}
         # the block-wise stages hold nothing of the KD fine-tune (T, alpha)
-        shared = {k: getattr(m, k) for k in ("teacher", "budget", "candidates", "structure")}
-        train = config.train.model_copy(update={"epochs": m.block_epochs, "warmup_epochs": 0})
+        keys = (
+            "teacher",
+            "budget",
+            "candidates",
+            "structure",
+            "block_epochs",
+            "block_lr",
+            "inherit",
+        )
+        shared = {k: getattr(m, k) for k in keys}
+        train = config.train.model_copy(
+            update={"epochs": m.block_epochs, "warmup_epochs": 0, "lr": m.block_lr}
+        )
         specs, previous = list(first), None
         for tap in TAPS:
-            block = CompactConfig(**shared, block_epochs=m.block_epochs, block=tap)
+            block = CompactConfig(**shared, block=tap)
             stage = config.model_copy(
                 update={"name": f"block-{tap}", "method": block, "train": train}
             )
@@ -304,6 +324,15 @@ class CompactMethod(TeacherMethod):
             return super().build_auxiliaries(network)
         network.check_taps([tap])
         self.teacher.model.check_taps([tap])
+        if tap == TAPS[0] and self.cfg.inherit:  # the first block stage; a resume overwrites it
+            self.inherited = inherit_from_teacher(
+                network,
+                self.teacher.model,
+                self.teacher.deployed_branch,
+                network.reference,
+                network.structure,
+                self.teacher.config.model,
+            )
         trained = block_module(network, tap)
         keep = {id(p) for p in trained.parameters()}
         for p in network.parameters():

@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from training.config import ModelConfig, Section
 from training.errors import ConfigError
-from training.models.base import FeatureInfo
+from training.models.base import FeatureInfo, MultiBranchModel
 from training.models.branched import TrunkBranchModel, classifier_head, init_weights, scaled
 from training.models.cifar_resnet import (
     BLOCKS,
@@ -250,4 +251,134 @@ def compact_resnet(
         gate=False,
     )
     init_weights(network)
+    network.structure = list(structure)  # what inherit_from_teacher reads
+    network.reference = model
     return network
+
+
+# ---- inheriting the teacher's weights ------------------------------------------------------------
+
+
+def _strongest(weight: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices (ascending) of the ``count`` output channels with the largest L1 filter norm."""
+    norms = weight.detach().abs().flatten(1).sum(dim=1)
+    return torch.sort(torch.topk(norms, count).indices).values
+
+
+def _copy_conv(dst: nn.Conv2d, src: nn.Conv2d, out: torch.Tensor, inp: torch.Tensor) -> None:
+    dst.weight.copy_(src.weight[out][:, inp])
+
+
+def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, keep: torch.Tensor) -> None:
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(dst, name).copy_(getattr(src, name)[keep])
+
+
+def _select_shortcut(dst: nn.Module, src: nn.Module, out: torch.Tensor, inp: torch.Tensor) -> None:
+    """Projection <- projection (selected), or an identity teacher as a 0/1 selection matrix."""
+    if isinstance(dst, nn.Identity):
+        return
+    conv, bn = dst[0], dst[1]
+    if isinstance(src, nn.Sequential):
+        _copy_conv(conv, src[0], out, inp)
+        _copy_bn(bn, src[1], out)
+        return
+    conv.weight.zero_()
+    for j, channel in enumerate(out.tolist()):
+        hit = (inp == channel).nonzero()
+        if len(hit):
+            conv.weight[j, int(hit[0]), 0, 0] = 1.0
+    bn.weight.fill_(1.0)
+    bn.bias.zero_()
+    bn.running_mean.zero_()
+    bn.running_var.fill_(1.0 - bn.eps)
+
+
+def _residual_keep(stage: nn.Sequential, kind: str, count: int) -> torch.Tensor:
+    """The residual stream's channels to keep: largest summed L1 of the convolutions writing it."""
+    last = "conv2" if kind == "basic" else "conv3"
+    norms = sum(getattr(u, last).weight.detach().abs().flatten(1).sum(dim=1) for u in stage)
+    for unit in stage:
+        if isinstance(unit.shortcut, nn.Sequential):
+            norms = norms + unit.shortcut[0].weight.detach().abs().flatten(1).sum(dim=1)
+    return torch.sort(torch.topk(norms, count).indices).values
+
+
+def _inherit_stage(
+    student: nn.Sequential, teacher: nn.Sequential, kind: str, inp: torch.Tensor
+) -> torch.Tensor:
+    """Units 0..d-1 of the teacher's stage, channels selected; returns the kept output channels."""
+    width = student[0].conv1.out_channels  # planes
+    out = _residual_keep(teacher, kind, width * BLOCKS[kind].expansion)
+    for s_unit, t_unit in zip(student, teacher, strict=False):  # the teacher's later units dropped
+        mid = _strongest(t_unit.conv1.weight, width)
+        _copy_conv(s_unit.conv1, t_unit.conv1, mid, inp)
+        _copy_bn(s_unit.bn1, t_unit.bn1, mid)
+        if kind == "basic":
+            _copy_conv(s_unit.conv2, t_unit.conv2, out, mid)
+            _copy_bn(s_unit.bn2, t_unit.bn2, out)
+        else:
+            _copy_conv(s_unit.conv2, t_unit.conv2, mid, mid)
+            _copy_bn(s_unit.bn2, t_unit.bn2, mid)
+            _copy_conv(s_unit.conv3, t_unit.conv3, out, mid)
+            _copy_bn(s_unit.bn3, t_unit.bn3, out)
+        _select_shortcut(s_unit.shortcut, t_unit.shortcut, out, inp)
+        inp = out
+    return out
+
+
+def stage_modules(network: MultiBranchModel, branch: int) -> dict[str, nn.Module]:
+    """Branch ``branch``'s blocks by tap name (stem, stage1, ...), then ``head``."""
+    blocks = {info.name: m for m, info in zip(network.trunk, network.trunk_info, strict=True)}
+    pairs = zip(network.bodies[branch], network.body_info[branch], strict=True)
+    blocks.update({info.name: m for m, info in pairs})
+    blocks["head"] = network.heads[branch]
+    return blocks
+
+
+@torch.no_grad()
+def inherit_from_teacher(
+    student: MultiBranchModel,
+    teacher: MultiBranchModel,
+    branch: int,
+    model: ModelConfig,
+    structure: Sequence[BlockChoice],
+    teacher_model: ModelConfig,
+) -> list[str]:
+    """Start the student's blocks from the teacher's (the reference network, branch ``branch``).
+
+    The stem and every ``same`` stage take the teacher's weights: the first units of the stage
+    (its later units dropped), and per convolution the output channels with the largest L1
+    filter norms (the residual stream's by the summed norms of the convolutions that write it);
+    BN statistics follow their channels. ``dwsep`` stages keep their fresh initialisation, and
+    the stage after one reads its channels as the teacher's first ones. The head takes the
+    classifier's columns of the kept channels. Returns the names of the blocks inherited.
+    """
+    _, kind = reference_of(model)
+    ours, theirs = stage_modules(student, 0), stage_modules(teacher, branch)
+    stem_s, stem_t = ours["stem"][0], theirs["stem"][0]
+    if teacher_model.name != model.name or any(
+        theirs[t][0].conv1.out_channels < ours[t][0].conv1.out_channels
+        for t, c in zip(TAPS[1:], structure[1:], strict=True)
+        if c.kind == "same"
+    ):
+        raise ConfigError(
+            f"method.inherit needs the teacher to be the reference network ({model.name} at "
+            f"width {model.width:g} or wider), not {teacher_model.name} at width "
+            f"{teacher_model.width:g}; set method.inherit=false for another teacher"
+        )
+    keep = _strongest(stem_t.weight, stem_s.out_channels)
+    _copy_conv(stem_s, stem_t, keep, torch.arange(stem_s.in_channels))
+    _copy_bn(ours["stem"][1], theirs["stem"][1], keep)
+    inherited = ["stem"]
+    for tap, choice in zip(TAPS[1:], structure[1:], strict=True):
+        if choice.kind == "same":
+            keep = _inherit_stage(ours[tap], theirs[tap], kind, keep)
+            inherited.append(tap)
+        else:
+            keep = torch.arange(ours[tap][-1].body[-1].num_features)
+    head_s, head_t = ours["head"][-1], theirs["head"][-1]
+    head_s.weight.copy_(head_t.weight[:, keep])
+    head_s.bias.copy_(head_t.bias)
+    inherited.append("head")
+    return inherited

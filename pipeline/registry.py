@@ -275,6 +275,29 @@ def apply_decision(
         return _decide_and_move(client, name, version, evidence, rules)
 
 
+def seal_version(
+    client: Any,
+    name: str,
+    version: str,
+    registered: str,
+    validated: str,
+    evidence: Evidence,
+    rules: RegistryConfig,
+    lock: Callable[[str], AbstractContextManager[Any]] | None = None,
+    where: str = "",
+) -> tuple[Decision, dict[str, str]]:
+    """A registered version whose file (sha256 ``registered``) is the one validated gets its
+    ``complete`` tag, then :func:`apply_decision`; any other file gets no alias."""
+    if registered != validated:
+        raise ArtifactError(
+            f"version {version} of {name} holds sha256 {registered[:12]}..., but "
+            f"{validated[:12]}... was validated{where}: it gets no alias; register again"
+        )
+    with guarded(f"completing version {version} of {name}"):
+        client.set_model_version_tag(name, version, TAG + "complete", "true")
+    return apply_decision(client, name, version, evidence, rules, lock)
+
+
 def _decide_and_move(
     client: Any, name: str, version: str, evidence: Evidence, rules: RegistryConfig
 ) -> tuple[Decision, dict[str, str]]:
@@ -386,14 +409,9 @@ def register_run(
         else:
             run_id, version = found.run_id, str(found.version)
         registered = registered_sha256(client, uri, name, version, artifact)
-    if registered != manifest.sha256:
-        raise ArtifactError(
-            f"version {version} of {name} holds sha256 {registered[:12]}..., but "
-            f"{manifest.sha256[:12]}... was validated: it gets no alias; register again"
-        )
-    with guarded(f"completing version {version} of {name}"):
-        client.set_model_version_tag(name, version, TAG + "complete", "true")
-    decision, aliases = apply_decision(client, name, version, evidence, config.registry, lock)
+    decision, aliases = seal_version(
+        client, name, version, registered, manifest.sha256, evidence, config.registry, lock
+    )
     outcome = RegistryOutcome(
         tracking_uri=uri,
         model_name=name,

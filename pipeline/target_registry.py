@@ -26,7 +26,6 @@ from pipeline.promotion import gather_evidence
 from pipeline.registry import (
     TAG,
     RegistryOutcome,
-    apply_decision,
     eval_images,
     find_version,
     new_version,
@@ -34,6 +33,7 @@ from pipeline.registry import (
     registered_sha256,
     rollback,
     run_key,
+    seal_version,
     version_tags,
 )
 from pipeline.stages import RunFolder, load_reports, slug
@@ -131,15 +131,16 @@ def register_per_target(
             else:
                 used_run, version = found.run_id, str(found.version)
             registered = registered_sha256(client, uri, name, version, choice.pick)
-        if registered != manifest.sha256:
-            raise ArtifactError(
-                f"version {version} of {name} holds sha256 {registered[:12]}..., but "
-                f"{manifest.sha256[:12]}... was validated on {spec}: it gets no alias"
-            )
-        with guarded(f"completing version {version} of {name}"):
-            client.set_model_version_tag(name, version, TAG + "complete", "true")
-        decision, aliases = apply_decision(
-            client, name, version, evidence, target_rules(config, spec), lock
+        decision, aliases = seal_version(
+            client,
+            name,
+            version,
+            registered,
+            manifest.sha256,
+            evidence,
+            target_rules(config, spec),
+            lock,
+            where=f" on {spec}",
         )
         result.registered = RegistryOutcome(
             tracking_uri=uri,

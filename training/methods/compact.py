@@ -41,7 +41,6 @@ from training.errors import ConfigError
 from training.losses import block_feature_loss
 from training.methods.base import register_method
 from training.methods.distill import TeacherMethod, teacher_stage
-from training.models.base import MultiBranchModel
 from training.models.cifar_resnet import TAPS
 from training.models.compact import (
     BlockChoice,
@@ -52,6 +51,7 @@ from training.models.compact import (
     inherit_from_teacher,
     reference_of,
     reference_structure,
+    stage_modules,
     structure_cost,
 )
 from training.stages import StageSpec
@@ -252,17 +252,6 @@ def resolve_structure(
     return list(cfg.structure)
 
 
-def block_module(network: MultiBranchModel, tap: str) -> nn.Module:
-    """The stage of branch 0 whose output is ``tap`` (trunk or body)."""
-    for stage, info in zip(network.trunk, network.trunk_info, strict=True):
-        if info.name == tap:
-            return stage
-    for stage, info in zip(network.bodies[0], network.body_info[0], strict=True):
-        if info.name == tap:
-            return stage
-    raise ConfigError(f"the student has no block {tap!r}")
-
-
 @register_method("compact")
 class CompactMethod(TeacherMethod):
     """A student carved from the reference under a budget, distilled block by block, then KD."""
@@ -333,7 +322,7 @@ class CompactMethod(TeacherMethod):
                 network.structure,
                 self.teacher.config.model,
             )
-        trained = block_module(network, tap)
+        trained = stage_modules(network, 0)[tap]  # check_taps above: the tap exists
         keep = {id(p) for p in trained.parameters()}
         for p in network.parameters():
             p.requires_grad_(id(p) in keep)

@@ -124,24 +124,39 @@ REGIMES: dict[str, Regime] = {
         note="Fashion-MNIST, all 60,000 training images (val carved), ResNet-20, for a GPU",
     ),
 }
-# Teachers a method needs, trained as another method of the same seed: method -> teacher method
+# Teachers a method needs, trained as another entry of the same seed: method -> teacher entry.
+# ``--teacher ENTRY`` gives every method of TAKES_TEACHERS that entry's network instead (one
+# teacher per seed, trained once and shared by every method of the comparison).
 TEACHER_OF = {"kd": "ensemble"}
+# How a method takes given teacher checkpoints: method -> its config key (one path or a list)
+TAKES_TEACHERS = {"kd": "teacher", "srm": "teacher", "meal": "teachers"}
 # A method's own settings in every regime, after the regime's: the family of students is five
 # ResNet-20 students at full width (configs/*-students.yaml), whatever width the regime gives
 # the other methods
 METHOD_OVERRIDES = {"student-ensemble": ("model.branches=5", "model.width=1.0")}
 
 
-def run_config(regime: Regime, entry: str, seed: int, extra: list[str], teacher: Path | None):
-    """The validated run configuration of one method entry and seed in a regime."""
+def run_config(
+    regime: Regime, entry: str, seed: int, extra: list[str], teachers: list[Path] | None = None
+):
+    """The validated run configuration of one method entry and seed in a regime; ``teachers``
+    are trained checkpoints the method takes instead of training its own teacher stages."""
     name, entry_overrides = parse_entry(entry)
     data = yaml.safe_load((ROOT / regime.config).read_text())
     method: dict[str, Any] = {"name": name}
     if name == "one":
         method.update(_one(regime.epochs))
     method.update(regime.method_settings.get(name, {}))
-    if teacher is not None:
-        method["teacher"] = str(teacher)
+    if teachers:
+        key = TAKES_TEACHERS.get(name)
+        if key is None:
+            raise ValueError(f"{name} takes no teacher checkpoints (only {sorted(TAKES_TEACHERS)})")
+        if key == "teachers":
+            method[key] = [str(t) for t in teachers]
+        elif len(teachers) == 1:
+            method[key] = str(teachers[0])
+        else:
+            raise ValueError(f"{name} takes one teacher, not {len(teachers)}")
     data["method"] = method
     overrides = [
         *regime.overrides,
@@ -165,21 +180,38 @@ def correctness(run_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]
     return deployed, ensemble, branches, int(preds.get("split_seed", 0))
 
 
+def teacher_entries(entry: str, given: list[str]) -> list[str]:
+    """The entries whose networks teach ``entry``: ``given`` (``--teacher``) for a method that
+    takes teacher checkpoints, else the method's default teacher entry, else none (the method
+    trains its own teacher stages, counted in its own time)."""
+    name, _ = parse_entry(entry)
+    if given and name in TAKES_TEACHERS:
+        return list(given)
+    return [TEACHER_OF[name]] if name in TEACHER_OF else []
+
+
 def train_entry(
-    regime: Regime, entry: str, seed: int, out: Path, results: Results, extra: list[str]
+    regime: Regime,
+    entry: str,
+    seed: int,
+    out: Path,
+    results: Results,
+    extra: list[str],
+    teachers: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Train one (entry, seed) unless its result is saved; teachers first."""
+    """Train one (entry, seed) unless its result is saved; its teacher entries first (their
+    time is added to the entry's total)."""
     done = results.get(entry, seed)
     if done is not None:
         return done
     name, _ = parse_entry(entry)
-    teacher_ckpt, teacher_seconds = None, 0.0
-    if name in TEACHER_OF:
-        teacher_entry = TEACHER_OF[name]
+    taught_by = teacher_entries(entry, teachers or [])
+    teacher_ckpts, teacher_seconds = [], 0.0
+    for teacher_entry in taught_by:
         teacher = train_entry(regime, teacher_entry, seed, out, results, extra)
-        teacher_ckpt = out / "runs" / teacher["folder"] / CHECKPOINT
-        teacher_seconds = teacher["seconds_total"]
-    cfg = run_config(regime, entry, seed, extra, teacher_ckpt).training_config()
+        teacher_ckpts.append(out / "runs" / teacher["folder"] / CHECKPOINT)
+        teacher_seconds += teacher["seconds_total"]
+    cfg = run_config(regime, entry, seed, extra, teacher_ckpts).training_config()
     folder = f"{entry.replace(':', '_').replace(',', '_').replace('=', '-')}-seed{seed}"
     run_dir = out / "runs" / folder
     resume = run_dir.is_dir()  # a run killed in any stage (teachers included) goes on there
@@ -206,6 +238,7 @@ def train_entry(
         "seconds_wall": wall,
         "seconds_total": own + teacher_seconds,
         "teacher_seconds": teacher_seconds,
+        "teacher_entries": taught_by,
         "resumed": resume,
         "parameters_student": metrics["parameters_student"],
         "deployed_branch": metrics["deployed_branch"],
@@ -234,6 +267,7 @@ def run_all(
     results: Results,
     extra: list[str],
     no_train: bool = False,
+    teachers: list[str] | None = None,
 ) -> list[str]:
     """Every entry once per seed, interleaved, a family's twins right after it; the (entry,
     seed) pairs without a saved result are returned (with ``no_train``, nothing is trained)."""
@@ -245,7 +279,7 @@ def run_all(
             if record is None:
                 missing.append(results.key(entry, seed))
             return record
-        return train_entry(regime, entry, seed, out, results, extra)
+        return train_entry(regime, entry, seed, out, results, extra, teachers)
 
     for seed in seeds:
         for entry in entries:
@@ -253,6 +287,19 @@ def run_all(
             for twin in twin_entries(entry, record):
                 run(twin, seed)
     return missing
+
+
+def teacher_note(results: Results, entries: list[str]) -> list[str]:
+    """One line per taught entry: which entries' networks taught it (from the saved runs)."""
+    taught: dict[str, set[str]] = {}
+    for record in results.data.get("runs", {}).values():
+        if record["entry"] in entries and record.get("teacher_entries"):
+            taught.setdefault(record["entry"], set()).update(record["teacher_entries"])
+    return [
+        f"Teachers: {entry} is taught by {', '.join(sorted(t))} of the same seed (trained once "
+        "per seed, shared, its time counted in the taught method's total)"
+        for entry, t in taught.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -267,6 +314,14 @@ def main(argv: list[str] | None = None) -> None:
         "--docs", default=str(ROOT / "docs/benchmarks"), help="where the table, JSON, plot go"
     )
     parser.add_argument("--tag", default="", help="suffix for the output names (a variant)")
+    parser.add_argument(
+        "--teacher",
+        action="append",
+        default=[],
+        metavar="ENTRY",
+        help=f"train ENTRY once per seed and give it as the teacher of {sorted(TAKES_TEACHERS)} "
+        "(repeat for a pool: meal takes them all); its time counts in theirs",
+    )
     parser.add_argument(
         "--no-train", action="store_true", help="tables from the saved runs only; train nothing"
     )
@@ -286,10 +341,13 @@ def main(argv: list[str] | None = None) -> None:
                 "regime": args.regime,
                 "note": regime.note,
                 "overrides": [*regime.overrides, *args.overrides],
+                "teachers": args.teacher,
             }
         )
     started = time.time()
-    missing = run_all(regime, entries, seeds, out, results, args.overrides, args.no_train)
+    missing = run_all(
+        regime, entries, seeds, out, results, args.overrides, args.no_train, args.teacher
+    )
     rows = summarise(results, entries, seeds, args.baseline)
     families = {e: f for e in entries if (f := summarise_family(results, e, seeds)) is not None}
     results.data["summary"] = rows
@@ -307,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{time.time() - started:.0f} s (runs already saved were not retrained)",
         f"Setting: {epochs_run(results, entries, seeds)} epochs, seeds {seeds}, split_seed 0, config "
         f"{Path(regime.config).name}, overrides {' '.join(overrides)}",
+        *teacher_note(results, entries),
         "",
         *table(rows, args.baseline),
         "",

@@ -7,7 +7,6 @@ its checkpoint (its sha256 is in their runs), and its time is added to theirs.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

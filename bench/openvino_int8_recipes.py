@@ -47,11 +47,14 @@ NNCF_VARIANTS = {
     "overflow-off": "overflow fix disabled (8-bit weights in the first layer too)",
     "slow-bias": "fast_bias_correction=False (full bias correction)",
     "subset-100": "calibration on the first 100 images (4 batches)",
+    "cpu-spr": "target device CPU_SPR (NNCF's scheme that also quantises the residual adds)",
+    "any-device": "target device ANY (NNCF's device-agnostic scheme)",
 }
 COMPILE_VARIANTS = {
     "pinned": ({"ENABLE_CPU_PINNING": True}, "shipped IR, threads pinned to cores"),
     "latency-hint": ({"PERFORMANCE_HINT": "LATENCY"}, "shipped IR, PERFORMANCE_HINT=LATENCY"),
     "f32-hint": ({"INFERENCE_PRECISION_HINT": "f32"}, "shipped IR, non-INT8 parts in f32"),
+    "denormals": ({"CPU_DENORMALS_OPTIMIZATION": True}, "shipped IR, denormals flushed to zero"),
 }
 
 
@@ -80,6 +83,10 @@ def nncf_options(name: str, body: Any, items: list[np.ndarray]) -> tuple[dict, l
         options["fast_bias_correction"] = False
     elif name == "subset-100":
         items = items[:4]
+    elif name == "cpu-spr":
+        options["target_device"] = nncf.TargetDevice.CPU_SPR
+    elif name == "any-device":
+        options["target_device"] = nncf.TargetDevice.ANY
     options["subset_size"] = len(items)
     return options, items
 

@@ -43,6 +43,8 @@ def test_each_variant_changes_only_its_option(name: str) -> None:
     assert options.get("fast_bias_correction", True) is (name != "slow-bias")
     assert ("advanced_parameters" in options) is (name == "overflow-off")
     assert len(used) == (4 if name == "subset-100" else 10) == options["subset_size"]
+    device = {"cpu-spr": nncf.TargetDevice.CPU_SPR, "any-device": nncf.TargetDevice.ANY}
+    assert options["target_device"] == device.get(name, nncf.TargetDevice.CPU)
 
 
 def test_interleaved_turns_the_order_each_round() -> None:

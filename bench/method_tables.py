@@ -75,6 +75,11 @@ def summarise(results: Results, entries: list[str], seeds: list[int], baseline: 
             "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in recs])),
             "seconds_total": float(np.mean([r["seconds_total"] for r in recs])),
         }
+        # CPU seconds (all stages, teachers included) do not grow with the machine's load as
+        # wall seconds do; older records lack them
+        cpu = [r.get("cpu_seconds_total") for r in recs]
+        if None not in cpu:
+            row["cpu_seconds_total"] = float(np.mean(cpu))
         paired = [(results.get(baseline, r["seed"]), r) for r in recs]
         paired = [(b, r) for b, r in paired if b is not None]
         if paired and entry != baseline:
@@ -91,6 +96,9 @@ def summarise(results: Results, entries: list[str], seeds: list[int], baseline: 
             base_epoch = np.mean([b["seconds_per_epoch"] for b in base])
             row["x_baseline_total"] = row["seconds_total"] / base_total
             row["x_baseline_epoch"] = row["seconds_per_epoch"] / base_epoch
+            base_cpu = [b.get("cpu_seconds_total") for b in base]
+            if "cpu_seconds_total" in row and None not in base_cpu:
+                row["x_baseline_cpu"] = row["cpu_seconds_total"] / float(np.mean(base_cpu))
         rows.append(row)
     return rows
 
@@ -118,18 +126,20 @@ def table(rows: list[dict], baseline: str) -> list[str]:
     lines = [
         f"| method | deployed top-1 % [95% CI] | vs {baseline}, points [95% CI] | p McNemar "
         "(pooled) | p t-test (seeds) | ensemble top-1 % | s/epoch | total s (with teachers) "
-        f"| x {baseline} total |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| x {baseline} total | CPU s (with teachers) | x {baseline} CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         diff = pct(r["difference"], signed=True) if "difference" in r else "—"
         p_m = pvalue(r["mcnemar"]["p_value"]) if "mcnemar" in r else "—"
         p_t = pvalue(r["seed_test"]["p_value"]) if "seed_test" in r else "—"
         ratio = f"{r['x_baseline_total']:.2f}" if "x_baseline_total" in r else "—"
+        cpu = f"{r['cpu_seconds_total']:.0f}" if "cpu_seconds_total" in r else "n/a"
+        x_cpu = f"{r['x_baseline_cpu']:.2f}" if "x_baseline_cpu" in r else "—"
         lines.append(
             f"| {r['entry']} | {pct(r['top1'])} | {diff} | {p_m} | {p_t} | "
             f"{100 * r['ensemble_top1']['estimate']:.2f} | {r['seconds_per_epoch']:.2f} | "
-            f"{r['seconds_total']:.0f} | {ratio} |"
+            f"{r['seconds_total']:.0f} | {ratio} | {cpu} | {x_cpu} |"
         )
     return lines
 

@@ -180,6 +180,11 @@ def correctness(run_dir: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]
     return deployed, ensemble, branches, int(preds.get("split_seed", 0))
 
 
+def none_or_sum(a: float | None, b: float | None) -> float | None:
+    """a + b, or None when either is unknown (an older record without CPU seconds)."""
+    return None if a is None or b is None else a + b
+
+
 def teacher_entries(entry: str, given: list[str]) -> list[str]:
     """The entries whose networks teach ``entry``: ``given`` (``--teacher``) for a method that
     takes teacher checkpoints, else the method's default teacher entry, else none (the method
@@ -206,11 +211,12 @@ def train_entry(
         return done
     name, _ = parse_entry(entry)
     taught_by = teacher_entries(entry, teachers or [])
-    teacher_ckpts, teacher_seconds = [], 0.0
+    teacher_ckpts, teacher_seconds, teacher_cpu = [], 0.0, 0.0
     for teacher_entry in taught_by:
         teacher = train_entry(regime, teacher_entry, seed, out, results, extra)
         teacher_ckpts.append(out / "runs" / teacher["folder"] / CHECKPOINT)
         teacher_seconds += teacher["seconds_total"]
+        teacher_cpu = none_or_sum(teacher_cpu, teacher.get("cpu_seconds_total"))
     cfg = run_config(regime, entry, seed, extra, teacher_ckpts).training_config()
     folder = f"{entry.replace(':', '_').replace(',', '_').replace('=', '-')}-seed{seed}"
     run_dir = out / "runs" / folder
@@ -238,6 +244,8 @@ def train_entry(
         "seconds_wall": wall,
         "seconds_total": own + teacher_seconds,
         "teacher_seconds": teacher_seconds,
+        # CPU seconds of every stage and teacher: unlike wall seconds, not inflated by load
+        "cpu_seconds_total": none_or_sum(metrics.get("cpu_seconds_total"), teacher_cpu),
         "teacher_entries": taught_by,
         "resumed": resume,
         "parameters_student": metrics["parameters_student"],

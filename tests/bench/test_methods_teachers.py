@@ -55,8 +55,10 @@ def test_the_teacher_is_trained_once_and_counted_in_each_taught_method(tmp_path)
         assert record["teacher_entries"] == [TEACHER]
         assert record["teacher_seconds"] == teacher["seconds_total"]
         assert record["seconds_total"] > teacher["seconds_total"]
+        assert record["cpu_seconds_total"] > teacher["cpu_seconds_total"] > 0
         metrics = json.loads((runs / f"{entry}-seed0" / "metrics.json").read_text())
         # the student read the teacher run's checkpoint: no teacher stage of its own
         assert [s["name"] for s in metrics["stages"] if s["name"].startswith("teacher")] == []
     md = (tmp_path / "docs" / "methods_digits.md").read_text()
     assert f"Teachers: srm is taught by {TEACHER}" in md
+    assert "| CPU s (with teachers) | x vanilla CPU |" in md

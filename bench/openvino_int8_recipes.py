@@ -47,7 +47,7 @@ NNCF_VARIANTS = {
     "overflow-off": "overflow fix disabled (8-bit weights in the first layer too)",
     "slow-bias": "fast_bias_correction=False (full bias correction)",
     "subset-100": "calibration on the first 100 images (4 batches)",
-    "cpu-spr": "target device CPU_SPR (NNCF's scheme that also quantises the residual adds)",
+    "cpu-spr": "target device CPU_SPR (NNCF's scheme for Sapphire Rapids CPUs)",
     "any-device": "target device ANY (NNCF's device-agnostic scheme)",
 }
 COMPILE_VARIANTS = {

@@ -27,6 +27,14 @@ runs alone (bench/import_students.py brings in the runs of the former bench/stud
 
 A method entry is a registered method name, optionally followed by ``:key=value,key=value``
 overrides (its label is the whole entry), so a row can be a method at another width or setting.
+
+``--teacher ENTRY`` trains ENTRY once per seed and gives its checkpoint to every method that
+takes teacher checkpoints (kd, srm: one; meal: every ``--teacher`` as its pool), so those rows
+share one teacher and differ only in the method; the teacher's wall and CPU seconds are counted
+in each of them:
+
+    python bench/methods.py --regime fmnist-cpu --methods vanilla srm meal kd \
+        --teacher "vanilla:model.width=1" --set train.threads=1
 """
 
 from __future__ import annotations

@@ -214,11 +214,19 @@ def train_entry(
 ) -> dict[str, Any]:
     """Train one (entry, seed) unless its result is saved; its teacher entries first (their
     time is added to the entry's total)."""
+    taught_by = teacher_entries(entry, teachers or [])
     done = results.get(entry, seed)
     if done is not None:
+        # a saved result is only this entry's if the same teachers taught it (records older
+        # than --teacher were taught by the method's default)
+        saved = done.get("teacher_entries", teacher_entries(entry, []))
+        if saved != taught_by:
+            raise ValueError(
+                f"{results.key(entry, seed)} is saved as taught by {saved or 'no entry'}, not "
+                f"{taught_by or 'no entry'}: give this comparison its own --tag"
+            )
         return done
     name, _ = parse_entry(entry)
-    taught_by = teacher_entries(entry, teachers or [])
     teacher_ckpts, teacher_seconds, teacher_cpu = [], 0.0, 0.0
     for teacher_entry in taught_by:
         teacher = train_entry(regime, teacher_entry, seed, out, results, extra)

@@ -62,3 +62,7 @@ def test_the_teacher_is_trained_once_and_counted_in_each_taught_method(tmp_path)
     md = (tmp_path / "docs" / "methods_digits.md").read_text()
     assert f"Teachers: srm is taught by {TEACHER}" in md
     assert "| CPU s (with teachers) | x vanilla CPU |" in md
+    # the same saved results with another teacher are refused, not reused
+    other = [a if a != TEACHER else "vanilla:model.width=0.75" for a in args]
+    with pytest.raises(ValueError, match="give this comparison its own --tag"):
+        main(other)

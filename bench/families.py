@@ -162,7 +162,7 @@ def import_students(
     given and holds them, otherwise the family gets no row in the methods table (its student rows
     need only what the old file has). Training time is the old ``seconds`` (epoch seconds summed).
     """
-    from training.errors import ConfigError
+    from onedge.errors import ConfigError
 
     out: dict[str, dict[str, Any]] = {}
     for key, rec in old["runs"].items():

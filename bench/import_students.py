@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from bench.families import import_students  # noqa: E402
 from bench.method_tables import Results  # noqa: E402
 from bench.methods import REGIMES, run_config  # noqa: E402
-from training.errors import ConfigError  # noqa: E402
+from onedge.errors import ConfigError  # noqa: E402
 
 
 def merge(

@@ -58,8 +58,8 @@ def publish(run_dir: Path, api: str) -> str:
     from prefect.artifacts import create_markdown_artifact
 
     from pipeline.config import load_config
-    from pipeline.report import write_report
-    from pipeline.stages import RunFolder, slug
+    from pipeline.report.document import write_report
+    from pipeline.run_folder import RunFolder, slug
 
     run = RunFolder(run_dir.resolve())
     config = load_config(run.config)

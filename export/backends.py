@@ -19,7 +19,7 @@ import numpy as np
 from export.config import ExportConfig
 from export.extract import Student
 from export.preprocess import InputContract, embed_onnx
-from training.registry import Registry
+from onedge.registry import Registry
 
 Runner = Callable[[np.ndarray], np.ndarray]
 

@@ -2,7 +2,7 @@
 
 Format and precision names are checked against the export backend registry when the run
 starts (:func:`export.exporter.plan_artifacts`), so an unknown name fails with a
-:class:`~training.errors.ConfigError` listing the known ones. Lists also accept one
+:class:`~onedge.errors.ConfigError` listing the known ones. Lists also accept one
 comma-separated string, which is what the command line passes (``--formats onnx,openvino``).
 """
 
@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from onedge.strict import StrictModel
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Tolerances(Section):
+class Tolerances(StrictModel):
     """Gates an artifact must pass against the PyTorch FP32 student.
 
     Parity (max |diff| of logits and top-1 agreement) is measured on the calibration images;
@@ -36,7 +34,7 @@ class Tolerances(Section):
     )
 
 
-class TensorRTOptions(Section):
+class TensorRTOptions(StrictModel):
     """How the TensorRT engine is built (here with the Python API, or on a board with trtexec)."""
 
     min_batch: int = Field(1, ge=1)
@@ -61,7 +59,7 @@ class TensorRTOptions(Section):
         return self
 
 
-class OrtInt8Options(Section):
+class OrtInt8Options(StrictModel):
     """The ONNX Runtime CPU INT8 search: each candidate is built, timed and scored."""
 
     candidates: list[str] = Field(
@@ -87,7 +85,7 @@ class OrtInt8Options(Section):
         return _split_csv(value)
 
 
-class ExportConfig(Section):
+class ExportConfig(StrictModel):
     """Everything ``export_checkpoint`` needs besides the checkpoint and output folder."""
 
     formats: list[str] = Field(default_factory=lambda: ["onnx", "openvino", "tensorrt"])

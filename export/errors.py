@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from training.errors import OnedgeError
+from onedge.errors import OnedgeError
 
 
 class ExportError(OnedgeError):

@@ -45,8 +45,9 @@ from export.onnx import onnx_metadata, torch_logits, torch_to_onnx
 from export.parity import check_parity, compare_logits, top1_accuracy
 from export.preprocess import InputContract
 from export.publish import publish, staging
-from training.errors import ConfigError, DataError
-from training.files import atomic_write
+from onedge.errors import ConfigError
+from onedge.files import atomic_write
+from training.errors import DataError
 
 
 @dataclass

@@ -23,7 +23,8 @@ from torch import nn
 
 from export.errors import ExportError
 from export.manifest import InputSpec, Manifest, OutputSpec, build_manifest, write_manifest
-from training.errors import CheckpointError, ConfigError, first_line
+from onedge.errors import ConfigError, first_line
+from training.errors import CheckpointError
 from training.models.base import MultiBranchModel
 
 STUDENT_FILE = "student.pt2"

@@ -24,8 +24,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from training.errors import OnedgeError, first_line
-from training.files import atomic_write, sha256_file
+from onedge.errors import OnedgeError, first_line
+from onedge.files import atomic_write, sha256_file
+from onedge.strict import StrictModel
 
 MANIFEST_NAME = "manifest.json"
 EXPORT_JSON = "export.json"
@@ -72,9 +73,7 @@ def regular_file(path: Path) -> bool:
         return False
 
 
-class InputSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class InputSpec(StrictModel):
     name: str = "input"
     shape: list[int]  # -1 marks the dynamic batch axis
     dtype: str = "float32"
@@ -90,16 +89,12 @@ class InputSpec(BaseModel):
     value_range: list[float] | None = Field(None, description="range of raw input values")
 
 
-class OutputSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class OutputSpec(StrictModel):
     name: str = "logits"
     shape: list[int]
 
 
-class Manifest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Manifest(StrictModel):
     schema_version: int = SCHEMA_VERSION
     name: str
     format: Format

@@ -21,7 +21,7 @@ from torch import nn
 
 from export.errors import OnnxModelError, require
 from export.parity import ParityReport, check_parity, compare_logits
-from training.errors import first_line
+from onedge.errors import first_line
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

@@ -14,7 +14,7 @@ import numpy as np
 
 from export.errors import ExportError, OnnxModelError, require
 from export.onnx import INPUT_NAME, check_onnx
-from training.errors import first_line
+from onedge.errors import first_line
 
 _INSTALL = "pip install openvino"
 

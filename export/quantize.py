@@ -33,7 +33,7 @@ from export.qdq import (
     quiet_logging,
 )
 from export.timing import cpu_name, interleaved
-from training.errors import first_line
+from onedge.errors import first_line
 
 __all__ = [
     "OrtInt8Candidate",

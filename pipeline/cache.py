@@ -21,10 +21,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from export.manifest import regular_file
-from training.files import atomic_write, sha256_file
+from onedge.files import atomic_write, sha256_file
+from onedge.strict import StrictModel
 
 SCHEMA_VERSION = 1
 SOURCE_PACKAGES = ("training", "export", "targets")
@@ -61,9 +62,7 @@ def cache_key(task: str, inputs: Any) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
 
 
-class CacheRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CacheRecord(StrictModel):
     schema_version: int = SCHEMA_VERSION
     task: str
     key: str

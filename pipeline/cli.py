@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from training.errors import ConfigError, OnedgeError
-from training.registry import Registry
+from onedge.errors import ConfigError, OnedgeError
+from onedge.registry import Registry
 
 app = typer.Typer(
     add_completion=False,
@@ -221,13 +221,14 @@ def run(config: ConfigOpt, out: OutOpt, overrides: SetOpt = None) -> None:
     """
     # The temporary server would report usage to Prefect; a user may turn it back on.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from pipeline.timings import clear_mark, mark_called, start_prefect_server
+    from pipeline.durations import clear_mark, mark_called
+    from pipeline.prefect_server import start_prefect_server
 
     server = start_prefect_server()  # starts while torch and the flows are imported
     from pipeline.config import load_config
     from pipeline.errors import NothingPassedError
     from pipeline.flows import edge_pipeline
-    from pipeline.summary import print_run
+    from pipeline.report.summary import print_run
 
     cfg = load_config(config, overrides)
     console.print(
@@ -270,16 +271,16 @@ TargetOpt = Annotated[
 def open_registry(run_dir: Path | None, uri: str | None, model: str | None):
     """(client, model name, champion alias) from a run folder or a tracking URI."""
     from pipeline.config import check_model_name
-    from pipeline.registry import model_name_in
-    from pipeline.tracking import connect
+    from pipeline.model_registry.register import model_name_in
+    from pipeline.model_registry.tracking import connect
 
     if model is not None:
         check_model_name(model)
     alias = "champion"
     if run_dir is not None:
         from pipeline.config import load_config
-        from pipeline.stages import RunFolder
-        from pipeline.tracking import tracking_uri
+        from pipeline.model_registry.tracking import tracking_uri
+        from pipeline.run_folder import RunFolder
 
         folder = RunFolder(Path(run_dir).resolve())
         cfg = load_config(folder.config)
@@ -310,8 +311,8 @@ def promote(
     target: TargetOpt = None,
 ) -> None:
     """Make a registered version the champion (the previous one is kept for rollback)."""
-    from pipeline.registry import promote as promote_version
-    from pipeline.target_registry import promote_for_target, target_alias
+    from pipeline.model_registry.register import promote as promote_version
+    from pipeline.model_registry.target_versions import promote_for_target, target_alias
 
     client, name, alias = open_registry(run_dir, tracking_uri, model)
     if target is not None:
@@ -330,8 +331,8 @@ def rollback(
     target: TargetOpt = None,
 ) -> None:
     """Give the champion alias back to the previous champion."""
-    from pipeline.registry import rollback as rollback_champion
-    from pipeline.target_registry import target_alias
+    from pipeline.model_registry.register import rollback as rollback_champion
+    from pipeline.model_registry.target_versions import target_alias
 
     client, name, alias = open_registry(run_dir, tracking_uri, model)
     if target is not None:

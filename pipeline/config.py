@@ -13,18 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from export.config import ExportConfig
+from onedge.errors import ConfigError, OnedgeError
+from onedge.strict import StrictModel
 from targets.base import ValidationSettings
 from targets.gates import GatePolicy, TargetBudget
 from training.config import TrainingConfig
-from training.errors import ConfigError, OnedgeError
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -39,7 +35,7 @@ def check_model_name(name: str) -> str:
     return name
 
 
-class ValidateConfig(Section):
+class ValidateConfig(StrictModel):
     """Where the artifacts are measured, how, and which gates they must pass.
 
     ``targets`` are target specs (``local-cpu``, ``ssh://user@host:port[/jetson]``); ``boards``
@@ -104,7 +100,7 @@ class ValidateConfig(Section):
         return list(self.required) if self.required is not None else list(self.targets)
 
 
-class RegistryConfig(Section):
+class RegistryConfig(StrictModel):
     """The MLflow registry: where it is, what gets registered and when aliases move.
 
     A version gets ``candidate_alias`` when the registered artifact passes the gates of every

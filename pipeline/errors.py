@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from training.errors import OnedgeError
+from onedge.errors import OnedgeError
 
 
 class PipelineError(OnedgeError):

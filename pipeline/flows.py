@@ -1,9 +1,9 @@
 """Prefect flows: train -> export -> validate (fan-out over targets) -> promote, and the chain.
 
-Every task is a thin call of a plain function (training, export, targets, pipeline.stages,
-pipeline.registry, pipeline.report). Each flow takes the run config (a RunConfig, or the path of
+Every task is a thin call of a plain function (training, export, targets, pipeline.run_folder,
+pipeline.model_registry.register, pipeline.report.document). Each flow takes the run config (a RunConfig, or the path of
 a YAML file plus overrides, which is what a deployment passes) and the run folder; the stages
-exchange files through that folder (see :mod:`pipeline.stages`), so each flow also runs alone.
+exchange files through that folder (see :mod:`pipeline.run_folder`), so each flow also runs alone.
 
 Training and export keep their results in ``DIR/.cache`` as JSON records (:mod:`pipeline.cache`),
 keyed by their inputs, onedge's version and the source of training/, export/ and targets/:
@@ -21,21 +21,21 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
-from pydantic import BaseModel, ConfigDict
 
 from export.config import ExportConfig
 from export.exporter import ExportResult, export_checkpoint
-from pipeline import cache, stages
+from onedge.files import sha256_file
+from onedge.strict import StrictModel
+from pipeline import cache, run_folder
 from pipeline.config import RunConfig, ValidateConfig
+from pipeline.durations import StageTimes, Stopwatch
 from pipeline.errors import ModelRegistryUnavailableError, NothingPassedError, PipelineError
-from pipeline.registry import RegistryOutcome
-from pipeline.report import ArtifactRow, artifact_rows, write_report, write_timings
-from pipeline.target_registry import PerTargetOutcome, per_target_mode
-from pipeline.timings import StageTimes, Stopwatch
+from pipeline.model_registry.register import RegistryOutcome
+from pipeline.model_registry.target_versions import PerTargetOutcome, per_target_mode
+from pipeline.report.document import ArtifactRow, artifact_rows, write_report, write_timings
 from targets.base import ValidationReport
 from targets.errors import TargetTimeoutError, TargetUnreachableError
 from training.config import TrainingConfig
-from training.files import sha256_file
 from training.stages import method_stages, run_stage, stage_dir, summarise_run, upstream_files
 from training.trainer import TrainResult
 
@@ -146,12 +146,15 @@ def export_task(
 @task(name="validate", cache_policy=NO_CACHE, retry_condition_fn=transient_fault)
 def validate_task(spec: str, out_dir: Path, cfg: ValidateConfig) -> ValidationReport:
     with concurrency(
-        stages.board_limit_name(spec), occupy=1, timeout_seconds=cfg.board_timeout_s, strict=True
+        run_folder.board_limit_name(spec),
+        occupy=1,
+        timeout_seconds=cfg.board_timeout_s,
+        strict=True,
     ):
-        report = stages.validate_on_target(spec, stages.RunFolder(out_dir), cfg)
+        report = run_folder.validate_on_target(spec, run_folder.RunFolder(out_dir), cfg)
     rows = artifact_rows({spec: report}, None)
     create_table_artifact(
-        key=f"validation-{stages.slug(spec)}",
+        key=f"validation-{run_folder.slug(spec)}",
         table=[row.model_dump(exclude={"reasons", "speedup", "registered"}) for row in rows],
         description=f"Validation on {spec}: {'passed' if report.passed else 'failed'}",
     )
@@ -164,23 +167,23 @@ def validate_task(spec: str, out_dir: Path, cfg: ValidateConfig) -> ValidationRe
 
 
 @task(name="torch-baseline", cache_policy=NO_CACHE)
-def torch_baseline_task(out_dir: Path, cfg: ValidateConfig) -> stages.TorchBaseline:
-    run = stages.RunFolder(out_dir)
-    with concurrency(stages.board_limit_name(LOCAL_BOARD), occupy=1, strict=True):
-        return stages.torch_baseline(run.export, run.checkpoint, cfg.settings, run.baseline)
+def torch_baseline_task(out_dir: Path, cfg: ValidateConfig) -> run_folder.TorchBaseline:
+    run = run_folder.RunFolder(out_dir)
+    with concurrency(run_folder.board_limit_name(LOCAL_BOARD), occupy=1, strict=True):
+        return run_folder.torch_baseline(run.export, run.checkpoint, cfg.settings, run.baseline)
 
 
 @task(name="register", cache_policy=NO_CACHE, retry_condition_fn=transient_fault)
 def register_task(config: RunConfig, out_dir: Path) -> RegistryOutcome:
-    from pipeline.registry import register_run
+    from pipeline.model_registry.register import register_run
 
-    limit = stages.registry_limit_name(config.model_name())
+    limit = run_folder.registry_limit_name(config.model_name())
     ensure_board_limits([limit])
 
     def one_at_a_time(name: str) -> Any:  # across processes and machines sharing the server
         return concurrency(limit, occupy=1, timeout_seconds=REGISTRY_WAIT_S, strict=True)
 
-    outcome = register_run(config, stages.RunFolder(out_dir), lock=one_at_a_time)
+    outcome = register_run(config, run_folder.RunFolder(out_dir), lock=one_at_a_time)
     get_run_logger().info(
         f"registered {outcome.artifact} as {outcome.model_name} version {outcome.version}: "
         + "; ".join(outcome.decision.reasons)
@@ -190,15 +193,15 @@ def register_task(config: RunConfig, out_dir: Path) -> RegistryOutcome:
 
 @task(name="register-per-target", cache_policy=NO_CACHE, retry_condition_fn=transient_fault)
 def register_per_target_task(config: RunConfig, out_dir: Path) -> PerTargetOutcome:
-    from pipeline.target_registry import register_per_target
+    from pipeline.model_registry.target_versions import register_per_target
 
-    limit = stages.registry_limit_name(config.model_name())
+    limit = run_folder.registry_limit_name(config.model_name())
     ensure_board_limits([limit])
 
     def one_at_a_time(name: str) -> Any:  # the same lock as register_task's
         return concurrency(limit, occupy=1, timeout_seconds=REGISTRY_WAIT_S, strict=True)
 
-    outcome = register_per_target(config, stages.RunFolder(out_dir), lock=one_at_a_time)
+    outcome = register_per_target(config, run_folder.RunFolder(out_dir), lock=one_at_a_time)
     for spec, t in outcome.targets.items():
         got = t.registered
         get_run_logger().info(
@@ -217,9 +220,9 @@ def register_per_target_task(config: RunConfig, out_dir: Path) -> PerTargetOutco
 def report_task(
     config: RunConfig, out_dir: Path, timings: StageTimes | None = None
 ) -> list[ArtifactRow]:
-    files = write_report(config, stages.RunFolder(out_dir), timings)
+    files = write_report(config, run_folder.RunFolder(out_dir), timings)
     create_markdown_artifact(
-        key=f"report-{stages.slug(config.name)}",
+        key=f"report-{run_folder.slug(config.name)}",
         markdown=files.ui_markdown,  # plots embedded: the UI cannot fetch files beside it
         description=f"onedge report of {config.name} ({out_dir})",
     )
@@ -228,8 +231,8 @@ def report_task(
 
 @task(name="attach-report", cache_policy=NO_CACHE, retry_condition_fn=transient_fault)
 def attach_report_task(outcome: RegistryOutcome | PerTargetOutcome, files: list[Path]) -> None:
-    from pipeline.registry import attach_files
-    from pipeline.tracking import connect
+    from pipeline.model_registry.register import attach_files
+    from pipeline.model_registry.tracking import connect
 
     registered = (
         [t.registered for t in outcome.targets.values() if t.registered is not None]
@@ -245,7 +248,7 @@ def train_flow(
     config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
 ) -> TrainResult:
     """Every stage of the method, each its own cached task; the student's metrics summarise them."""
-    cfg, run = stages.open_run(config, out_dir, overrides)
+    cfg, run = run_folder.open_run(config, out_dir, overrides)
     training = cfg.training_config()
     specs = method_stages(training)
     for spec in specs:
@@ -259,7 +262,7 @@ def train_flow(
 def export_flow(
     config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
 ) -> ExportResult:
-    cfg, run = stages.open_run(config, out_dir, overrides)
+    cfg, run = run_folder.open_run(config, out_dir, overrides)
     checkpoint = run.checkpoint
     if not checkpoint.is_file():
         raise PipelineError(f"{checkpoint} does not exist: run the train stage first")
@@ -278,19 +281,19 @@ def validate_flow(
     Retry-After (the slot's average occupancy, seconds to tens of seconds), not when the slot
     frees. The limit still keeps other runs off the board.
     """
-    cfg, run = stages.open_run(config, out_dir, overrides)
+    cfg, run = run_folder.open_run(config, out_dir, overrides)
     v = cfg.validate
-    ensure_board_limits([stages.board_limit_name(s) for s in {*v.targets, LOCAL_BOARD}])
+    ensure_board_limits([run_folder.board_limit_name(s) for s in {*v.targets, LOCAL_BOARD}])
     retrying = validate_task.with_options(retries=v.retries, retry_delay_seconds=v.retry_delay_s)
     last_on: dict[str, Any] = {}  # board limit -> this run's latest task measuring on it
     baseline = None
     if v.torch_baseline:
-        baseline = last_on[stages.board_limit_name(LOCAL_BOARD)] = torch_baseline_task.submit(
+        baseline = last_on[run_folder.board_limit_name(LOCAL_BOARD)] = torch_baseline_task.submit(
             run.root, v
         )
     futures = {}
     for spec in v.targets:
-        board = stages.board_limit_name(spec)
+        board = run_folder.board_limit_name(spec)
         before = [last_on[board]] if board in last_on else []
         futures[spec] = last_on[board] = retrying.submit(spec, run.root, v, wait_for=before)
     if baseline is not None:
@@ -303,14 +306,14 @@ def promote_flow(
     config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
 ) -> RegistryOutcome | PerTargetOutcome:
     """Register the run's artifact; with ``registry.approval: ask`` a new champion waits for a
-    person (:mod:`pipeline.approval`), and stays candidate if nobody approves in time. With
+    person (:mod:`pipeline.model_registry.approval`), and stays candidate if nobody approves in time. With
     ``registry.per_target`` (several targets), each target's pick under ``champion-<target>``."""
     from prefect.exceptions import FlowPauseTimeout
 
-    from pipeline.approval import approval_flow
-    from pipeline.registry import settle_approval
+    from pipeline.model_registry.approval import approval_flow
+    from pipeline.model_registry.register import settle_approval
 
-    cfg, run = stages.open_run(config, out_dir, overrides)
+    cfg, run = run_folder.open_run(config, out_dir, overrides)
     r = cfg.registry
     if per_target_mode(cfg):
         return register_per_target_task.with_options(
@@ -333,9 +336,7 @@ def promote_flow(
     return settle_approval(outcome, answer.approve, why, r, run)
 
 
-class PipelineResult(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PipelineResult(StrictModel):
     out_dir: Path
     report_md: Path
     report_html: Path
@@ -352,12 +353,12 @@ def edge_pipeline(
 
     Raises :class:`NothingPassedError` (the flow ends Failed) when no artifact passed the gates
     of every required target; the report is written and the run registered first. Every stage
-    is timed (``report.json`` and the report, :mod:`pipeline.timings`).
+    is timed (``report.json`` and the report, :mod:`pipeline.durations`).
     """
-    from pipeline.tracking import prepare_store, tracking_uri
+    from pipeline.model_registry.tracking import prepare_store, tracking_uri
 
     clock = Stopwatch()
-    cfg, run = stages.open_run(config, out_dir, overrides)
+    cfg, run = run_folder.open_run(config, out_dir, overrides)
     # a new local store's tables are created by a child process on the core training leaves
     store = prepare_store(tracking_uri(cfg, run)) if cfg.registry.enabled else None
     try:
@@ -415,11 +416,11 @@ def edge_pipeline(
     return result
 
 
-def passed_everywhere(cfg: RunConfig, run: stages.RunFolder) -> list[str]:
+def passed_everywhere(cfg: RunConfig, run: run_folder.RunFolder) -> list[str]:
     """The artifacts that passed the gates of every required target."""
-    from pipeline.promotion import gather_evidence
+    from pipeline.model_registry.promotion import gather_evidence
 
-    reports = stages.load_reports(run, cfg.validate)
+    reports = run_folder.load_reports(run, cfg.validate)
     required = cfg.validate.required_targets()
     names = {r.artifact for report in reports.values() for r in report.results}
     passing = []

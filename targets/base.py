@@ -17,10 +17,11 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from training.errors import ConfigError
-from training.registry import Registry
+from onedge.errors import ConfigError
+from onedge.registry import Registry
+from onedge.strict import StrictModel
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -32,11 +33,7 @@ BACKEND_FOR_FORMAT: dict[str, str] = {
 }
 
 
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TargetInfo(Model):
+class TargetInfo(StrictModel):
     """The machine that measured: CPU model and cores, or the board's L4T and power mode."""
 
     name: str
@@ -57,7 +54,7 @@ class TargetInfo(Model):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
-class ValidationSettings(Model):
+class ValidationSettings(StrictModel):
     """How to measure (the benchmark protocol in docs/DESIGN.md) and how patient to be with a remote board.
 
     Warm-up runs until both ``warmup_seconds`` and ``warmup_calls`` are reached; the timed
@@ -105,7 +102,7 @@ class ValidationSettings(Model):
         return args
 
 
-class LatencyStats(Model):
+class LatencyStats(StrictModel):
     p50: float
     p90: float
     p99: float
@@ -129,7 +126,7 @@ def unpack_bits(text: str, size: int) -> np.ndarray:
     return flags[:size]
 
 
-class ArtifactResult(Model):
+class ArtifactResult(StrictModel):
     """One artifact measured on one target. Accuracies and the drop are fractions in [0, 1]."""
 
     def correct_flags(self) -> np.ndarray | None:
@@ -172,7 +169,7 @@ class ArtifactResult(Model):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
-class ValidationReport(Model):
+class ValidationReport(StrictModel):
     schema_version: int = REPORT_SCHEMA_VERSION
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     target: str

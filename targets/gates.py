@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from onedge.strict import StrictModel
 from targets.base import ArtifactResult
 
 
-class GatePolicy(BaseModel):
+class GatePolicy(StrictModel):
     """Limits an artifact must meet; a limit left at None is not checked.
 
     ``max_p99_ms`` maps a target name (``local-cpu``, or the name given to a board) to its
     p99 latency budget at batch 1; targets not named there use ``default_max_p99_ms``.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     max_top1_drop: float | None = Field(
         0.01, ge=0.0, le=1.0, description="top-1 below the FP32 reference (0.01: one point)"
@@ -29,10 +28,8 @@ class GatePolicy(BaseModel):
         return self.max_p99_ms.get(target_name, self.default_max_p99_ms)
 
 
-class TargetBudget(BaseModel):
+class TargetBudget(StrictModel):
     """What one target can afford; a limit left at None is not checked."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_p99_ms: float | None = Field(None, gt=0.0, description="p99 latency at batch 1")
     max_size_mb: float | None = Field(None, gt=0.0)

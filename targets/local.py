@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from export.manifest import read_manifest
+from onedge.errors import ConfigError
 from targets.base import (
     TARGETS,
     ArtifactResult,
@@ -29,7 +30,6 @@ from targets.runs import (
     result_from_runner,
     runner_argv,
 )
-from training.errors import ConfigError
 
 
 @TARGETS.register("local-cpu")

@@ -26,9 +26,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import asyncssh
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from export.manifest import artifact_paths, sha256_file, verify_artifact
+from onedge.errors import ConfigError
+from onedge.strict import StrictModel
 from targets.base import (
     TARGETS,
     ArtifactResult,
@@ -61,7 +63,6 @@ from targets.runs import (
     result_from_runner,
     runner_argv,
 )
-from training.errors import ConfigError
 
 # Runs on the board: the sha256 of each uploaded file, and the Python version (any Python runs it)
 HASH_SCRIPT = (
@@ -89,10 +90,8 @@ FAULTS = (
 )
 
 
-class SshOptions(BaseModel):
+class SshOptions(StrictModel):
     """How to reach and use a board; the target URL gives user, host and port."""
-
-    model_config = ConfigDict(extra="forbid")
 
     known_hosts: Path = Field(Path("~/.ssh/known_hosts"), description="OpenSSH known_hosts")
     fingerprint: str | None = Field(None, description="pinned host key, SHA256:...")
@@ -115,8 +114,6 @@ class SshOptions(BaseModel):
 
 class HashAnswer(BaseModel):
     """What HASH_SCRIPT prints: the board's Python version and each uploaded file's sha256."""
-
-    model_config = ConfigDict(extra="forbid")
 
     python: list[int] = Field(min_length=2, max_length=3)
     files: dict[str, str]

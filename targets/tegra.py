@@ -13,7 +13,7 @@ from statistics import fmean
 
 from pydantic import BaseModel, Field
 
-from training.errors import OnedgeError
+from onedge.errors import OnedgeError
 
 
 class TegraParseError(OnedgeError):

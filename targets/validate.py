@@ -11,6 +11,7 @@ from export.manifest import (
     read_export,
     verify_artifact,
 )
+from onedge.files import atomic_write
 from targets.base import (
     ArtifactResult,
     Target,
@@ -20,7 +21,6 @@ from targets.base import (
 )
 from targets.errors import EvalSetError, TargetError
 from targets.gates import GatePolicy, evaluate
-from training.files import atomic_write
 
 REPORT_NAME = "report.json"
 EVAL_SET_NAME = EVAL_FILE

@@ -16,9 +16,10 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from onedge.errors import first_line
+from onedge.files import atomic_write, sha256_file
 from training.config import TrainingConfig
-from training.errors import CheckpointError, first_line
-from training.files import atomic_write, sha256_file
+from training.errors import CheckpointError
 from training.models.base import MultiBranchModel
 
 FORMAT = "onedge-checkpoint"

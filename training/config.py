@@ -9,14 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, field_validator
+from pydantic import Field, PositiveInt, SerializeAsAny, field_validator
+
+from onedge.strict import StrictModel
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
-
-
-class DataConfig(Section):
+class DataConfig(StrictModel):
     name: str = "digits"
     split_seed: int = Field(
         0, description="seeds the test/val/calibration split alone; `seed` never moves it"
@@ -33,7 +31,7 @@ class DataConfig(Section):
     limit_train: int | None = Field(None, gt=0)
 
 
-class ModelConfig(Section):
+class ModelConfig(StrictModel):
     name: str = "resnet20"
     branches: PositiveInt = 3
     width: float = Field(1.0, gt=0.0)
@@ -42,7 +40,7 @@ class ModelConfig(Section):
     )
 
 
-class MethodConfig(Section):
+class MethodConfig(StrictModel):
     """Base of every method's own config: a tagged union on ``name``.
 
     Each method declares its settings in a subclass (``name: Literal["kd"] = "kd"`` plus its own
@@ -88,7 +86,7 @@ LEGACY_METHOD_KEYS = (
 
 def validate_method(value: Any) -> MethodConfig:
     """Validate a ``method`` section as the config class of the method it names."""
-    from training.errors import RegistryError
+    from onedge.errors import RegistryError
 
     if isinstance(value, MethodConfig):
         if type(value) is not MethodConfig:
@@ -105,7 +103,7 @@ def validate_method(value: Any) -> MethodConfig:
     return config.model_validate(value)
 
 
-class TeacherConfig(Section):
+class TeacherConfig(StrictModel):
     """A teacher trained as an earlier stage of the run: the run's data, schedule and seed.
 
     Nothing of the student is in it, so another student setting reuses the same teacher stage.
@@ -124,7 +122,7 @@ class TeacherConfig(Section):
         return validate_method(value)
 
 
-class TrainConfig(Section):
+class TrainConfig(StrictModel):
     epochs: PositiveInt = 30
     lr: float = Field(0.1, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
@@ -149,7 +147,7 @@ class TrainConfig(Section):
     progress: bool = True
 
 
-class TrainingConfig(Section):
+class TrainingConfig(StrictModel):
     """Everything one training run needs."""
 
     name: str = "onedge"

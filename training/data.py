@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from onedge.registry import Registry
 from training.config import DataConfig
 from training.errors import DataError
-from training.registry import Registry
 
 DATASETS: Registry[Callable[[DataConfig, int], DataSplits]] = Registry("data set")
 AUGMENTATIONS = {"none": 0, "crop2+flip": 2, "crop4+flip": 4}  # name -> crop padding in pixels

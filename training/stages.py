@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onedge.errors import ConfigError
+from onedge.registry import Registry
 from training.config import TrainingConfig
-from training.errors import ConfigError
-from training.registry import Registry
 
 STAGES_DIR = "stages"
 METRICS = "metrics.json"
@@ -161,7 +161,7 @@ def run_stages(config: TrainingConfig, out_dir: Path, resume: bool = False) -> A
 
 
 def stage_summary(spec: StageSpec, where: Path, metrics: dict[str, Any]) -> dict[str, Any]:
-    from training.files import sha256_file
+    from onedge.files import sha256_file
 
     return {
         "name": spec.name,

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from training.errors import ConfigError
+from onedge.errors import ConfigError
 
 DEFAULT_RESAMPLES = 10_000
 

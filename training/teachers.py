@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
+from onedge.errors import ConfigError
 from training.checkpoint import LoadedCheckpoint, load_checkpoint
-from training.errors import ConfigError
 
 
 def load_teachers(paths: list[Path], spec: Any, device: torch.device) -> list[LoadedCheckpoint]:

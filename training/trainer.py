@@ -22,11 +22,12 @@ import torch.distributed as dist
 import yaml
 from tqdm.auto import tqdm
 
+from onedge.errors import ConfigError
+from onedge.files import atomic_write
 from training.checkpoint import load_state, read_checkpoint, save_checkpoint
 from training.config import TrainingConfig
-from training.errors import CheckpointError, ConfigError, TrainingError
+from training.errors import CheckpointError, TrainingError
 from training.evaluate import evaluate
-from training.files import atomic_write
 from training.methods import TrainedModules, build_method
 
 CHECKPOINT = "checkpoint.pt"

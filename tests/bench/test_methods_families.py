@@ -18,7 +18,7 @@ from bench.families import summarise_family, twin_entries
 from bench.import_students import merge
 from bench.method_tables import Results, unpack
 from bench.methods import main
-from training.errors import ConfigError
+from onedge.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILY = "student-ensemble:model.branches=2,model.width=0.25"

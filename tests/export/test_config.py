@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from export.backends import BACKENDS, ExportBackend
 from export.config import PRECISIONS, ExportConfig
 from export.exporter import plan_artifacts
-from training.errors import ConfigError
+from onedge.errors import ConfigError
 
 
 def test_comma_separated_lists() -> None:

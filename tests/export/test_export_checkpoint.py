@@ -20,8 +20,9 @@ from export.onnx import ort_session, read_metadata, run_onnx
 from export.openvino import compile_openvino, run_openvino
 from export.qdq import check_tensorrt_qdq
 from export.tensorrt import graph_precision
+from onedge.errors import ConfigError
 from training.checkpoint import read_checkpoint, save_checkpoint
-from training.errors import CheckpointError, ConfigError, DataError
+from training.errors import CheckpointError, DataError
 
 FAST_ORT = {"candidates": "qdq-u8s8,qoperator-u8s8", "timing_seconds": 0.2}
 PRECISIONS = ("fp32", "fp16", "int8")

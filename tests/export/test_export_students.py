@@ -13,8 +13,8 @@ from export.config import ExportConfig
 from export.exporter import export_checkpoint, student_prefix
 from export.manifest import verify_artifact
 from export.onnx import ort_session, run_onnx
+from onedge.errors import ConfigError
 from targets.runner import reference_key
-from training.errors import ConfigError
 
 ONNX_FP32 = {"formats": "onnx", "precisions": "fp32", "threads": 1}
 

@@ -15,7 +15,7 @@ from export.config import ExportConfig
 from export.errors import ExportError, ParityError
 from export.exporter import export_checkpoint
 from export.manifest import read_export
-from training.files import sha256_file
+from onedge.files import sha256_file
 
 ONNX_FP32 = ExportConfig(formats="onnx", precisions="fp32", calibration_size=64)
 

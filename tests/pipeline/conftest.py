@@ -71,14 +71,14 @@ def _mtimes(out: Path) -> dict[str, float]:
 @pytest.fixture(scope="session")
 def pipeline_run(prefect_server, tmp_path_factory) -> PipelineRun:
     """edge_pipeline on digits: a failed validation, then a rerun of the same config."""
-    from pipeline import flows, stages
+    from pipeline import flows, run_folder
     from targets.errors import RunnerFailedError
 
     config = pipeline_config()
     out = tmp_path_factory.mktemp("pipeline") / "digits-one"
     calls = {"train": 0, "export": 0, "validate": 0}
     real_train, real_export = flows.run_stage, flows.export_checkpoint
-    real_validate = stages.validate_on_target
+    real_validate = run_folder.validate_on_target
 
     def counted_train(*args, **kwargs):
         calls["train"] += 1
@@ -98,7 +98,7 @@ def pipeline_run(prefect_server, tmp_path_factory) -> PipelineRun:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(flows, "run_stage", counted_train)
         mp.setattr(flows, "export_checkpoint", counted_export)
-        mp.setattr(stages, "validate_on_target", failing_once)
+        mp.setattr(run_folder, "validate_on_target", failing_once)
         start = time.perf_counter()
         first_error = None
         try:
@@ -121,7 +121,7 @@ SKIP = {"mlflow.db", "mlartifacts", ".cache", "registry.json"}
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    from pipeline.tracking import connect
+    from pipeline.model_registry.tracking import connect
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     connect(uri)  # creates the tables once for the module
@@ -132,7 +132,7 @@ def store(tmp_path_factory) -> str:
 def run(pipeline_run, store, tmp_path, request):
     """A copy of the run folder whose config registers into ``store`` under a fresh name."""
     from pipeline.config import dump_config
-    from pipeline.stages import RunFolder
+    from pipeline.run_folder import RunFolder
 
     folder = RunFolder(tmp_path / "run")
     shutil.copytree(pipeline_run.out, folder.root, ignore=lambda d, names: SKIP & set(names))

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from pipeline.config import dump_config
-from pipeline.stages import RunFolder
+from pipeline.run_folder import RunFolder
 
 pytestmark = pytest.mark.slow
 

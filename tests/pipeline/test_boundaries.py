@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from export.manifest import EXPORT_JSON, MANIFEST_NAME, ArtifactError, artifact_hash
-from pipeline import stages
+from onedge.files import sha256_file
+from pipeline import run_folder
 from pipeline.config import dump_config
-from pipeline.registry import register_run
-from pipeline.stages import RunFolder
-from pipeline.tracking import connect
+from pipeline.model_registry.register import register_run
+from pipeline.model_registry.tracking import connect
+from pipeline.run_folder import RunFolder
 from targets.base import ValidationSettings
-from training.files import sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def test_planted_student_pt2_is_never_unpickled(run_copy, tmp_path):
     assert live.is_dir(), "the payload must be live for the test to mean anything"
     marker = tmp_path / "pwned"
     rewrite_artifact(run.export, "torch-fp32", {"student.pt2": pickle.dumps(Plant(marker))})
-    baseline = stages.torch_baseline(run.export, run.checkpoint, FAST, run.baseline)
+    baseline = run_folder.torch_baseline(run.export, run.checkpoint, FAST, run.baseline)
     assert not marker.exists()
     exported = json.loads((run.export / EXPORT_JSON).read_text())["torch_fp32"]["test_top1"]
     assert baseline.top1 == pytest.approx(exported, abs=1e-9)
@@ -95,7 +95,7 @@ def test_baseline_refuses_a_checkpoint_the_export_was_not_made_from(run_copy):
         handle.write(b"\0")  # another file, still a readable zip for torch
     assert sha256_file(other) != sha256_file(run.checkpoint)
     with pytest.raises(Exception, match="not the checkpoint the export was made from|cannot be"):
-        stages.torch_baseline(run.export, other, FAST, run.baseline)
+        run_folder.torch_baseline(run.export, other, FAST, run.baseline)
 
 
 def registered_versions(config) -> list:
@@ -104,9 +104,9 @@ def registered_versions(config) -> list:
 
 
 def chosen_artifact(config, run: RunFolder) -> str:
-    from pipeline.promotion import choose_artifact
+    from pipeline.model_registry.promotion import choose_artifact
 
-    reports = stages.load_reports(run, config.validate)
+    reports = run_folder.load_reports(run, config.validate)
     return choose_artifact(reports, config.validate.required_targets(), config.registry.artifact)
 
 
@@ -210,7 +210,7 @@ def test_decide_and_move_hold_the_lock(run_copy):
 def test_registration_ran_under_a_one_slot_limit_per_model(pipeline_run):
     from prefect.client.orchestration import get_client
 
-    name = stages.registry_limit_name(pipeline_run.config.model_name())
+    name = run_folder.registry_limit_name(pipeline_run.config.model_name())
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(name)
     assert limit.limit == 1 and limit.active_slots == 0  # released after the run
@@ -242,5 +242,5 @@ def test_a_failing_board_gives_its_slot_back(run_copy, tmp_path):
     with pytest.raises(TargetUnreachableError):
         flows.validate_flow(config, run.root)
     with get_client(sync_client=True) as client:
-        limit = client.read_global_concurrency_limit_by_name(stages.board_limit_name(spec))
+        limit = client.read_global_concurrency_limit_by_name(run_folder.board_limit_name(spec))
     assert limit.limit == 1 and limit.active_slots == 0

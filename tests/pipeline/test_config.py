@@ -2,9 +2,9 @@ import re
 
 import pytest
 
+from onedge.errors import ConfigError
 from pipeline.config import RunConfig, load_config
 from tests.conftest import ROOT
-from training.errors import ConfigError
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 

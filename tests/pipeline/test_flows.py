@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from export.manifest import read_manifest, verify_artifact
-from pipeline.stages import RunFolder, board_limit_name
+from pipeline.run_folder import RunFolder, board_limit_name
 
 pytestmark = pytest.mark.slow
 
@@ -125,8 +125,8 @@ def test_first_passing_version_becomes_candidate_and_champion(pipeline_run):
 
 def test_registered_artifact_is_the_fastest_passing_one(pipeline_run):
     """The fastest passing artifact, or one not significantly slower that is smaller/lower."""
-    from pipeline.promotion import speed_order
-    from pipeline.stages import load_reports
+    from pipeline.model_registry.promotion import speed_order
+    from pipeline.run_folder import load_reports
     from training.stats import median_difference_interval
 
     run = RunFolder(pipeline_run.out)
@@ -233,7 +233,7 @@ def test_onedge_run_on_the_same_folder_reuses_the_cache(pipeline_run, tmp_path, 
 
 def printed_verdicts(out: str) -> dict[str, str]:
     """Artifact -> the verdict cell of its row in the printed tables."""
-    from pipeline.report import COLUMNS
+    from pipeline.report.document import COLUMNS
 
     verdicts = {}
     for line in out.splitlines():
@@ -246,7 +246,7 @@ def printed_verdicts(out: str) -> dict[str, str]:
 
 def expected_verdicts(run: RunFolder, spec: str) -> dict[str, str]:
     """Artifact -> its verdict in report.json; the PyTorch FP32 baseline row reads "reference"."""
-    from pipeline.stages import load_baseline
+    from pipeline.run_folder import load_baseline
 
     report = json.loads((run.target_dir(spec) / "report.json").read_text())
     baseline = load_baseline(run)

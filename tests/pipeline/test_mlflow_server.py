@@ -38,7 +38,7 @@ def test_onedge_run_registers_through_an_mlflow_server(
     import mlflow
     from mlflow import MlflowClient
 
-    from pipeline.registry import registered_sha256
+    from pipeline.model_registry.register import registered_sha256
 
     url, root, proc = mlflow_server
     config = pipeline_run.config.model_copy(deep=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from pipeline.per_target import budget_reasons, choose_per_target, target_alias
+from pipeline.model_registry.per_target import budget_reasons, choose_per_target, target_alias
 from targets.base import ArtifactResult, LatencyStats, TargetInfo, ValidationReport
 from targets.gates import TargetBudget
 
@@ -146,9 +146,9 @@ def test_budgets_must_name_configured_targets():
 
 
 def test_one_machine_listed_twice_under_two_labels():
-    from pipeline.stages import board_limit_name
+    from onedge.errors import ConfigError, RegistryError
+    from pipeline.run_folder import board_limit_name
     from targets.base import board_of, parse_target
-    from training.errors import ConfigError, RegistryError
 
     tight = parse_target("local-cpu#tight")
     assert tight.name == "local-cpu#tight" and tight.kind == "local-cpu"

@@ -7,8 +7,14 @@ import pytest
 
 from pipeline.config import RegistryConfig
 from pipeline.errors import ModelRegistryUnavailableError, PipelineError
-from pipeline.promotion import Champion, Evidence, choose_artifact, decide, gather_evidence
-from pipeline.report import pareto_front
+from pipeline.model_registry.per_target import pareto_front
+from pipeline.model_registry.promotion import (
+    Champion,
+    Evidence,
+    choose_artifact,
+    decide,
+    gather_evidence,
+)
 from targets.base import ArtifactResult, LatencyStats, TargetInfo, ValidationReport
 from targets.runner import pack_bits
 

@@ -17,9 +17,9 @@ import pytest
 from export.manifest import ArtifactError
 from pipeline.cli import main
 from pipeline.errors import ModelRegistryError, PromotionError
-from pipeline.registry import HISTORY_TAG, promote, register_run, rollback
-from pipeline.stages import RunFolder
-from pipeline.tracking import connect
+from pipeline.model_registry.register import HISTORY_TAG, promote, register_run, rollback
+from pipeline.model_registry.tracking import connect
+from pipeline.run_folder import RunFolder
 from targets.base import unpack_bits
 from targets.runner import pack_bits
 
@@ -231,7 +231,9 @@ def test_promote_and_rollback_by_hand(run, store, capsys):
 def test_a_version_refused_for_its_hash_is_never_promoted(run, store, monkeypatch, capsys):
     config, folder = run
     name = config.model_name()
-    monkeypatch.setattr("pipeline.registry.registered_sha256", lambda *args: "0" * 64)
+    monkeypatch.setattr(
+        "pipeline.model_registry.register.registered_sha256", lambda *args: "0" * 64
+    )
     with pytest.raises(ArtifactError, match="it gets no alias"):
         register_run(config, folder)
     client = connect(store)

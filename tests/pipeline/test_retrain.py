@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.registry import register_run
-from pipeline.tracking import connect
+from pipeline.model_registry.register import register_run
+from pipeline.model_registry.tracking import connect
 
 pytestmark = pytest.mark.slow
 

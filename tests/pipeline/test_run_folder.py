@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.stages import RunFolder, board_limit_name, slug
+from pipeline.run_folder import RunFolder, board_limit_name, slug
 
 
 def test_targets_that_slug_alike_get_their_own_folder_and_board_slot() -> None:

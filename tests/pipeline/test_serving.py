@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import dump_config
-from pipeline.registry import register_run
-from pipeline.stages import RunFolder
+from pipeline.model_registry.register import register_run
+from pipeline.run_folder import RunFolder
 from tests.pipeline.servers import free_port, mlflow_uri, started, stopped
 
 pytestmark = pytest.mark.slow

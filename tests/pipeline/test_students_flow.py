@@ -10,9 +10,9 @@ import pytest
 from export.manifest import verify_artifact
 from pipeline.config import load_config
 from pipeline.errors import PromotionError
-from pipeline.per_target import choose_per_target
-from pipeline.stages import RunFolder, load_reports, slug
-from pipeline.target_registry import PER_TARGET_FILE, PerTargetOutcome
+from pipeline.model_registry.per_target import choose_per_target
+from pipeline.model_registry.target_versions import PER_TARGET_FILE, PerTargetOutcome
+from pipeline.run_folder import RunFolder, load_reports, slug
 
 pytestmark = pytest.mark.slow
 
@@ -103,8 +103,8 @@ def test_each_target_gets_its_own_champion_of_its_own_width(students_run, capsys
 
 def test_promote_and_rollback_per_target(students_run):
     from pipeline.cli import main as cli
-    from pipeline.target_registry import promote_for_target, rollback_for_target
-    from pipeline.tracking import connect
+    from pipeline.model_registry.target_versions import promote_for_target, rollback_for_target
+    from pipeline.model_registry.tracking import connect
 
     out, store, _, _ = students_run
     outcome = PerTargetOutcome.model_validate_json((out / PER_TARGET_FILE).read_text())

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from pipeline import timings
-from pipeline.timings import StageTimes, Stopwatch, mark_called
+from pipeline import prefect_server
+from pipeline.durations import StageTimes, Stopwatch, mark_called
 
 
 def test_stopwatch_times_stages_and_prefect_startup() -> None:
@@ -56,14 +56,14 @@ def test_no_server_thread_when_an_api_url_is_set(monkeypatch) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-        assert timings.start_prefect_server() is None
+        assert prefect_server.start_prefect_server() is None
 
 
 def test_a_new_local_store_is_created_by_a_child_process(tmp_path) -> None:
     """The store register opens is the one the child made: no migration left to run."""
     from mlflow import MlflowClient
 
-    from pipeline.tracking import connect, prepare_store
+    from pipeline.model_registry.tracking import connect, prepare_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = prepare_store(uri)
@@ -83,7 +83,7 @@ def test_a_new_local_store_is_created_by_a_child_process(tmp_path) -> None:
 
 
 def test_a_failed_store_creation_leaves_no_half_made_store(tmp_path, monkeypatch) -> None:
-    from pipeline import tracking
+    from pipeline.model_registry import tracking
 
     monkeypatch.setattr(
         tracking, "PREPARE_STORE", "import sys; open(sys.argv[1][10:], 'w').write('x'); 1/0"

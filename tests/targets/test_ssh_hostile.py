@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from export.manifest import ArtifactError
+from onedge.errors import ConfigError
 from targets import (
     SshOptions,
     TargetTimeoutError,
@@ -26,7 +27,6 @@ from targets import (
 from targets.base import parse_ssh_url
 from targets.errors import RunnerFailedError
 from tests.targets.sshd_server import SshServer
-from training.errors import ConfigError
 
 pytestmark = pytest.mark.ssh
 

@@ -7,6 +7,7 @@ import getpass
 import pytest
 from pydantic import ValidationError
 
+from onedge.errors import ConfigError, RegistryError
 from targets import (
     TARGETS,
     JetsonOptions,
@@ -19,7 +20,6 @@ from targets import (
     runner,
 )
 from targets.base import BACKEND_FOR_FORMAT
-from training.errors import ConfigError, RegistryError
 
 
 def spec_for(name: str) -> str:

@@ -7,10 +7,10 @@ import itertools
 import pytest
 import torch
 
+from onedge.errors import ConfigError
 from tests.conftest import quick_config
 from training.checkpoint import load_checkpoint, read_checkpoint
 from training.config import ModelConfig
-from training.errors import ConfigError
 from training.methods.compact import (
     CompactBudget,
     CompactCandidates,

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from onedge.errors import OnedgeError, RegistryError
 from training.config import DataConfig
 from training.data import (
     DATASETS,
@@ -27,7 +28,7 @@ from training.data import (
     to_numpy,
 )
 from training.datasets import read_idx
-from training.errors import DataError, OnedgeError, RegistryError
+from training.errors import DataError
 
 SPLITS = ("train", "val", "calibration", "test")
 FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")  # fmt: skip

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from onedge.errors import ConfigError
 from pipeline.config import load_config
 from tests.conftest import ROOT
 from training.config import MethodConfig, TrainingConfig
-from training.errors import ConfigError
 from training.methods import METHODS
 
 DIGITS = ROOT / "configs" / "digits-one.yaml"

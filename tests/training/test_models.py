@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from onedge.errors import ConfigError, RegistryError
 from training.config import ModelConfig
-from training.errors import ConfigError, RegistryError
 from training.models import (
     MODELS,
     BranchNetwork,

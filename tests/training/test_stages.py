@@ -14,10 +14,11 @@ import pytest
 import torch
 import yaml
 
+from onedge.errors import ConfigError
 from tests.conftest import ROOT, quick_config
 from training.checkpoint import load_checkpoint, read_checkpoint
 from training.data import DatasetSpec
-from training.errors import CheckpointError, ConfigError
+from training.errors import CheckpointError
 from training.stages import method_stages
 from training.teachers import load_teachers
 from training.trainer import train

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.errors import ConfigError
+from onedge.errors import ConfigError
 from training.stats import (
     binomial_two_sided,
     difference_interval,

@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
+from onedge.errors import ConfigError
 from tests.conftest import quick_config
 from training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from training.errors import CheckpointError, ConfigError, TrainingError
+from training.errors import CheckpointError, TrainingError
 from training.methods import METHODS
 from training.trainer import lr_factor, train
 

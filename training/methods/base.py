@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from onedge.errors import ConfigError
+from onedge.registry import Registry
 from training.config import MethodConfig, ModelConfig, TrainingConfig
-from training.errors import ConfigError
 from training.models.base import BranchOutputs, MultiBranchModel
-from training.registry import Registry
 
 if TYPE_CHECKING:
     from training.checkpoint import LoadedCheckpoint

@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
-from training.config import MethodConfig, ModelConfig, Section, TeacherConfig, TrainingConfig
-from training.errors import ConfigError
+from onedge.errors import ConfigError
+from onedge.strict import StrictModel
+from training.config import MethodConfig, ModelConfig, TeacherConfig, TrainingConfig
 from training.losses import block_feature_loss
 from training.methods.base import register_method
 from training.methods.distill import TeacherMethod, teacher_stage
@@ -60,7 +61,7 @@ from training.teachers import teacher_maps
 Metric = Literal["macs", "params"]
 
 
-class CompactBudget(Section):
+class CompactBudget(StrictModel):
     """Exactly one of: ``macs``, ``params`` (absolute) or ``ratio`` of the reference's ``of``."""
 
     macs: PositiveInt | None = None
@@ -85,7 +86,7 @@ class CompactBudget(Section):
         return self.of, math.floor(self.ratio * getattr(reference, self.of))
 
 
-class CompactCandidates(Section):
+class CompactCandidates(StrictModel):
     """The cheaper blocks offered in place of each reference block."""
 
     widths: list[float] = Field(

@@ -13,8 +13,9 @@ from typing import Literal
 import torch
 from pydantic import Field, PositiveInt
 
+from onedge.errors import ConfigError
 from training.config import MethodConfig, ModelConfig, TeacherConfig, TrainingConfig
-from training.errors import CheckpointError, ConfigError
+from training.errors import CheckpointError
 from training.losses import hinton_kd_loss
 from training.methods.base import METHODS, Method, register_method
 from training.models.base import MultiBranchModel

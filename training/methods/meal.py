@@ -20,8 +20,8 @@ from pydantic import Field
 from torch import nn
 from torch.func import functional_call
 
+from onedge.errors import ConfigError
 from training.config import MethodConfig, TeacherConfig, TrainingConfig
-from training.errors import ConfigError
 from training.losses import (
     discriminator_loss,
     pool_to_length,

@@ -23,8 +23,9 @@ import yaml
 from pydantic import Field, PositiveInt
 from torch import nn
 
+from onedge.errors import ConfigError
 from training.config import MethodConfig, TeacherConfig, TrainingConfig
-from training.errors import CheckpointError, ConfigError
+from training.errors import CheckpointError
 from training.losses import srm_init_loss, srm_labels, srm_reconstruction_loss, srm_sparse_codes
 from training.methods.base import register_method
 from training.methods.distill import TeacherMethod, teacher_stage

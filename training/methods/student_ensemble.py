@@ -15,8 +15,8 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
+from onedge.errors import ConfigError
 from training.config import MethodConfig, ModelConfig
-from training.errors import ConfigError
 from training.losses import student_ensemble_loss
 from training.methods.base import Method, register_method
 from training.models.base import MultiBranchModel

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from training.errors import ConfigError
+from onedge.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from training.errors import ConfigError
+from onedge.errors import ConfigError
 from training.models.base import BranchOutputs, FeatureInfo, MultiBranchModel, gated_ensemble
 
 

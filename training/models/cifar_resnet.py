@@ -34,7 +34,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from training.errors import ConfigError
+from onedge.errors import ConfigError
 from training.models.base import FeatureInfo
 from training.models.branched import (
     TrunkBranchModel,

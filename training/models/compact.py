@@ -27,8 +27,9 @@ import torch
 from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
-from training.config import ModelConfig, Section
-from training.errors import ConfigError
+from onedge.errors import ConfigError
+from onedge.strict import StrictModel
+from training.config import ModelConfig
 from training.models.base import FeatureInfo, MultiBranchModel
 from training.models.branched import TrunkBranchModel, classifier_head, init_weights, scaled
 from training.models.cifar_resnet import (
@@ -53,7 +54,7 @@ REFERENCES: dict[str, tuple[int, str]] = {
 STEM_PLANES = 16
 
 
-class BlockChoice(Section):
+class BlockChoice(StrictModel):
     """One block of a compact student: its kind, width (relative to the reference) and depth."""
 
     kind: Literal["conv", "same", "dwsep"]

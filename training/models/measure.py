@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from training.errors import ConfigError
+from onedge.errors import ConfigError
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from training.errors import ConfigError
+from onedge.errors import ConfigError
 from training.models.base import BranchOutputs, MultiBranchModel, gated_ensemble
 
 

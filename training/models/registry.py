@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from onedge.errors import ConfigError
+from onedge.registry import Registry
 from training.config import ModelConfig
-from training.errors import ConfigError
 from training.models.base import MultiBranchModel
 from training.models.branched import check_dimensions
 from training.models.peers import PeerEnsemble
-from training.registry import Registry
 
 
 class ModelFactory(Protocol):

@@ -42,7 +42,7 @@ from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops.misc import Conv2dNormActivation
 
-from training.errors import ConfigError
+from onedge.errors import ConfigError
 from training.models.base import FeatureInfo
 from training.models.branched import TrunkBranchModel, init_weights, scaled
 from training.models.registry import MODELS, student_base

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import RunConfig
-from pipeline.per_target import TargetChoice, choose_per_target
-from pipeline.stages import RunFolder, slug
+from pipeline.model_registry.per_target import TargetChoice, choose_per_target
+from pipeline.run_folder import RunFolder, slug
 from targets.base import ValidationReport
 
 
@@ -106,7 +106,7 @@ def target_blocks(
 
 def per_target_registry_lines(path: Path) -> list[str]:
     """What ``registry-targets.json`` says: per target, version, aliases and decision."""
-    from pipeline.target_registry import PerTargetOutcome
+    from pipeline.model_registry.target_versions import PerTargetOutcome
 
     if not path.is_file():
         return ["not registered (registry.enabled is false, or the registry step did not run)"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from training.errors import RegistryError
+from onedge.errors import RegistryError
 
 T = TypeVar("T")
 

@@ -6,8 +6,9 @@ registry. Accuracies are fractions in [0, 1], as in the reports.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from onedge.strict import StrictModel
 from pipeline.config import RegistryConfig
 from pipeline.errors import PipelineError
 from targets.base import ArtifactResult, ValidationReport, unpack_bits
@@ -16,11 +17,7 @@ from training.stats import difference_interval, mcnemar, median_difference_inter
 PRECISION_ORDER = {"int8": 0, "fp16": 1, "fp32": 2}  # ties on speed: the lower precision wins
 
 
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Evidence(Model):
+class Evidence(StrictModel):
     """What the validation says about one artifact across the targets."""
 
     artifact: str
@@ -36,7 +33,7 @@ class Evidence(Model):
     reasons: list[str] = Field(default_factory=list)
 
 
-class Champion(Model):
+class Champion(StrictModel):
     """The current champion as its registry tags describe it."""
 
     version: str
@@ -46,7 +43,7 @@ class Champion(Model):
     correct: str | None = None
 
 
-class Comparison(Model):
+class Comparison(StrictModel):
     """Challenger against champion on the same images (fractions; difference = new - old)."""
 
     new_top1: dict[str, float]  # Interval.to_dict(): estimate, low, high, level
@@ -66,7 +63,7 @@ class Comparison(Model):
         )
 
 
-class Decision(Model):
+class Decision(StrictModel):
     candidate: bool
     champion: bool
     reasons: list[str] = Field(default_factory=list)

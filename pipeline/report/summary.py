@@ -6,8 +6,8 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.flows import PipelineResult
-from pipeline.report import COLUMNS
-from pipeline.target_registry import PerTargetOutcome
+from pipeline.model_registry.target_versions import PerTargetOutcome
+from pipeline.report.document import COLUMNS
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "skipped": "yellow"}
 
@@ -50,7 +50,7 @@ def print_run(result: PipelineResult, seconds: float, console: Console) -> None:
 
 def print_per_target(outcome: PerTargetOutcome, console: Console) -> None:
     """One line per target: its budget, the pick, the version and the aliases it holds."""
-    from pipeline.report_targets import budget_text
+    from pipeline.report.targets import budget_text
 
     console.print(f"registry: model {outcome.model_name}, one pick per target", soft_wrap=True)
     for spec, t in outcome.targets.items():

@@ -2,7 +2,7 @@
 
 The run holds the training parameters, metrics and curves, the export and validation files,
 every artifact folder, and (after the registry step) the report. The registered model version
-points at the run's ``model`` folder (see :mod:`pipeline.registry`).
+points at the run's ``model`` folder (see :mod:`pipeline.model_registry.register`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from export.manifest import EXPORT_JSON, artifact_paths, read_export, regular_file
+from onedge.errors import OnedgeError
 from pipeline.config import RunConfig
 from pipeline.errors import ModelRegistryError, ModelRegistryUnavailableError
-from pipeline.stages import RunFolder, load_baseline, read_json, slug
+from pipeline.run_folder import RunFolder, load_baseline, read_json, slug
 from targets.base import ValidationReport
-from training.errors import OnedgeError
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 

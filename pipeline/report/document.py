@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
+from onedge.strict import StrictModel
 from pipeline.config import RunConfig
-from pipeline.registry import RegistryOutcome
-from pipeline.report_targets import per_target_registry_lines, student_rows, target_blocks
-from pipeline.stages import RunFolder, TorchBaseline, load_baseline, load_reports, read_json
-from pipeline.timings import StageTimes
+from pipeline.durations import StageTimes
+from pipeline.model_registry.per_target import pareto_front
+from pipeline.model_registry.register import RegistryOutcome
+from pipeline.report.targets import per_target_registry_lines, student_rows, target_blocks
+from pipeline.run_folder import RunFolder, TorchBaseline, load_baseline, load_reports, read_json
 from targets.base import ArtifactResult, ValidationReport
 from targets.table import machine_line
 
@@ -31,10 +31,8 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-class ArtifactRow(BaseModel):
+class ArtifactRow(StrictModel):
     """One artifact on one target, as the tables show it (accuracies are fractions)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     target: str
     artifact: str
@@ -64,20 +62,6 @@ class ArtifactRow(BaseModel):
             "-" if self.speedup is None else f"{self.speedup:.2f}x",
             self.verdict or "-", "yes" if self.pareto else "",
         ]  # fmt: skip
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
-    """For (latency, accuracy) points: True where no other point is as fast and as accurate
-    with one of the two strictly better."""
-    front = []
-    for i, (lat, acc) in enumerate(points):
-        dominated = any(
-            (o_lat <= lat and o_acc >= acc) and (o_lat < lat or o_acc > acc)
-            for j, (o_lat, o_acc) in enumerate(points)
-            if j != i
-        )
-        front.append(not dominated)
-    return front
 
 
 def artifact_rows(
@@ -186,7 +170,7 @@ def build_blocks(
         if config.registry.enabled and run.registry.is_file()
         else None
     )
-    from pipeline.target_registry import PER_TARGET_FILE, per_target_mode
+    from pipeline.model_registry.target_versions import PER_TARGET_FILE, per_target_mode
 
     rows = artifact_rows(reports, baseline, outcome.artifact if outcome else None)
     plot_accuracy_latency(rows, run.root / PLOT_FILE)

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from onedge.files import atomic_write
+from onedge.strict import StrictModel
 from pipeline.config import RunConfig, ValidateConfig, config_from_data, dump_config, load_config
 from pipeline.errors import PipelineError
 from targets.base import (
@@ -37,7 +39,6 @@ from targets.base import (
     parse_target,
 )
 from targets.validate import REPORT_NAME, validate_artifacts
-from training.files import atomic_write
 
 TORCH_ARTIFACT = "torch-fp32"
 BASELINE_FILE = "torch-fp32.json"
@@ -156,10 +157,8 @@ def validate_on_target(spec: str, run: RunFolder, cfg: ValidateConfig) -> Valida
     return validate_artifacts(run.export, target, run.target_dir(spec), cfg.settings, cfg.gates)
 
 
-class TorchBaseline(BaseModel):
+class TorchBaseline(StrictModel):
     """The PyTorch FP32 student timed at batch 1 on this CPU: the speed-up reference."""
-
-    model_config = ConfigDict(extra="forbid")
 
     artifact: str = TORCH_ARTIFACT
     sha256: str

@@ -6,7 +6,7 @@ is pure: given the validation reports (one per target, each result already judge
 and the budgets, it picks per target the artifact with the highest top-1 among those that passed
 the gates and meet the budget, and marks the Pareto front of (top-1 up, p50 latency down) among
 the measured artifacts. Artifacts that tie on top-1 are ranked by the single-champion rule
-(:func:`pipeline.promotion.speed_order`): faster only when the bootstrap 95% CI of the p50
+(:func:`pipeline.model_registry.promotion.speed_order`): faster only when the bootstrap 95% CI of the p50
 difference (per-call latency samples) excludes 0; otherwise the smaller file, then the lower
 precision, then the name. So the same config picks the same artifact per target run after run. Aliases per target are
 ``candidate-<target>`` and ``champion-<target>`` (:func:`target_alias`).
@@ -17,17 +17,30 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from pipeline.promotion import speed_order
+from onedge.strict import StrictModel
+from pipeline.model_registry.promotion import speed_order
 from targets.base import ArtifactResult, ValidationReport
 from targets.gates import TargetBudget
 
 
-class TargetChoice(BaseModel):
-    """The pick on one target, the front, and why every other artifact was left out."""
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """For (latency, accuracy) points: True where no other point is as fast and as accurate
+    with one of the two strictly better."""
+    front = []
+    for i, (lat, acc) in enumerate(points):
+        dominated = any(
+            (o_lat <= lat and o_acc >= acc) and (o_lat < lat or o_acc > acc)
+            for j, (o_lat, o_acc) in enumerate(points)
+            if j != i
+        )
+        front.append(not dominated)
+    return front
 
-    model_config = ConfigDict(extra="forbid")
+
+class TargetChoice(StrictModel):
+    """The pick on one target, the front, and why every other artifact was left out."""
 
     target: str
     budget: TargetBudget
@@ -56,7 +69,6 @@ def budget_reasons(result: ArtifactResult, budget: TargetBudget) -> list[str]:
 
 def front_of(results: Iterable[ArtifactResult]) -> list[str]:
     """Names on the Pareto front of (p50 latency down, top-1 up), fastest first."""
-    from pipeline.report import pareto_front  # the report's own rule (report imports this)
 
     measured = [r for r in results if r.top1 is not None and r.latency_ms is not None]
     marks = pareto_front([(r.latency_ms.p50, r.top1) for r in measured])

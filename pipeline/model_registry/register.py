@@ -2,7 +2,7 @@
 
 What is registered is what was validated: the artifact folder is copied byte for byte into the
 run's ``model`` folder, under ``data/<artifact>``, beside MLflow's own flavors for it (see
-:mod:`pipeline.mlflow_model`), and after registering it is downloaded back and its sha256
+:mod:`pipeline.model_registry.flavors`), and after registering it is downloaded back and its sha256
 compared with the manifest and with every target's report.
 
 Aliases move in one guarded step: their state is read first, and if any call fails half-way
@@ -25,13 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from export.manifest import ArtifactError, Manifest, read_export, verify_artifact
+from onedge.files import atomic_write
+from onedge.strict import StrictModel
 from pipeline.config import RegistryConfig, RunConfig, check_model_name
 from pipeline.errors import ChampionChangedError, ModelRegistryError, PromotionError
-from pipeline.mlflow_model import artifact_subpath, stage_model
-from pipeline.promotion import (
+from pipeline.model_registry.flavors import artifact_subpath, stage_model
+from pipeline.model_registry.promotion import (
     Champion,
     Decision,
     Evidence,
@@ -39,20 +41,17 @@ from pipeline.promotion import (
     decide,
     gather_evidence,
 )
-from pipeline.stages import RunFolder, load_reports, slug
-from pipeline.tracking import connect, guarded, log_run, tracking_uri
+from pipeline.model_registry.tracking import connect, guarded, log_run, tracking_uri
+from pipeline.run_folder import RunFolder, load_reports, slug
 from targets.base import ValidationReport
-from training.files import atomic_write
 
 TAG = "onedge."
 HISTORY_TAG = "onedge.champion_history"
 AWAITING = "champion only on approval (registry.approval: ask)"
 
 
-class RegistryOutcome(BaseModel):
+class RegistryOutcome(StrictModel):
     """What registering one run did; written to ``DIR/registry.json``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     tracking_uri: str
     model_name: str
@@ -308,7 +307,9 @@ def _decide_and_move(
             aliases_of(client, name)
         )
     decision = decide(evidence, champion, rules)
-    if decision.champion and rules.approval == "ask":  # a person decides (pipeline.approval)
+    if (
+        decision.champion and rules.approval == "ask"
+    ):  # a person decides (pipeline.model_registry.approval)
         decision = Decision(
             candidate=decision.candidate,
             champion=False,

@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from pipeline.registry import RegistryOutcome
+from pipeline.model_registry.register import RegistryOutcome
 
 POLL_S = 2
 

@@ -13,7 +13,7 @@ Flavors by artifact format (:data:`FLAVORS`, looked up by name):
   ``python_function``. Its graph is the validated graph with three outputs put after the logits:
   ``class_index`` (ArgMax), ``class_name`` (Gather on the class names) and ``probabilities``
   (Softmax). It is checked against the validated graph on the eval images before it is logged.
-- ``openvino``: ``python_function`` with ``loader_module`` :mod:`pipeline.pyfunc_openvino`,
+- ``openvino``: ``python_function`` with ``loader_module`` :mod:`pipeline.model_registry.pyfunc_openvino`,
   which runs the IR with OpenVINO and returns the same three outputs.
 - ``torch``: no ``python_function`` (the ``onedge`` flavor only).
 
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from export.manifest import MANIFEST_NAME, ArtifactError, Manifest, artifact_paths
-from training.registry import Registry
+from onedge.registry import Registry
 
 DATA = "data"
 SERVING_ONNX = "model.onnx"
@@ -206,11 +206,11 @@ def example_batch(folder: Path, example: np.ndarray) -> np.ndarray:
 def openvino_flavor(
     folder: Path, manifest: Manifest, model: Any, into: Path, example: np.ndarray
 ) -> None:
-    """python_function with the loader module pipeline/pyfunc_openvino.py (code, no pickle)."""
+    """python_function with the loader module pipeline/model_registry/pyfunc_openvino.py (code, no pickle)."""
     import mlflow.pyfunc
     import openvino
 
-    from pipeline import pyfunc_openvino
+    from pipeline.model_registry import pyfunc_openvino
 
     mlflow.pyfunc.save_model(
         str(into),

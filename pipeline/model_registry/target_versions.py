@@ -1,11 +1,11 @@
 """Per-target registration: each target's pick becomes its own version and moves its own aliases.
 
 With ``registry.per_target`` and more than one target, :func:`register_per_target` reads every
-target's report, picks per target with :func:`pipeline.per_target.choose_per_target` (the most
+target's report, picks per target with :func:`pipeline.model_registry.per_target.choose_per_target` (the most
 accurate artifact that passed the gates and fits ``validate.budgets[target]``), and registers each
 pick under the run config's one registered model, tagged with branch, width and target. Each
 target's aliases ``candidate-<target>`` and ``champion-<target>`` follow the same rules as
-``champion`` (:func:`pipeline.registry.apply_decision`, evidence from that target alone), with
+``champion`` (:func:`pipeline.model_registry.register.apply_decision`, evidence from that target alone), with
 their own champion history for rollback. What was validated is what is registered: every version
 is downloaded back and its sha256 compared with the manifest and the report.
 """
@@ -16,14 +16,16 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from export.manifest import ArtifactError, verify_artifact
+from onedge.errors import ConfigError
+from onedge.strict import StrictModel
 from pipeline.config import RunConfig
 from pipeline.errors import PromotionError
-from pipeline.per_target import TargetChoice, choose_per_target, target_alias
-from pipeline.promotion import gather_evidence
-from pipeline.registry import (
+from pipeline.model_registry.per_target import TargetChoice, choose_per_target, target_alias
+from pipeline.model_registry.promotion import gather_evidence
+from pipeline.model_registry.register import (
     TAG,
     RegistryOutcome,
     eval_images,
@@ -36,26 +38,21 @@ from pipeline.registry import (
     seal_version,
     version_tags,
 )
-from pipeline.stages import RunFolder, load_reports, slug
-from pipeline.tracking import connect, guarded, log_run, tracking_uri
-from training.errors import ConfigError
+from pipeline.model_registry.tracking import connect, guarded, log_run, tracking_uri
+from pipeline.run_folder import RunFolder, load_reports, slug
 
 PER_TARGET_FILE = "registry-targets.json"
 
 
-class TargetOutcome(BaseModel):
+class TargetOutcome(StrictModel):
     """What registering one target's pick did (no ``registered`` when nothing fitted)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     target: str
     choice: TargetChoice
     registered: RegistryOutcome | None = None
 
 
-class PerTargetOutcome(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PerTargetOutcome(StrictModel):
     model_name: str
     targets: dict[str, TargetOutcome] = Field(default_factory=dict)
 

@@ -126,6 +126,21 @@ def unpack_bits(text: str, size: int) -> np.ndarray:
     return flags[:size]
 
 
+def unpack_classes(text: str, size: int) -> np.ndarray:
+    """Inverse of the runner's ``pack_classes``: ``size`` class indices; malformed is an error."""
+    width, _, body = text.partition(":")
+    if width not in ("u1", "u2"):
+        raise ValueError(f"per-image classes start with {width[:8]!r}, not u1: or u2:")
+    try:
+        raw = zlib.decompress(base64.b64decode(body.encode("ascii"), validate=True))
+    except (ValueError, zlib.error) as exc:
+        raise ValueError(f"per-image classes are not valid packed bytes: {exc}") from None
+    classes = np.frombuffer(raw, dtype="<" + width).astype(np.int64)
+    if size <= 0 or len(classes) != size:
+        raise ValueError(f"per-image classes hold {len(classes)} values for {size} images")
+    return classes
+
+
 class ArtifactResult(StrictModel):
     """One artifact measured on one target. Accuracies and the drop are fractions in [0, 1]."""
 
@@ -134,6 +149,12 @@ class ArtifactResult(StrictModel):
         if self.correct is None:
             return None
         return unpack_bits(self.correct, self.eval_size or 0)
+
+    def predicted_classes(self) -> np.ndarray | None:
+        """The class predicted for each eval image, or None when the runner did not report it."""
+        if self.predicted is None:
+            return None
+        return unpack_classes(self.predicted, self.eval_size or 0)
 
     artifact: str
     format: str
@@ -159,6 +180,9 @@ class ArtifactResult(StrictModel):
     eval_size: int | None = None
     correct: str | None = Field(
         None, description="per-image correctness on the eval set (runner.pack_bits)"
+    )
+    predicted: str | None = Field(
+        None, description="per-image predicted class on the eval set (runner.pack_classes)"
     )
     latency_sample_ms: list[float] | None = Field(
         None, description="up to 500 batch-1 timings, evenly spaced over the sorted sample"

@@ -13,9 +13,9 @@ fails gets its own error line and the next one is measured all the same. ``--art
 bounds each artifact's measurement: past it, the runner prints a ``timeout`` error line for that
 artifact and exits (a runtime stuck in native code cannot be interrupted any other way).
 
-Each report (one JSON object per line) holds top-1 on the eval set, top-1 agreement with the
-FP32 reference logits, latency percentiles at batch 1, throughput at --batch-size, threads, peak
-RSS and the machine. Protocol: warm up until both the warm-up time and call count are reached,
+Each report (one JSON object per line) holds top-1 on the eval set, the class predicted for
+each image, top-1 agreement with the FP32 reference logits, latency percentiles at batch 1,
+throughput at --batch-size, threads, peak RSS and the machine. Protocol: warm up until both the warm-up time and call count are reached,
 then time until both the timed seconds and the timed call count are reached. Every file's sha256
 is checked against manifest.json before anything is measured. On failure the JSON object has
 "ok": false and an error kind; the exit status says which (see EXIT: the first failure's).
@@ -78,6 +78,15 @@ def pack_bits(flags) -> str:
     np = need("numpy")
     packed = np.packbits(np.asarray(flags, dtype=bool)).tobytes()
     return base64.b64encode(zlib.compress(packed, 9)).decode("ascii")
+
+
+def pack_classes(classes) -> str:
+    """Per-image class indices as ``u1:`` or ``u2:`` and base64 of zlib-compressed bytes."""
+    np = need("numpy")
+    classes = np.asarray(classes, dtype=np.int64)
+    width = "u1" if classes.size == 0 or classes.max() < 256 else "u2"
+    raw = classes.astype("<" + width).tobytes()
+    return f"{width}:" + base64.b64encode(zlib.compress(raw, 9)).decode("ascii")
 
 
 def sha256_file(path: str) -> str:
@@ -680,7 +689,8 @@ def accuracy(backend, images, labels, data: dict, batch: int, branch=None) -> di
     predicted = np.concatenate(logits).argmax(axis=1)
     hits = predicted == labels
     out = {"top1": float(hits.mean()), "reference_top1": None,
-           "agreement": None, "max_abs_diff": None, "correct": pack_bits(hits)}  # fmt: skip
+           "agreement": None, "max_abs_diff": None, "correct": pack_bits(hits),
+           "predicted": pack_classes(predicted)}  # fmt: skip
     key = reference_key(data, branch)
     if key is not None:
         ref = data[key].astype(np.float32)

@@ -17,6 +17,7 @@ from targets.base import (
     TargetInfo,
     ValidationSettings,
     unpack_bits,
+    unpack_classes,
 )
 from targets.errors import (
     MissingPythonError,
@@ -213,6 +214,7 @@ class RunnerReport(BaseModel):
     backend_info: dict[str, Any] = Field(default_factory=dict)
     monitor: dict[str, Any] | None = None
     correct: str | None = Field(None, max_length=4_000_000)
+    predicted: str | None = Field(None, max_length=40_000_000)
     latency_sample_ms: list[Positive] | None = Field(None, max_length=1000)
 
     @model_validator(mode="after")
@@ -224,6 +226,8 @@ class RunnerReport(BaseModel):
         flags = unpack_bits(self.correct, self.eval_size)
         if abs(float(flags.mean()) - self.top1) > 1e-9:
             raise ValueError(f"top1 {self.top1} disagrees with its per-image results")
+        if self.predicted is not None:
+            unpack_classes(self.predicted, self.eval_size)
         return self
 
 
@@ -284,6 +288,7 @@ def result_from_runner(
         input_shape=checked.input_shape,
         eval_size=checked.eval_size,
         correct=checked.correct,
+        predicted=checked.predicted,
         latency_sample_ms=checked.latency_sample_ms,
         extra=extra,
     )

@@ -15,3 +15,14 @@ class CheckpointError(OnedgeError):
 
 class TrainingError(OnedgeError):
     """Training cannot go on (for example the loss became NaN or infinite)."""
+
+
+class BadImageError(DataError):
+    """An image file cannot be used: not an image, truncated, empty, or a decompression bomb."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name, self.reason = name, reason
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # survives worker processes
+        return (type(self), (self.name, self.reason))

@@ -3,11 +3,55 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Where the test session keeps what MLflow and Prefect would otherwise write beside the caller
+# (MLflow's default store is ./mlflow.db, Prefect's home ~/.prefect). Set when this file is
+# imported, before any test module imports Prefect: Prefect reads its settings at import.
+STORES = Path(tempfile.mkdtemp(prefix="onedge-tests-"))
+os.environ["PREFECT_HOME"] = str(STORES / "prefect-home")
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{STORES / 'mlflow.db'}"
+os.environ["MLFLOW_REGISTRY_URI"] = os.environ["MLFLOW_TRACKING_URI"]
+
+
+def repo_litter() -> set[str]:
+    """New-file entries of ``git status`` that a run would leave: anything at the top level
+    (the folder a process started in writes there) and stores or run output anywhere."""
+    done = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--untracked-files=normal"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    entries = set()
+    for line in done.stdout.splitlines():
+        status, path = line[:2], line[3:]
+        if status not in ("??", "!!") or "__pycache__" in path:
+            continue
+        top_level = "/" not in path.rstrip("/")
+        if top_level or path.endswith((".db", "mlruns/", "mlartifacts/", ".cache/")):
+            entries.add(path)
+    return entries
+
+
+LITTER_BEFORE = repo_litter() if (ROOT / ".git").exists() else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def outside_the_repo(tmp_path_factory):
+    """Every test runs in a temporary working directory, with MLflow's and Prefect's stores in
+    a temporary folder (set above), so nothing a test starts can write into the repository."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path_factory.mktemp("cwd"))
+        yield
+    shutil.rmtree(STORES, ignore_errors=True)
 
 
 def pytest_configure(config):
@@ -16,9 +60,6 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
-
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def quick_config(**overrides):
@@ -63,3 +104,21 @@ def digits_students_checkpoint(tmp_path_factory) -> Path:
         "train.epochs": 3,
     }
     return train(quick_config(**overrides).training_config(), out).checkpoint
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """A photo-like image folder, written once: train/val/test/<4 classes>/, 20 images each,
+    JPEG/PNG/WebP/BMP at 40-100 px and random aspects, L/RGB/RGBA/P, some EXIF-rotated JPEGs.
+    Treat it as read-only (copy it to add files)."""
+    from tests.image_folder import write_image_folder
+
+    return write_image_folder(tmp_path_factory.mktemp("image-folder"))
+
+
+@pytest.fixture(scope="session")
+def bad_image_files(tmp_path_factory) -> dict[str, Path]:
+    """A truncated JPEG, a 0-byte file and a text file named .jpg: {"truncated", "empty", "text"}."""
+    from tests.image_folder import write_bad_images
+
+    return write_bad_images(tmp_path_factory.mktemp("bad-images"))

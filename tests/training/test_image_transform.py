@@ -137,3 +137,20 @@ def test_without_antialiasing_and_other_interpolations():
     for interpolation in ("bicubic", "nearest"):
         spec = EvalTransform(size=(16, 16), interpolation=interpolation)
         assert eval_array(image, spec).shape == (3, 16, 16)
+
+
+def test_every_file_of_the_image_folder_loads_and_the_bad_ones_do_not(
+    image_folder: Path, bad_image_files: dict[str, Path]
+):
+    files = sorted(p for p in image_folder.rglob("*") if p.is_file())
+    assert len(files) == 240 and {p.suffix for p in files} == {".jpg", ".png", ".webp", ".bmp"}
+    for path in files:
+        assert eval_file(path, RGB).shape == (3, 16, 16)
+    rotated = [p for p in files if p.suffix == ".jpg" and Image.open(p).getexif().get(0x0112)]
+    assert rotated
+    for path in rotated:  # stored turned: upright again only with the EXIF orientation applied
+        stored = Image.open(path)
+        assert load_image(path, RGB).size == stored.size[::-1]
+    for path in bad_image_files.values():
+        with pytest.raises(BadImageError, match=path.name):
+            load_image(path, RGB)

@@ -7,12 +7,22 @@ import pytest
 
 from onedge.errors import ConfigError
 from training.stats import (
+    MIN_BOOTSTRAP_SEEDS,
     binomial_two_sided,
+    clustered_test,
+    difference_bootstrap,
     difference_interval,
     mcnemar,
+    mcnemar_interval,
     median_difference_interval,
     pooled_mcnemar,
+    power,
+    power_summary,
+    seed_mean,
     seed_test,
+    seeds_needed,
+    sign_flip_test,
+    top1_bootstrap,
     top1_interval,
 )
 
@@ -107,7 +117,130 @@ def test_seed_test_against_a_hand_computed_t() -> None:
     assert test.p_value == pytest.approx(0.07418, abs=1e-4)  # two-sided t(2) tail at 3.4641
     half = 4.302653 * 0.01 / np.sqrt(3)  # t(2) quantile 0.975
     assert (test.low, test.high) == pytest.approx((0.02 - half, 0.02 + half), abs=1e-6)
-    assert seed_test([0.9], [0.91]).p_value is None
+    assert test.sd == pytest.approx(0.01) and test.reason is None
+    assert test.sign_flip_p == pytest.approx(0.25)  # 2 of the 8 sign patterns reach |sum| 0.06
+
+
+def test_seed_test_against_scipy() -> None:
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(5)
+    for n in (3, 5, 8, 20):
+        a, b = 0.89 + rng.normal(0, 0.007, n), 0.895 + rng.normal(0, 0.007, n)
+        test, ref = seed_test(a, b), sps.ttest_rel(b, a)
+        assert test.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+        ci = ref.confidence_interval(0.95)
+        assert (test.low, test.high) == pytest.approx((ci.low, ci.high), rel=1e-9)
+        assert (test.sign_flip_p is None) == (n > 16)
+
+
+def test_few_seeds_give_no_p_value_and_say_so() -> None:
+    one = seed_test([0.9], [0.91])
+    assert (one.p_value, one.low, one.sign_flip_p, one.seeds) == (None, None, None, 1)
+    assert "1 seed: a method-level test needs at least 3" in one.reason
+    two = seed_test([0.90, 0.91], [0.92, 0.95])
+    assert (two.p_value, two.low, two.high) == (None, None, None)
+    assert two.mean == pytest.approx(0.03) and "2 seeds" in two.reason
+    assert seed_mean([0.9, 0.92]).low is None
+
+
+def test_zero_variance_gives_no_p_value_and_a_reason() -> None:
+    # every seed +1 point: the old test said p = 0 with a zero-width CI
+    test = seed_test([0.90, 0.88, 0.91], [0.91, 0.89, 0.92])
+    assert test.p_value is None and test.low is None and test.high is None
+    assert test.sd == 0.0 and "no variance" in test.reason
+    assert test.sign_flip_p == pytest.approx(0.25)  # exact all the same: 2 / 2^3
+    assert seed_test([0.9] * 3, [0.9] * 3).sign_flip_p == 1.0
+    assert power_summary(test)["seeds_80"] is None
+
+
+def test_sign_flip_against_scipy_permutation_test() -> None:
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(2)
+    for n in (3, 5, 8):
+        d = rng.normal(0.3, 1.0, n)
+        ref = sps.permutation_test(
+            (d,), np.mean, permutation_type="samples", n_resamples=np.inf
+        ).pvalue
+        assert sign_flip_test(d) == pytest.approx(ref, rel=1e-9)
+    assert sign_flip_test([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(2 / 32)
+    with pytest.raises(ConfigError, match="1 to 16"):
+        sign_flip_test(np.ones(17))
+
+
+def test_seed_mean_is_the_t_interval() -> None:
+    from scipy import stats as sps
+
+    x = [0.888, 0.894, 0.901, 0.897]
+    m = seed_mean(x)
+    ci = sps.t.interval(0.95, 3, loc=np.mean(x), scale=sps.sem(x))
+    assert (m.estimate, m.low, m.high) == pytest.approx((np.mean(x), *ci), rel=1e-9)
+    assert m.seeds == 4
+
+
+def test_power_against_g_power_tables() -> None:
+    # one-sample/paired t, two-sided alpha 0.05 (G*Power): d = 0.5 -> 34, 0.8 -> 15, 1 -> 10
+    assert power(0.5, 1.0, 34) == pytest.approx(0.8078, abs=1e-4)
+    assert [seeds_needed(d, 1.0) for d in (0.5, 0.8, 1.0)] == [34, 15, 10]
+    assert seeds_needed(0.5, 1.0, target=0.9) == 44
+    # the case: +0.5 points with a per-seed SD of 0.7 points
+    assert seeds_needed(0.005, 0.007) == 18
+    assert power(0.005, 0.007, 3) == pytest.approx(0.118, abs=1e-3)  # about 1 time in 8
+    assert seeds_needed(0.0001, 0.01) is None  # more than 1000
+    assert seeds_needed(0.0, 0.01) is None
+    summary = power_summary(seed_test([0.90, 0.90, 0.90], [0.91, 0.92, 0.93]))
+    assert summary["seeds_80"] == seeds_needed(0.02, 0.01) and summary["seeds_90"] > 3
+    with pytest.raises(ConfigError, match="sd > 0"):
+        power(0.01, 0.0, 5)
+
+
+def test_clustered_test_sums_each_image_over_the_seeds() -> None:
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(4)
+    easy = rng.random(3000) < 0.85  # the same images are easy for every seed
+    a = np.stack([easy & (rng.random(3000) < 0.97) for _ in range(4)])
+    b = np.stack([easy & (rng.random(3000) < 0.98) for _ in range(4)])
+    test = clustered_test(a, b)
+    summed = (b.astype(float) - a).sum(axis=0)
+    ref = sps.ttest_1samp(summed, 0.0)
+    assert test.estimate == pytest.approx(b.mean() - a.mean())
+    assert test.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+    ci = ref.confidence_interval(0.95)
+    assert (test.low, test.high) == pytest.approx((ci.low / 4, ci.high / 4), rel=1e-9)
+    assert (test.seeds, test.images) == (4, 3000)
+    # one seed: the same as a paired t-test of the per-image differences
+    one = clustered_test(a[0], b[0])
+    assert one.p_value == pytest.approx(sps.ttest_rel(b[0] * 1.0, a[0] * 1.0).pvalue, rel=1e-9)
+    # an image's seeds move together: clustering widens the variance, pooling understates it
+    a4, b4 = np.tile(a[0], (4, 1)), np.tile(b[0], (4, 1))
+    same = clustered_test(a4, b4)
+    assert same.variance_ratio == pytest.approx(4.0, rel=1e-3)
+    assert same.p_value == pytest.approx(one.p_value)  # four copies are one network's evidence
+    assert pooled_mcnemar(list(zip(a4, b4, strict=True))).p_value < same.p_value / 10
+    none = clustered_test(a, a)
+    assert (none.p_value, none.reason) == (None, "no image differs")
+
+
+def test_mcnemar_interval_against_a_hand_computed_table() -> None:
+    # n = 100, 9 only b, 1 only a: d = 0.08, se = sqrt(10 - 64 / 100) / 100 = 0.030594
+    a, b = table(both=80, a_only=1, b_only=9, neither=10)
+    ci = mcnemar_interval(a, b)
+    half = 1.959964 * np.sqrt(10 - 0.64) / 100
+    assert (ci.estimate, ci.low, ci.high) == pytest.approx((0.08, 0.08 - half, 0.08 + half))
+    assert mcnemar_interval(a, a).low == 0.0
+
+
+def test_bootstrap_says_how_many_seeds_it_rests_on() -> None:
+    rng = np.random.default_rng(6)
+    a, b = rng.random((3, 500)) < 0.8, rng.random((3, 500)) < 0.82
+    boot = difference_bootstrap(a, b, resamples=200)
+    assert boot.seeds == 3 and not boot.method_level
+    assert boot.to_dict()["method_level"] is False and boot.to_dict()["seeds"] == 3
+    assert boot.interval == difference_interval(a, b, resamples=200)
+    many = top1_bootstrap(rng.random((MIN_BOOTSTRAP_SEEDS, 50)) < 0.8, resamples=200)
+    assert many.method_level
 
 
 def test_median_difference_interval() -> None:

@@ -19,6 +19,7 @@ from pipeline.config import RunConfig
 from pipeline.durations import StageTimes
 from pipeline.model_registry.per_target import pareto_front
 from pipeline.model_registry.register import RegistryOutcome
+from pipeline.report.classes import ClassSection, class_blocks, class_sections
 from pipeline.report.targets import per_target_registry_lines, student_rows, target_blocks
 from pipeline.run_folder import RunFolder, TorchBaseline, load_baseline, load_reports, read_json
 from targets.base import ArtifactResult, ValidationReport
@@ -160,7 +161,7 @@ Block = tuple  # ("h1"|"h2"|"p"|"list"|"table"|"img", ...)
 
 def build_blocks(
     config: RunConfig, run: RunFolder, timings: StageTimes | None = None
-) -> tuple[list[Block], list[ArtifactRow]]:
+) -> tuple[list[Block], list[ArtifactRow], list[ClassSection]]:
     metrics = read_json(run.train / "metrics.json", "training")
     exported = read_json(run.export / "export.json", "export")
     reports = load_reports(run, config.validate)
@@ -228,13 +229,15 @@ def build_blocks(
     else:
         lines = registry_lines(outcome)
     blocks += [("h2", "Registry"), ("list", lines)]
+    per_class = class_sections(run, reports)
+    blocks += class_blocks(per_class, run.root)
     if timings is not None:
         blocks += [
             ("h2", "Where the time went"),
             ("list", timings.lines()),
             ("p", "Seconds up to this report; report.json adds the report's own time."),
         ]
-    return blocks, rows
+    return blocks, rows, per_class
 
 
 def summary_lines(config: RunConfig, metrics: dict, rows: list, outcome) -> list[str]:
@@ -371,13 +374,18 @@ def write_report(
 ) -> ReportFiles:
     """Write ``report.md``, ``report.html``, ``report.json`` and the plot into the run folder.
 
-    ``report.json`` holds the rows of the tables and, when given, the stage timings.
+    ``report.json`` holds the rows of the tables, the per-class figures of the registered
+    artifact on each target (``per_class``) and, when given, the stage timings.
     """
-    blocks, rows = build_blocks(config, run, timings)
+    blocks, rows, per_class = build_blocks(config, run, timings)
     markdown = to_markdown(blocks, run.root)
     run.report_md.write_text(markdown)
     run.report_html.write_text(to_html(blocks, f"onedge run: {config.name}"))
-    document = {"rows": [row.model_dump(mode="json") for row in rows], "timings": None}
+    document = {
+        "rows": [row.model_dump(mode="json") for row in rows],
+        "per_class": [section.model_dump(mode="json") for section in per_class],
+        "timings": None,
+    }
     run.report_json.write_text(json.dumps(document, indent=2))
     if timings is not None:
         write_timings(run, timings)

@@ -29,6 +29,54 @@ class DataConfig(StrictModel):
     calibration_size: int = Field(512, ge=0)
     augment: bool = True
     limit_train: int | None = Field(None, gt=0)
+    # image folders (data.name: imagefolder); the built-in data sets ignore these
+    image_size: int | tuple[int, int] | None = Field(
+        None, description="the model's input: a side in pixels, or [height, width]"
+    )
+    crop_pct: float = Field(
+        0.875,
+        gt=0.0,
+        le=1.0,
+        description="eval: shorter side to image_size / crop_pct, centre crop",
+    )
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    antialias: bool = True
+    channels: Literal[1, 3] = Field(3, description="3: RGB; 1: grey (luma)")
+    scale: tuple[float, float] = Field(
+        (0.08, 1.0), description="training: area range of the random resized crop"
+    )
+    ratio: tuple[float, float] = Field(
+        (3 / 4, 4 / 3), description="training: aspect-ratio range of the random resized crop"
+    )
+    on_bad_image: Literal["stop", "skip"] = Field(
+        "stop", description="stop: a bad image file ends the run; skip: left out and listed"
+    )
+    allow_duplicates: bool = Field(
+        False, description="let byte-identical images sit in two splits (inflates accuracy)"
+    )
+    cache_dir: Path | None = Field(
+        None, description="decoded-image cache; None: <run folder>/data-cache"
+    )
+    decode_workers: int | None = Field(
+        None, ge=1, description="processes decoding images into the cache; None: one per core, <= 4"
+    )
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, value: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+        sides = (value,) if isinstance(value, int) else (value or ())
+        if any(side <= 0 for side in sides):
+            raise ValueError(f"image_size must be positive, got {value}")
+        return value
+
+    @field_validator("scale", "ratio")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float], info: Any) -> tuple[float, float]:
+        low, high = value
+        top = 1.0 if info.field_name == "scale" else float("inf")
+        if not 0.0 < low <= high <= top:
+            raise ValueError(f"{info.field_name} needs 0 < low <= high <= {top}, got {value}")
+        return value
 
 
 class ModelConfig(StrictModel):

@@ -153,8 +153,8 @@ def to_channels(image: Image.Image, spec: EvalTransform) -> Image.Image:
     return image if image.mode == target else image.convert(target)
 
 
-def load_image(source: Path | bytes, spec: EvalTransform, name: str | None = None) -> Image.Image:
-    """A decoded image of any format PIL reads, upright (EXIF), in the spec's channels.
+def open_image(source: Path | bytes, name: str | None = None) -> Image.Image:
+    """A fully decoded image, upright (EXIF orientation applied), in the mode the file holds.
 
     Raises :class:`BadImageError` (naming ``name``, the path, or ``<bytes>``) for a file that is
     not an image, is truncated or empty, or is larger than PIL's decompression-bomb limit
@@ -163,10 +163,14 @@ def load_image(source: Path | bytes, spec: EvalTransform, name: str | None = Non
     label = name or (str(source) if isinstance(source, Path) else "<bytes>")
     image = _open(source, label)
     try:
-        image = ImageOps.exif_transpose(image)
+        return ImageOps.exif_transpose(image)
     except (OSError, ValueError, SyntaxError) as err:
         raise BadImageError(label, f"unreadable EXIF orientation ({err})") from err
-    return to_channels(image, spec)
+
+
+def load_image(source: Path | bytes, spec: EvalTransform, name: str | None = None) -> Image.Image:
+    """:func:`open_image` converted to the spec's channels (RGB or L); see there for errors."""
+    return to_channels(open_image(source, name), spec)
 
 
 def resize(image: Image.Image, size: Size, spec: EvalTransform) -> Image.Image:

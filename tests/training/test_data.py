@@ -25,9 +25,9 @@ from training.data import (
     augment_batch,
     load_data,
     make_loader,
+    read_idx,
     to_numpy,
 )
-from training.datasets import read_idx
 from training.errors import DataError
 
 SPLITS = ("train", "val", "calibration", "test")
@@ -359,9 +359,9 @@ def _image_folder(root: Path, splits: tuple[str, ...], size: int = 16) -> None:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    for split in splits:
-        for i in range(30 if split == "train" else 10):
-            label = bunch.target[i] % 3  # three classes
+    for split, start in zip(splits, (0, 30, 40), strict=False):  # no image in two splits
+        for i in range(start, start + (30 if split == "train" else 10)):
+            label = i % 3  # three classes
             folder = root / split / f"class{label}"
             folder.mkdir(parents=True, exist_ok=True)
             pixels = (bunch.images[i] * 255 / 16).astype(np.uint8)
@@ -370,34 +370,33 @@ def _image_folder(root: Path, splits: tuple[str, ...], size: int = 16) -> None:
 
 def test_imagefolder_loads_and_uses_val_as_test(tmp_path: Path) -> None:
     _image_folder(tmp_path, ("train", "val"))
-    splits = load_data(DataConfig(name="imagefolder", root=tmp_path, calibration_size=8))
+    cfg = DataConfig(name="imagefolder", root=tmp_path, image_size=16, calibration_size=8)
+    splits = load_data(cfg)
     assert splits.spec.image_size == 16 and splits.spec.in_channels == 3
     assert splits.spec.class_names == ("class0", "class1", "class2")
     assert splits.sizes() == {"train": 30, "val": 10, "calibration": 8, "test": 10}
     assert ids(splits.val) == ids(splits.test) and not ids(splits.train) & ids(splits.test)
+    assert splits.spec.augmentation == "crop4+flip"  # small images keep pad-and-crop
     loader = make_loader(splits.train, 8, shuffle=True, seed=0, augment="crop4+flip")
     first = batches(loader)
     assert len(first) == 4 and first[0][0].shape == (8, 3, 16, 16)
-    assert same(first, batches(loader))  # deterministic through the DataLoader path too
+    assert same(first, batches(loader))
     x, y = to_numpy(splits.test)
     assert x.shape == (10, 3, 16, 16) and x.dtype == np.float32 and y.dtype == np.int64
 
 
 def test_imagefolder_with_test_folder_and_bad_folders(tmp_path: Path) -> None:
     _image_folder(tmp_path / "a", ("train", "val", "test"))
-    splits = load_data(DataConfig(name="imagefolder", root=tmp_path / "a"))
+    splits = load_data(DataConfig(name="imagefolder", root=tmp_path / "a", image_size=16))
     assert splits.test.source == "test" and splits.val.source == "val"
     with pytest.raises(DataError, match="needs data.root holding train/ and val/"):
-        load_data(DataConfig(name="imagefolder", root=tmp_path / "missing"))
-    _image_folder(tmp_path / "b", ("train", "val"))
-    Image.new("RGB", (20, 16)).save(tmp_path / "b" / "train" / "class0" / "0.png")
-    with pytest.raises(DataError, match="square images"):
-        load_data(DataConfig(name="imagefolder", root=tmp_path / "b"))
-    _image_folder(tmp_path / "c", ("train", "val"))
-    Image.new("RGB", (12, 12)).save(tmp_path / "c" / "train" / "class1" / "5.png")
-    mixed = load_data(DataConfig(name="imagefolder", root=tmp_path / "c"))
-    with pytest.raises(DataError, match="must be square 16x16"):
-        to_numpy(mixed.train)
+        load_data(DataConfig(name="imagefolder", root=tmp_path / "missing", image_size=16))
+    with pytest.raises(DataError, match="needs data.image_size"):
+        load_data(DataConfig(name="imagefolder", root=tmp_path / "a"))
+    _image_folder(tmp_path / "c", ("train", "val"))  # other sizes and aspects are resized
+    Image.new("RGB", (20, 12)).save(tmp_path / "c" / "train" / "class1" / "5.png")
+    mixed = load_data(DataConfig(name="imagefolder", root=tmp_path / "c", image_size=16))
+    assert to_numpy(mixed.train)[0].shape == (31, 3, 16, 16)
 
 
 def test_every_error_is_an_onedge_error() -> None:

@@ -1,7 +1,7 @@
-"""The registered data sets: digits, Fashion-MNIST, CIFAR-10/100, SVHN and image folders.
+"""The built-in data sets: digits, Fashion-MNIST, CIFAR-10/100 and SVHN, held in memory.
 
-Each loader turns a :class:`DataConfig` and a seed into :class:`DataSplits`
-(see :mod:`training.data` for the split rules and the loader).
+Each loader turns a :class:`DataConfig` and a seed into :class:`DataSplits` (see
+:mod:`training.data.core` for the split rules); image folders are :mod:`training.data.folder`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from training.config import DataConfig
-from training.data import (
+from training.data.core import (
     DATASETS,
     DIGIT_NAMES,
     DOWNLOAD_HINT,
@@ -26,9 +26,7 @@ from training.data import (
     NORMALISATION,
     DatasetSpec,
     DataSplits,
-    FolderImages,
-    _tensor_splits,
-    split_indices,
+    tensor_splits,
 )
 from training.errors import DataError
 
@@ -42,7 +40,7 @@ def digits(cfg: DataConfig, seed: int) -> DataSplits:
     images = torch.from_numpy(bunch.images.astype(np.uint8)).unsqueeze(1)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     spec = DatasetSpec("digits", 10, DIGIT_NAMES, 1, 8, *NORMALISATION["digits"], 16.0, "none")
-    return _tensor_splits(spec, (images, labels), None, cfg, seed)
+    return tensor_splits(spec, (images, labels), None, cfg, seed)
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -94,7 +92,7 @@ def fashion_mnist(cfg: DataConfig, seed: int) -> DataSplits:
     spec = DatasetSpec(
         "fashion-mnist", 10, FASHION_MNIST_CLASSES, 1, 28, *norm, 255.0, "crop2+flip"
     )
-    return _tensor_splits(spec, pools[0], pools[1], cfg, seed)
+    return tensor_splits(spec, pools[0], pools[1], cfg, seed)
 
 
 def _vision_root(cfg: DataConfig, expected: list[str]) -> Path:
@@ -132,7 +130,7 @@ def _cifar(cfg: DataConfig, seed: int, factory: Any, name: str) -> DataSplits:
     spec = DatasetSpec(
         name, len(classes), classes, 3, 32, *NORMALISATION[name], 255.0, "crop4+flip"
     )
-    return _tensor_splits(spec, pools[0], pools[1], cfg, seed)
+    return tensor_splits(spec, pools[0], pools[1], cfg, seed)
 
 
 @DATASETS.register("cifar10")
@@ -162,45 +160,4 @@ def svhn(cfg: DataConfig, seed: int) -> DataSplits:
         data = _open_vision(cfg, SVHN, root=root, split=split)
         pools.append((torch.from_numpy(data.data), torch.from_numpy(data.labels.astype(np.int64))))
     spec = DatasetSpec("svhn", 10, DIGIT_NAMES, 3, 32, *NORMALISATION["svhn"], 255.0, "none")
-    return _tensor_splits(spec, pools[0], pools[1], cfg, seed)
-
-
-@DATASETS.register("imagefolder")
-def imagefolder(cfg: DataConfig, seed: int) -> DataSplits:
-    """data.root/{train,val[,test]}/<class>/<image>; val is the test split when test/ is absent."""
-    from PIL import Image
-    from torchvision import transforms
-    from torchvision.datasets import ImageFolder
-
-    root = Path(cfg.root).expanduser() if cfg.root else None
-    if root is None or not ((root / "train").is_dir() and (root / "val").is_dir()):
-        raise DataError(
-            "imagefolder needs data.root holding train/ and val/ (optionally test/), each with "
-            f"one sub-folder per class; got data.root={root}"
-        )
-    dirs = {"train": "train", "val": "val", "test": "test" if (root / "test").is_dir() else "val"}
-    norm = NORMALISATION["imagefolder"]
-    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize(*norm)])
-    try:
-        folders = {d: ImageFolder(root / d, transform=to_tensor) for d in set(dirs.values())}
-    except OSError as err:  # no class folders, or a class folder without images
-        raise DataError(f"imagefolder {root}: {err}") from err
-    classes = tuple(folders["train"].classes)
-    if any(tuple(f.classes) != classes for f in folders.values()):
-        raise DataError(f"imagefolder {root}: train/, val/ and test/ need the same class folders")
-    first = folders["train"].samples[0][0]
-    with Image.open(first) as image:
-        width, height = image.size
-    if width != height:
-        raise DataError(f"imagefolder needs square images of one size; {first} is {width}x{height}")
-    spec = DatasetSpec("imagefolder", len(classes), classes, 3, width, *norm, 255.0, "crop4+flip")
-    no_val = cfg.model_copy(update={"val_fraction": 0.0})  # val is a folder of its own
-    idx = split_indices(np.asarray(folders["train"].targets), no_val, seed, carve_test=False)
-    train, calibration = (
-        FolderImages(folders["train"], spec, "train", idx[k]) for k in ("train", "calibration")
-    )
-    val, test = (
-        FolderImages(folders[d], spec, d, np.arange(len(folders[d])))
-        for d in (dirs["val"], dirs["test"])
-    )
-    return DataSplits(spec, train, val, calibration, test)
+    return tensor_splits(spec, pools[0], pools[1], cfg, seed)

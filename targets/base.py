@@ -33,8 +33,16 @@ BACKEND_FOR_FORMAT: dict[str, str] = {
 }
 
 
+FINGERPRINT_RUNTIMES = ("onnxruntime", "openvino", "tensorrt", "cuda", "jetpack", "l4t")
+
+
 class TargetInfo(StrictModel):
-    """The machine that measured: CPU model and cores, or the board's L4T and power mode."""
+    """The machine that measured: CPU model and cores, or the board's L4T and power mode.
+
+    Its fingerprint is ``isa`` (the best INT8 instruction set: ``x86_64 avx2``), the tracked
+    ``cpu_features`` from /proc/cpuinfo and ``runtimes`` (every runtime's version, CUDA, L4T
+    and JetPack on a Jetson), as ``targets/runner.py`` reads them on the board.
+    """
 
     name: str
     kind: str
@@ -42,6 +50,9 @@ class TargetInfo(StrictModel):
     cpu_model: str | None = None
     cores: int | None = None
     arch: str | None = None
+    cpu_features: list[str] = Field(default_factory=list)
+    isa: str | None = None
+    emulated: str | None = Field(None, description="what emulates the CPU (ONEDGE_EMULATED)")
     os: str | None = None
     memory_mb: int | None = None
     python: str | None = None
@@ -52,6 +63,20 @@ class TargetInfo(StrictModel):
     power_mode: str | None = None
     clocks_locked: bool | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    def runtime_line(self) -> str:
+        """``onnxruntime 1.20.1, openvino none, ...``: the versions that decide what runs."""
+        return ", ".join(
+            f"{name} {self.runtimes.get(name) or 'none'}"
+            for name in FINGERPRINT_RUNTIMES
+            if self.runtimes.get(name) or name in ("onnxruntime", "openvino")
+        )
+
+    def fingerprint(self) -> str:
+        """One line: instruction set, its features, and the runtimes."""
+        features = "+".join(self.cpu_features) or "no tracked features"
+        emulated = f", emulated by {self.emulated}" if self.emulated else ""
+        return f"{self.isa or 'ISA unknown'} ({features}{emulated}); {self.runtime_line()}"
 
 
 class ValidationSettings(StrictModel):
@@ -169,6 +194,7 @@ class ArtifactResult(StrictModel):
     agreement: float | None = None
     max_abs_diff: float | None = None
     latency_ms: LatencyStats | None = None
+    isa: str | None = Field(None, description="instruction set the latency was measured on")
     latency_calls: int | None = None
     throughput: float | None = Field(None, description="images per second at throughput_batch")
     throughput_batch: int | None = None

@@ -29,6 +29,7 @@ from targets.runs import (
     read_runner_output,
     result_from_runner,
     runner_argv,
+    unrunnable_result,
 )
 
 
@@ -77,9 +78,15 @@ class LocalCpuTarget:
     ) -> ValidationReport:
         machine = self._machine()
         manifests = [read_manifest(Path(folder)) for folder in artifacts]
-        check_runtimes(machine, {m.format for m in manifests}, self.name)
+        missing = check_runtimes(machine, {m.format for m in manifests}, self.name)
         results: dict[int, ArtifactResult] = {}
-        for group in by_backend(manifests):  # one runner process per backend
+        for index, manifest in enumerate(manifests):
+            if manifest.format in missing:
+                name, reason = Path(artifacts[index]).name, missing[manifest.format]
+                results[index] = unrunnable_result(self.name, name, manifest, reason, "skipped")
+        runnable = [i for i in range(len(manifests)) if i not in results]
+        for part in by_backend([manifests[i] for i in runnable]):  # one process per backend
+            group = [runnable[i] for i in part]
             jobs = [(str(artifacts[i]), manifests[i]) for i in group]
             argv = runner_argv(self.python, str(RUNNER_PATH), jobs, str(eval_set), settings)
             done = self._run(argv, group_timeout(settings, len(group)))

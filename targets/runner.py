@@ -52,7 +52,7 @@ RUNNER_VERSION = 1
 SINGLES = 8  # distinct batch-1 inputs cycled through while timing, each bound once
 EXIT = {
     "ok": 0, "usage": 2, "artifact-mismatch": 3, "missing-library": 4, "runtime": 5, "data": 6,
-    "timeout": 7,
+    "timeout": 7, "runtime-too-old": 8,
 }  # fmt: skip
 INSTALL = {
     "numpy": "pip install numpy (or: sudo apt-get install python3-numpy)",
@@ -192,27 +192,151 @@ def read_text(path: str) -> str | None:
         return None
 
 
+# Instruction-set features that decide which INT8 kernels a runtime picks (/proc/cpuinfo)
+CPU_FEATURES = {
+    "x86_64": ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"),
+    "aarch64": ("asimd", "asimddp", "i8mm", "sve", "bf16"),
+}
+ISA_RANK = {  # best first: the one that names the machine's INT8 kernels
+    "x86_64": ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2"),
+    "aarch64": ("i8mm", "asimddp", "asimd"),
+}
+# L4T release -> JetPack (NVIDIA's release notes); a release not listed gives no JetPack
+JETPACK = {
+    "R32.5.0": "4.5", "R32.5.1": "4.5.1", "R32.6.1": "4.6", "R32.7.1": "4.6.1",
+    "R32.7.2": "4.6.2", "R32.7.3": "4.6.3", "R32.7.4": "4.6.4", "R32.7.5": "4.6.5",
+    "R35.1.0": "5.0.2", "R35.2.1": "5.1", "R35.3.1": "5.1.1", "R35.4.1": "5.1.2",
+    "R35.5.0": "5.1.3", "R35.6.0": "5.1.4", "R36.3.0": "6.0", "R36.4.0": "6.1",
+    "R36.4.3": "6.2",
+}  # fmt: skip
+LIB_DIRS = ("/usr/lib/aarch64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/lib64")
+
+
+def machine_arch(name: str) -> str:
+    """``platform.machine()`` in one spelling: x86_64 or aarch64 (others as they are)."""
+    lowered = (name or "").lower()
+    return {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}.get(lowered, lowered)
+
+
+def parse_cpu_features(cpuinfo: str, arch: str) -> list:
+    """The tracked features (CPU_FEATURES) in /proc/cpuinfo's ``flags`` (x86) or ``Features``
+    (arm64) line, in CPU_FEATURES order; every core lists the same, so the first line is read."""
+    tracked = CPU_FEATURES.get(machine_arch(arch), ())
+    for line in (cpuinfo or "").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            words = set(value.split())
+            return [name for name in tracked if name in words]
+    return []
+
+
+def isa_label(arch: str, features: list) -> str:
+    """``x86_64 avx512_vnni``, ``x86_64 avx2``, ``aarch64 asimddp``: the best INT8 instruction set
+    the CPU has; ``x86_64 (no avx2)`` below AVX2."""
+    arch = machine_arch(arch) or "unknown"
+    best = next((name for name in ISA_RANK.get(arch, ()) if name in features), None)
+    if best is None:
+        low = ISA_RANK.get(arch, ("",))[-1]
+        return f"{arch} (no {low})" if low else arch
+    return f"{arch} {best}"
+
+
+def parse_l4t(text: str) -> str | None:
+    """/etc/nv_tegra_release (``# R35 (release), REVISION: 4.1, ...``) -> ``R35.4.1``."""
+    first = (text or "").strip().splitlines()[:1]
+    if not first or "(release)" not in first[0] or "REVISION:" not in first[0]:
+        return None
+    major = first[0].split("(release)")[0].strip().lstrip("#").strip()
+    revision = first[0].split("REVISION:")[1].split(",")[0].strip()
+    if not (major[:1] == "R" and major[1:].isdigit() and revision.replace(".", "").isdigit()):
+        return None
+    if revision.count(".") == 0:
+        revision += ".0"
+    return f"{major}.{revision}"
+
+
+def parse_cuda_version(text: str) -> str | None:
+    """CUDA's version from /usr/local/cuda/version.json (``"cuda": {"version": ...}``),
+    version.txt (``CUDA Version 10.2.300``) or ``nvcc --version`` (``release 11.4, V11.4.315``)."""
+    text = (text or "").strip()
+    if text.startswith("{"):
+        try:
+            found = json.loads(text).get("cuda", {}).get("version")
+        except (ValueError, AttributeError):
+            return None
+        return str(found) if found else None
+    for marker in ("CUDA Version ", ", V"):
+        if marker in text:
+            found = text.split(marker, 1)[1].split()[0].strip(",")
+            if found.replace(".", "").isdigit():
+                return found
+    return None
+
+
+def tensorrt_from_libs(names) -> str | None:
+    """TensorRT's version from library file names (``libnvinfer.so.8.5.2``), the newest."""
+    found = []
+    for name in names:
+        if name.startswith("libnvinfer.so."):
+            parts = name[len("libnvinfer.so.") :].split(".")
+            if len(parts) >= 2 and all(p.isdigit() for p in parts):
+                found.append(tuple(int(p) for p in parts))
+    return ".".join(map(str, max(found))) if found else None
+
+
+def fingerprint(arch: str, cpuinfo: str, tegra: str | None, cuda: str | None, libs, runtimes):
+    """The board's fingerprint from the texts it holds (pure: every input is file text)."""
+    features = parse_cpu_features(cpuinfo, arch)
+    l4t = parse_l4t(tegra or "")
+    versions = dict(runtimes)
+    versions["cuda"] = parse_cuda_version(cuda or "")
+    versions["tensorrt"] = versions.get("tensorrt") or tensorrt_from_libs(libs)
+    if l4t:
+        versions["l4t"], versions["jetpack"] = l4t, JETPACK.get(l4t)
+    return {"arch": machine_arch(arch), "cpu_features": features,
+            "isa": isa_label(arch, features), "runtimes": versions}  # fmt: skip
+
+
+def library_files() -> list:
+    names = []
+    for folder in LIB_DIRS:
+        try:
+            names += [n for n in os.listdir(folder) if n.startswith("libnvinfer.so.")]
+        except OSError:
+            continue
+    return names
+
+
 def describe() -> dict:
+    """The machine, with its fingerprint. An emulator or container whose /proc/cpuinfo is not the
+    CPU the runtimes see (qemu-user passes the host's through) names the right one in
+    ONEDGE_CPUINFO (a file in /proc/cpuinfo's format), and says what emulates it in
+    ONEDGE_EMULATED (``qemu-x86_64 -cpu Haswell``): its latencies are then not the board's."""
+    cpuinfo = read_text(os.environ.get("ONEDGE_CPUINFO") or "/proc/cpuinfo") or ""
     cpu_model = None
-    for line in (read_text("/proc/cpuinfo") or "").splitlines():
+    for line in cpuinfo.splitlines():
         if line.split(":")[0].strip() in ("model name", "Model", "Hardware") and ":" in line:
             cpu_model = line.split(":", 1)[1].strip()
             break
     meminfo = (read_text("/proc/meminfo") or "").split()
     memory_mb = int(meminfo[1]) // 1024 if len(meminfo) > 1 and meminfo[1].isdigit() else None
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    tegra = read_text("/etc/nv_tegra_release")
+    cuda = read_text("/usr/local/cuda/version.json") or read_text("/usr/local/cuda/version.txt")
+    runtimes = {m: library_version(m) for m in ("numpy", *BACKEND_MODULES.values())}
+    prints = fingerprint(platform.machine(), cpuinfo, tegra, cuda, library_files(), runtimes)
     return {
         "hostname": platform.node(),
         "cpu_model": cpu_model or platform.processor() or None,
         "cores": os.cpu_count(),
         "usable_cores": usable,
-        "arch": platform.machine(),
         "os": f"{platform.system()} {platform.release()}",
         "memory_mb": memory_mb,
         "python": platform.python_version(),
-        "runtimes": {m: library_version(m) for m in ("numpy", *BACKEND_MODULES.values())},
+        **prints,
+        "emulated": os.environ.get("ONEDGE_EMULATED") or None,
         "board": read_text("/proc/device-tree/model"),
-        "l4t": next(iter((read_text("/etc/nv_tegra_release") or "").splitlines()), None),
+        "l4t": prints["runtimes"].get("l4t") or next(iter((tegra or "").splitlines()), None),
     }
 
 
@@ -307,6 +431,61 @@ class Backend:
         return self._last
 
 
+# ONNX Runtime minor version -> (newest ONNX IR version, newest ai.onnx opset) it implements
+# (ONNX Runtime's version matrix); versions past the table are taken to load what it lists last
+ORT_SUPPORT = {
+    (1, 10): (8, 15), (1, 11): (8, 16), (1, 12): (8, 17), (1, 13): (8, 17), (1, 14): (8, 18),
+    (1, 15): (9, 19), (1, 16): (9, 19), (1, 17): (9, 20), (1, 18): (10, 21), (1, 19): (10, 21),
+    (1, 20): (10, 21), (1, 21): (10, 22), (1, 22): (11, 23),
+}  # fmt: skip
+
+
+def version_tuple(text: str) -> tuple:
+    parts = []
+    for part in str(text).split("."):
+        digits = "".join(c for c in part if c.isdigit()) if part[:1].isdigit() else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def ort_too_old(version: str, ir_version, opset) -> str | None:
+    """``runtime too old: needs >= X, board has Y`` when ONNX Runtime ``version`` cannot load a
+    graph of ``ir_version`` and ``opset`` (by ORT_SUPPORT), else None. Pure, for the tests."""
+    have = version_tuple(version)[:2]
+    known = [v for v in ORT_SUPPORT if v <= have]
+    if len(have) < 2 or have > max(ORT_SUPPORT) or not known or (ir_version, opset) == (None, None):
+        return None  # a release past the table, or before it: its own load error will say
+    ir, ops = ORT_SUPPORT[max(known)]
+    ir_version, opset = ir_version or 0, opset or 0
+    if ir_version <= ir and opset <= ops:
+        return None
+    fits = [v for v, (i, o) in sorted(ORT_SUPPORT.items()) if i >= ir_version and o >= opset]
+    need = ".".join(map(str, fits[0])) if fits else "a release newer than 1.22"
+    return (
+        f"runtime too old: needs onnxruntime >= {need} (ONNX IR {ir_version}, opset {opset}), "
+        f"board has onnxruntime {version}"
+    )
+
+
+def ort_load_too_old(error: str, version: str, graph: dict) -> str | None:
+    """The "runtime too old" line for ONNX Runtime's own refusal of a graph's IR version
+    (``Unsupported model IR version: 11, max supported IR version: 10``), else None."""
+    marker = "Unsupported model IR version:"
+    if marker not in error:
+        return None
+    detail = error.split(marker, 1)[1].strip().splitlines()[0]
+    needed, _, newest = detail.partition(",")
+    newest = newest.replace("max supported IR version:", "").strip()
+    opset = graph.get("opset")
+    return (
+        f"runtime too old: needs an onnxruntime >= one reading ONNX IR {needed.strip()}"
+        f"{f' (opset {opset})' if opset else ''}, board has onnxruntime {version} "
+        f"(ONNX IR <= {newest or 'unknown'})"
+    )
+
+
 class OnnxRuntimeBackend(Backend):
     module = "onnxruntime"
     max_batch = None
@@ -319,7 +498,17 @@ class OnnxRuntimeBackend(Backend):
             options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         path = os.path.join(folder, manifest["model_file"])
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        graph = (manifest.get("extra") or {}).get("onnx") or {}
+        too_old = ort_too_old(ort.__version__, graph.get("ir_version"), graph.get("opset"))
+        if too_old:
+            raise RunnerError("runtime-too-old", too_old, library="onnxruntime")
+        try:
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # an IR version this release cannot read: say so, in one line
+            too_old = ort_load_too_old(str(exc), ort.__version__, graph)
+            if too_old:
+                raise RunnerError("runtime-too-old", too_old, library="onnxruntime") from None
+            raise
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         self.output_name = self.session.get_outputs()[0].name
@@ -676,16 +865,24 @@ def reference_key(data: dict, branch) -> str | None:
     return None
 
 
-def accuracy(backend, images, labels, data: dict, batch: int, branch=None) -> dict:
-    """Top-1 on the eval set and agreement with the FP32 reference, as fractions."""
+def batch_logits(backend, images, batch: int) -> list:
+    """float32 logits of ``images``, ``batch`` at a time (a fixed-batch model's last batch
+    filled with copies of its last image, their outputs dropped)."""
     np = need("numpy")
     logits = []
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
         pad = batch - len(chunk) if backend.static_batch else 0
-        if pad:  # a fixed-batch model: fill the last batch, drop the filler's outputs
+        if pad:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
         logits.append(np.asarray(backend(chunk), dtype=np.float32)[: batch - pad])
+    return logits
+
+
+def accuracy(backend, images, labels, data: dict, batch: int, branch=None) -> dict:
+    """Top-1 on the eval set and agreement with the FP32 reference, as fractions."""
+    np = need("numpy")
+    logits = batch_logits(backend, images, batch)
     predicted = np.concatenate(logits).argmax(axis=1)
     hits = predicted == labels
     out = {"top1": float(hits.mean()), "reference_top1": None,

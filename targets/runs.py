@@ -77,6 +77,21 @@ def group_timeout(settings: ValidationSettings, count: int) -> float:
     return settings.command_timeout_s * count + 30.0
 
 
+# runner error kinds that are the artifact's, not the board's: reported, and the run goes on
+ARTIFACT_FAILURES = ("runtime-too-old",)
+
+
+def artifact_failure(line: str) -> dict | None:
+    """The runner's report when it is an artifact's own failure (ARTIFACT_FAILURES), else None."""
+    try:
+        report = json.loads(line)
+    except ValueError:
+        return None
+    error = report.get("error") if isinstance(report, dict) else None
+    own = isinstance(error, dict) and error.get("kind") in ARTIFACT_FAILURES
+    return report if own and report.get("ok") is False else None
+
+
 def read_runner_lines(
     stdout: str, stderr: str, status: int | None, where: str, python: str, count: int
 ) -> Iterator[dict]:
@@ -84,13 +99,16 @@ def read_runner_lines(
 
     Yields each artifact's report as :func:`read_runner_output` checks it: the first artifact
     that failed (or printed no line: the process died or was stopped) raises its typed error,
-    after the reports before it were yielded. Which artifact a report is of is checked by its
-    sha256 (:func:`result_from_runner`).
+    after the reports before it were yielded, except an artifact's own failure (a runtime too
+    old for its graph: :data:`ARTIFACT_FAILURES`), which is yielded as the runner wrote it and
+    becomes that artifact's failed result (:func:`result_from_runner`). Which artifact a report
+    is of is checked by its sha256.
     """
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     for index in range(count):
         line = lines[index] if index < len(lines) else ""
-        yield read_runner_output(line, stderr, status, where, python)
+        own = artifact_failure(line) if line else None
+        yield own if own is not None else read_runner_output(line, stderr, status, where, python)
 
 
 def read_runner_output(
@@ -142,16 +160,42 @@ def machine_of(report: dict, where: str) -> dict:
     return machine
 
 
-def check_runtimes(machine: dict, formats: set[str], where: str) -> None:
-    """Fail early, naming what to install, when the machine lacks numpy or a needed runtime."""
+def check_runtimes(machine: dict, formats: set[str], where: str) -> dict[str, str]:
+    """Fail early, naming what to install, when the machine lacks numpy; for every format whose
+    runtime it lacks, the reason its artifacts are not runnable there (format -> reason)."""
     runtimes = machine.get("runtimes", {})
-    needed = ["numpy", *sorted({BACKEND_FOR_FORMAT[f] for f in formats})]
-    for library in needed:
+    if not runtimes.get("numpy"):
+        raise MissingRuntimeError(
+            f"{where} lacks the Python library numpy, needed to run "
+            f"{', '.join(sorted(formats))} artifacts: {INSTALL['numpy']}"
+        )
+    missing = {}
+    for fmt in sorted(formats):
+        library = BACKEND_FOR_FORMAT[fmt]
         if not runtimes.get(library):
-            raise MissingRuntimeError(
-                f"{where} lacks the Python library {library}, needed to run "
-                f"{', '.join(sorted(formats))} artifacts: {INSTALL[library]}"
-            )
+            missing[fmt] = f"not runnable here: {where} has no {library} ({INSTALL[library]})"
+    if formats and set(missing) == set(formats):  # nothing left to run there: say what to add
+        library = BACKEND_FOR_FORMAT[sorted(formats)[0]]
+        raise MissingRuntimeError(
+            f"{where} lacks the Python library {library}, needed to run "
+            f"{', '.join(sorted(formats))} artifacts: {INSTALL[library]}"
+        )
+    return missing
+
+
+def unrunnable_result(target: str, artifact: str, manifest: Manifest, reason: str, verdict: str):
+    """The result of an artifact the target could not run: ``skipped`` (no runtime there) or
+    ``fail`` (its runtime there is too old for it), with the reason; no figures."""
+    return ArtifactResult(
+        artifact=artifact,
+        format=manifest.format,
+        precision=manifest.precision,
+        target=target,
+        sha256=manifest.sha256,
+        backend=BACKEND_FOR_FORMAT.get(manifest.format),
+        verdict=verdict,
+        reasons=[reason],
+    )
 
 
 def info_from_machine(machine: dict, name: str, kind: str, **fields: Any) -> TargetInfo:
@@ -159,6 +203,9 @@ def info_from_machine(machine: dict, name: str, kind: str, **fields: Any) -> Tar
     keys = ("hostname", "cpu_model", "cores", "arch", "os", "memory_mb", "python", "board", "l4t")
     data: dict[str, Any] = {key: machine.get(key) for key in keys}
     data["runtimes"] = machine.get("runtimes", {})
+    data["isa"] = machine.get("isa")
+    data["cpu_features"] = machine.get("cpu_features") or []
+    data["emulated"] = machine.get("emulated")
     data.update(fields)
     try:
         return TargetInfo(name=name, kind=kind, **data)
@@ -241,6 +288,10 @@ def result_from_runner(
     from the verified manifest, not from the board.
     """
     where = where or target
+    if report.get("ok") is False:  # an artifact's own failure (artifact_failure)
+        error = report["error"]
+        reason = str(error.get("message", error.get("kind")))[:300]
+        return unrunnable_result(target, artifact, manifest, reason, "fail")
     try:
         checked = RunnerReport.model_validate(report)
     except ValidationError as exc:

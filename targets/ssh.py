@@ -62,6 +62,7 @@ from targets.runs import (
     read_runner_output,
     result_from_runner,
     runner_argv,
+    unrunnable_result,
 )
 
 # Runs on the board: the sha256 of each uploaded file, and the Python version (any Python runs it)
@@ -441,11 +442,18 @@ class SshTarget:
         out = read_runner_output(done.stdout, done.stderr, done.exit_status, self.where, argv[0])
         machine = machine_of(out, self.where)
         manifests = {folder: verify_artifact(folder) for folder in jobs}
+        missing = {}
         if jobs:
-            check_runtimes(machine, {m.format for m in manifests.values()}, self.where)
+            missing = check_runtimes(machine, {m.format for m in manifests.values()}, self.where)
         fields = await self.board_info(conn, timeout)
         info = info_from_machine(machine, self.name, self.kind, **fields)
         cache = self.options.engine_cache or f"{PurePosixPath(run_dir).parent}/engine-cache"
+        for folder in jobs:  # no runtime for its format there: not runnable, not a failure
+            if manifests[folder].format in missing:
+                reason = missing[manifests[folder].format]
+                state["done"][folder] = unrunnable_result(
+                    self.name, folder.name, manifests[folder], reason, "skipped"
+                )
         pending = [folder for folder in jobs if folder not in state["done"]]
         for group in by_backend([manifests[folder] for folder in pending]):
             folders = [pending[i] for i in group]  # one runner process per backend
@@ -470,7 +478,8 @@ class SshTarget:
                 result = result_from_runner(
                     report, self.name, folder.name, manifests[folder], self.where
                 )
-                await self.finish(conn, result, report, timeout)
+                if result.verdict is None:  # measured (not an artifact's own failure)
+                    await self.finish(conn, result, report, timeout)
                 state["done"][folder] = result
         return info
 

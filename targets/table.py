@@ -11,16 +11,27 @@ from targets.base import TargetInfo, ValidationReport
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "skipped": "yellow"}
 
 
+LATENCY_COLUMNS = ("p50 ms", "p99 ms")
+
+
 def machine_line(info: TargetInfo) -> str:
-    """CPU model and cores, or the board with its L4T release and power mode."""
+    """CPU model and cores, or the board with its L4T release and power mode; then the board's
+    fingerprint (instruction set, CPU features, runtime versions)."""
     if info.l4t or info.board:
         parts = [info.board or info.hostname or info.name, info.l4t or "L4T unknown"]
         parts.append(f"power mode {info.power_mode or 'unknown'}")
         if info.clocks_locked is not None:
             parts.append("clocks locked" if info.clocks_locked else "clocks not locked")
-        return ", ".join(parts)
+        return f"{', '.join(parts)}; {info.fingerprint()}"
     cores = f"{info.cores} cores" if info.cores else "cores unknown"
-    return f"{info.cpu_model or 'CPU unknown'}, {cores} ({info.hostname or info.name})"
+    where = f"{info.cpu_model or 'CPU unknown'}, {cores} ({info.hostname or info.name})"
+    return f"{where}; {info.fingerprint()}"
+
+
+def isa_columns(columns: list[str], info: TargetInfo) -> list[str]:
+    """Table headers whose latency columns name the instruction set they were measured on."""
+    isa = info.isa or "ISA unknown"
+    return [f"{c} [{isa}]" if c in LATENCY_COLUMNS else c for c in columns]
 
 
 def _num(value: float | None, digits: int = 2, scale: float = 1.0) -> str:
@@ -36,7 +47,8 @@ def render_report(report: ValidationReport) -> Table:
         box=box.SIMPLE_HEAVY,
         pad_edge=False,
         caption=(
-            f"latency at batch 1, throughput at batch {s.batch_size}, threads {threads}; "
+            f"latency at batch 1 on {report.target_info.isa or 'an unknown ISA'}, throughput "
+            f"at batch {s.batch_size}, threads {threads}; "
             f"timed >= {s.timed_seconds:g} s and >= {s.timed_calls} calls"
         ),
     )

@@ -128,6 +128,10 @@ def validate_artifacts(
         if result is None:
             results.append(skipped_result(folder, manifests[folder], target))
             continue
+        result.isa = report.target_info.isa if result.latency_ms is not None else None
+        if result.verdict is not None:  # the target could not run it; it says why
+            results.append(result)
+            continue
         verdict = evaluate(result, policy, target.name)
         result.verdict = "pass" if verdict.passed else "fail"
         result.reasons, result.checks = verdict.reasons, verdict.checks

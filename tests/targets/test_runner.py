@@ -156,7 +156,8 @@ def test_describe_reports_the_machine() -> None:
     assert code == 0
     machine = report["machine"]
     assert machine["cores"] >= 1 and machine["arch"] and machine["python"]
-    assert set(machine["runtimes"]) == {"numpy", "onnxruntime", "openvino", "tensorrt"}
+    assert {"numpy", "onnxruntime", "openvino", "tensorrt", "cuda"} <= set(machine["runtimes"])
+    assert machine["isa"].startswith(machine["arch"]) and isinstance(machine["cpu_features"], list)
 
 
 def test_cached_engine_is_used_only_when_its_sha256_matches(tmp_path: Path) -> None:

@@ -34,8 +34,8 @@ format: setup
 	$(BIN)/ruff format .
 
 bench: setup
-	$(BIN)/python bench/train_accuracy.py
-	$(BIN)/python bench/export_latency.py
+	$(BIN)/python -m bench.train_accuracy
+	$(BIN)/python -m bench.export_latency
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -6,8 +6,8 @@ time, then batch-1 latency (p50/p90/p99) timed in interleaved rounds, batch-64 t
 same way, test top-1 on the full test split and top-1 agreement with the PyTorch FP32 student.
 Prints a markdown table with the command, the machine and the date.
 
-    python bench/export_latency.py                       # trains what it needs into runs/
-    python bench/export_latency.py --fashion-checkpoint runs/fmnist/checkpoint.pt
+    python -m bench.export_latency                       # trains what it needs into runs/
+    python -m bench.export_latency --fashion-checkpoint runs/fmnist/checkpoint.pt
 """
 
 from __future__ import annotations
@@ -16,20 +16,19 @@ import argparse
 import json
 import os
 import platform
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.host import command_line
+from export.config import ExportConfig
+from export.exporter import export_checkpoint
+from export.extract import extract_branch
+from export.timing import cpu_name, interleaved
 
-from export.config import ExportConfig  # noqa: E402
-from export.exporter import export_checkpoint  # noqa: E402
-from export.extract import extract_branch  # noqa: E402
-from export.timing import cpu_name, interleaved  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def train_student(dataset: str, out: Path, epochs: int, limit_train: int | None) -> Path:
@@ -322,7 +321,7 @@ def main() -> None:
     import openvino
     import torch
 
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    command = command_line()
     header = [
         "## Export latency (bench/export_latency.py)",
         "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -24,3 +25,10 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {gpu}, "
         f"torch {torch.__version__}"
     )
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """How this benchmark was started, as ``python -m bench.<name> ARGS`` (scripts run as
+    modules from the repository root)."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python", "-m", f"bench.{Path(sys.argv[0]).stem}", *args])

@@ -14,7 +14,7 @@ FP32 and shipped INT8 IRs summed per stage (convolutions by output channels), th
 call, and the precision every executed node ran in (an FP32 island in front of the INT8 graph
 would show here).
 
-    python bench/openvino_int8_recipes.py --checkpoint runs/fm/train/checkpoint.pt \\
+    python -m bench.openvino_int8_recipes --checkpoint runs/fm/train/checkpoint.pt \\
         --threads 1 --rounds 8 --layers --markdown /tmp/recipes.md
 """
 
@@ -33,10 +33,9 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.host import machine
 
-from bench.host import machine  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 NNCF_VARIANTS = {
     "shipped": "the exporter's recipe: preset PERFORMANCE, CPU, every batch of 32 (300 images)",

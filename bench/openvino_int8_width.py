@@ -5,13 +5,12 @@ Fashion-MNIST shape), exports each to ONNX and OpenVINO FP32 (f32 compute) and I
 calibrated on real Fashion-MNIST training images), and times FP32 and INT8 interleaved in one
 process. Accuracy is not the point here (the networks are untrained): only latency.
 
-    python bench/openvino_int8_width.py --widths 1 2 4
+    python -m bench.openvino_int8_width --widths 1 2 4
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.host import command_line
+from export.onnx import torch_to_onnx
+from export.openvino import compile_openvino, read_onnx_as_openvino
+from export.quantize import quantize_openvino
+from export.timing import cpu_name, interleaved
+from training.config import DataConfig, ModelConfig
+from training.data import load_data, to_numpy
+from training.models import build_model, count_macs, count_parameters
 
-from export.onnx import torch_to_onnx  # noqa: E402
-from export.openvino import compile_openvino, read_onnx_as_openvino  # noqa: E402
-from export.quantize import quantize_openvino  # noqa: E402
-from export.timing import cpu_name, interleaved  # noqa: E402
-from training.config import DataConfig, ModelConfig  # noqa: E402
-from training.data import load_data, to_numpy  # noqa: E402
-from training.models import build_model, count_macs, count_parameters  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -63,7 +62,7 @@ def main() -> None:
                 f"width {width}: fp32 {lat['fp32'].p50_ms:.3f} ms, int8 {lat['int8'].p50_ms:.3f} ms",
                 flush=True,
             )
-    print(f"\nCommand: `python {' '.join(sys.argv)}`")
+    print(f"\nCommand: `{command_line()}`")
     print(
         f"Machine: {cpu_name()}, {args.threads} threads; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
     )

@@ -5,7 +5,7 @@ markdown artifact the pipeline publishes (plots embedded as data URIs), opens th
 page in headless Chromium and writes a PNG. It then checks that the page received both plots as
 decodable images (their data URIs are in the artifact as served by the API).
 
-    python bench/report_screenshot.py --run runs/digits-one --out report-ui.png
+    python -m bench.report_screenshot --run runs/digits-one --out report-ui.png
 
 Needs ``chromium`` (Debian: ``apt-get install chromium``). The server and Chromium are started
 and stopped by the script.
@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def free_port() -> int:

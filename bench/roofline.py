@@ -10,25 +10,23 @@ peak a convolutional network of the same precision can approach. The calls are k
 of a 256x1024x1024 MatMul far below what the core does (measured: 34 against 110 GMAC/s). An artifact's achieved rate
 is its MACs per image times the batch divided by its p50 latency.
 
-    python bench/roofline.py --threads 1          # prints the three peaks
+    python -m bench.roofline --threads 1          # prints the three peaks
 
-``bench/vendor_crosscheck.py`` measures the peaks in the same process as the artifacts and
+``bench.vendor_crosscheck`` measures the peaks in the same process as the artifacts and
 reports every artifact's fraction of the peak of its precision.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from targets import runner
 
-from targets import runner  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SHAPE = (64, 1024, 1024)  # M, K, N
 SHAPES = ((64, 1024, 1024), (128, 512, 512))

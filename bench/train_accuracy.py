@@ -5,7 +5,7 @@ epochs and seeds, in one process; the table reports the deployed branch's test t
 spread over seeds), the ensemble's, seconds per epoch, images per second and peak memory, with
 ratios against vanilla measured in the same run.
 
-    python bench/train_accuracy.py --epochs 15 --seeds 0 1 --out runs/bench-train
+    python -m bench.train_accuracy --epochs 15 --seeds 0 1 --out runs/bench-train
 """
 
 from __future__ import annotations
@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.host import command_line, machine
+from pipeline.config import load_config
+from training.trainer import train
 
-from bench.host import machine  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from training.trainer import train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def spread(values: list[float]) -> str:
@@ -73,7 +71,7 @@ def main() -> None:
     base = statistics.mean(
         r["seconds_per_epoch"] for r in rows.get("vanilla", rows[args.methods[0]])
     )
-    command = "python " + " ".join(sys.argv)
+    command = command_line()
     lines = [
         f"Command: `{command}`",
         f"Machine: {machine()}",

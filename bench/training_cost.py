@@ -7,7 +7,7 @@ other methods for every seed, in one process; the cost is ``seconds_total`` from
 ``cpu_seconds_total`` (the process's CPU time over the same stages, steadier than wall time on a
 shared machine), each divided by vanilla's in the same seed.
 
-    python bench/training_cost.py --epochs 3 --seeds 0 1 --out runs/bench-cost
+    python -m bench.training_cost --epochs 3 --seeds 0 1 --out runs/bench-cost
 """
 
 from __future__ import annotations
@@ -15,17 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.train_accuracy import machine
+from pipeline.config import load_config
+from training.methods import METHODS
+from training.trainer import train
 
-from bench.train_accuracy import machine  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from training.methods import METHODS  # noqa: E402
-from training.trainer import train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def method_config(method: str, epochs: int, seed: int, extra: list[str]):
@@ -63,7 +61,7 @@ def main() -> None:
             )
 
     lines = [
-        f"Command: `python bench/training_cost.py --methods {' '.join(args.methods)} "
+        f"Command: `python -m bench.training_cost --methods {' '.join(args.methods)} "
         f"--epochs {args.epochs} --seeds "
         f"{' '.join(map(str, args.seeds))}`"
         + (f" `--set {' '.join(args.overrides)}`" if args.overrides else ""),

@@ -11,11 +11,11 @@ path is timed against a minimal loop of plain ``InferenceSession.run`` with the 
 options, and against the same graph with its batch axis fixed to 1 (does ONNX Runtime gain from
 a static shape?).
 
-In the same process, ``bench/roofline.py`` measures this CPU's FP32, BF16 and INT8 MatMul peak;
+In the same process, ``bench.roofline`` measures this CPU's FP32, BF16 and INT8 MatMul peak;
 every artifact's achieved MAC rate (MACs per image from export.json) is reported at batch 1 and
 at batch 64 (dynamic-batch artifacts) with its fraction of the peak of its precision.
 
-    python bench/vendor_crosscheck.py --export runs/digits-one/export \\
+    python -m bench.vendor_crosscheck --export runs/digits-one/export \\
         --export runs/fm/export --threads 1 --rounds 5 --markdown docs/benchmarks/vendor_crosscheck.md
 """
 
@@ -35,14 +35,12 @@ from typing import Any
 
 import numpy as np
 
+from bench import roofline
+from bench.host import command_line
+from export.timing import cpu_name
+from targets import runner
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import roofline  # noqa: E402
-
-from export.timing import cpu_name  # noqa: E402
-from targets import runner  # noqa: E402
 
 BENCHMARK_APP = shutil.which("benchmark_app") or str(
     Path(sys.executable).with_name("benchmark_app")
@@ -283,7 +281,7 @@ def main() -> None:
             peaks[name] = value
     rows = [cand.summary(peaks) for cand in cands]
     report = {
-        "command": "python " + " ".join(sys.argv),
+        "command": command_line(),
         "machine": cpu_name(),
         "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "load": [load_start, os.getloadavg()[0]],

@@ -34,7 +34,6 @@ from export.manifest import MANIFEST_NAME, ArtifactError, Manifest, artifact_pat
 from onedge.registry import Registry
 
 DATA = "data"
-SERVING_ONNX = "model.onnx"
 OUTPUTS = ("class_index", "class_name", "probabilities")
 EXAMPLE_IMAGES = 2
 

@@ -1,24 +1,20 @@
 """bench/methods.py with a family entry: each student against its width trained alone.
 
-A 2-student family on digits, one epoch, two seeds; the twins are ordinary saved runs; results of
-the former bench/students.py are summarised to the same numbers after import.
+A 2-student family on digits, one epoch, two seeds; the twins are ordinary saved runs.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench.families import summarise_family, twin_entries
-from bench.import_students import merge
+from bench.families import twin_entries
 from bench.method_tables import Results, unpack
 from bench.methods import main
-from onedge.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILY = "student-ensemble:model.branches=2,model.width=0.25"
@@ -118,74 +114,6 @@ def test_no_train_summarises_saved_runs_and_names_the_missing(bench_run, tmp_pat
     main([*ARGS[:-3], "--docs", str(docs), "--no-train"])
     assert Results(docs / "methods_digits.json").data["students"][FAMILY]["rows"] == []
     assert "No width trained alone is saved yet." in (docs / "methods_digits.md").read_text()
-
-
-def old_layout(results: Results, entry: str, name: str) -> dict:
-    """The runs of ``entry`` and its twins as the former bench/students.py saved them."""
-    runs = {}
-    for seed in (0, 1):
-        record = results.get(entry, seed)
-        for key, rec in [(name, record)] + [
-            (f"vanilla-w{w:g}", results.get(t, seed))
-            for w, t in zip(record["widths"], twin_entries(entry, record), strict=True)
-        ]:
-            runs[f"{key}@{seed}"] = {
-                "images": rec["images"], "correct": rec["branch_correct"],
-                "top1": rec["branch_top1"], "seconds": rec["seconds_total"],
-                "epochs": rec["epochs"], "widths": rec["widths"], "cost": rec["cost"],
-            }  # fmt: skip
-    return {"runs": runs, "command": "python bench/students.py --regime digits --tag x"}
-
-
-def test_import_of_the_former_students_file_keeps_every_number(tmp_path):
-    # docs/benchmarks/students_digits.json: written and summarised by the former bench/students.py
-    old_path = ROOT / "docs" / "benchmarks" / "students_digits.json"
-    old = json.loads(old_path.read_text())
-    into = tmp_path / "methods_digits-students.json"
-    names = {"family-student-ce": "student-ensemble:method.student_ce=true"}
-    added = merge(old_path, into, "digits", names, None)
-    assert len(added) == len(old["runs"])
-    results = Results(into)
-    for name, entry in {"family": "student-ensemble", **names}.items():
-        new = summarise_family(results, entry, [0, 1, 2])
-        before = old["summaries"][name]
-        assert new["training"] == before["training"]
-        assert len(new["rows"]) == len(before["rows"]) == 5
-        for row, was in zip(new["rows"], before["rows"], strict=True):
-            assert {k: row[k] for k in was} == was
-    # no run folders: the deployed student is unknown, so no methods-table row
-    assert "deployed_correct" not in results.get("student-ensemble", 0)
-    assert merge(old_path, into, "digits", names, None) == []  # again: nothing new
-    with pytest.raises(ConfigError, match="no entry for family 'family-student-ce'"):
-        merge(old_path, tmp_path / "other.json", "digits", {}, None)
-
-
-def test_import_reads_the_deployed_student_from_the_old_run_folders(bench_run, tmp_path):
-    results = results_of(bench_run)
-    old = old_layout(results, FAMILY, "family-x")
-    old_runs = tmp_path / "old-runs"
-    for seed in (0, 1):
-        folder = run_folders(bench_run) / results.get(FAMILY, seed)["folder"]
-        shutil.copytree(folder, old_runs / f"family-x-seed{seed}")
-    old_path = tmp_path / "students_digits.json"
-    old_path.write_text(json.dumps(old))
-    into = tmp_path / "methods_digits.json"
-    merge(old_path, into, "digits", {"family-x": FAMILY}, old_runs, ["model.width=0.25"])
-    imported = Results(into)
-    for seed in (0, 1):
-        got, want = imported.get(FAMILY, seed), results.get(FAMILY, seed)
-        for key in ("deployed_correct", "ensemble_correct", "deployed_top1", "deployed_branch"):
-            assert got[key] == want[key]
-    # the twins' keys are those the new benchmark uses: the import resumes into the same runs
-    assert sorted(imported.data["runs"]) == sorted(results.data["runs"])
-    new = summarise_family(imported, FAMILY, [0, 1])
-    assert new["rows"] == results.data["students"][FAMILY]["rows"]
-    # a clash with other results is refused, not overwritten
-    old["runs"]["family-x@0"]["top1"] = [0.0, 0.0]
-    old_path.write_text(json.dumps(old))
-    with pytest.raises(ConfigError, match="already holds"):
-        merge(old_path, into, "digits", {"family-x": FAMILY}, old_runs, ["model.width=0.25"])
-    assert os.path.getsize(into) > 0
 
 
 def test_a_methods_file_of_the_earlier_layout_gives_the_same_table(tmp_path):

@@ -1,7 +1,8 @@
 """prefect.yaml for real: a local Prefect server, `prefect --no-prompt deploy --all`, and a
 process-pool worker that picks up a run of the edge-pipeline deployment and finishes it.
 
-Everything runs in subprocesses with their own PREFECT_HOME, as a user's shell would.
+Everything runs in subprocesses with their own PREFECT_HOME, as a user's shell would, in a copy
+of the checkout (prefect.yaml and the packages) so that nothing is written into the repository.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -52,9 +54,25 @@ def api_post(env: dict, path: str) -> list[dict]:
         return json.loads(response.read())
 
 
-def prefect(env: dict, *args: str, timeout: float = 180) -> str:
+CHECKOUT = ("prefect.yaml", "pyproject.toml", "configs", "onedge", "training", "export", "targets",
+            "pipeline")  # fmt: skip
+
+
+def copy_of_the_checkout(where: Path) -> Path:
+    """What a worker's ONEDGE_ROOT needs: prefect.yaml, the configs and the packages."""
+    where.mkdir(parents=True)
+    for name in CHECKOUT:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, where / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, where / name)
+    return where
+
+
+def prefect(env: dict, *args: str, cwd: Path, timeout: float = 180) -> str:
     done = subprocess.run(
-        [PREFECT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [PREFECT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
     assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
@@ -102,22 +120,25 @@ def prefect_server(tmp_path):
 
 def test_deploy_all_and_a_process_worker_finishes_the_pipeline(prefect_server, tmp_path):
     env = prefect_server
+    checkout = copy_of_the_checkout(tmp_path / "checkout")
     for pool in ("cpu", "gpu", "edge"):
-        prefect(env, "work-pool", "create", pool, "--type", "process")
-    deployed = prefect(env, "--no-prompt", "deploy", "--all")
+        prefect(env, "work-pool", "create", pool, "--type", "process", cwd=tmp_path)
+    deployed = prefect(env, "--no-prompt", "deploy", "--all", cwd=checkout)
     names = ("edge-pipeline/edge-pipeline", "train/train", "validate/validate", "export/export")
     for name in (*names, "promote/promote"):
         assert name in deployed, deployed
 
-    listed = prefect(env, "deployment", "inspect", "edge-pipeline/edge-pipeline")
+    listed = prefect(env, "deployment", "inspect", "edge-pipeline/edge-pipeline", cwd=tmp_path)
     assert "0 2 * * *" in listed and "configs/digits-one.yaml" in listed
 
     out = tmp_path / "deployed-run"
     params = json.dumps({"out_dir": str(out), "overrides": OVERRIDES})
-    created = prefect(env, "deployment", "run", "edge-pipeline/edge-pipeline", "--params", params)
+    created = prefect(
+        env, "deployment", "run", "edge-pipeline/edge-pipeline", "--params", params, cwd=tmp_path
+    )
     run_id = re.search(r"UUID: ([0-9a-f-]{36})", created).group(1)
 
-    worker_env = {**env, "ONEDGE_ROOT": str(ROOT)}
+    worker_env = {**env, "ONEDGE_ROOT": str(checkout)}
     worker = subprocess.run(
         [PREFECT, "worker", "start", "--pool", "cpu", "--run-once"],
         cwd=tmp_path, env=worker_env, capture_output=True, text=True, timeout=540,

@@ -150,7 +150,9 @@ def test_server_stopped_mid_run_gives_a_clear_error_and_no_report(
             time.sleep(0.05)
         (run_dir,) = remote_root.glob("run-*")
         assert run_dir.stat().st_mode & 0o777 == 0o700  # private to the login user
-        time.sleep(1.0)  # the runner is measuring now
+        while not measuring(run_dir):  # the runner process is timing the artifact
+            assert time.monotonic() < deadline and worker.is_alive(), outcome
+            time.sleep(0.05)
     finally:
         server.kill()
     worker.join(timeout=60)
@@ -173,6 +175,19 @@ def test_command_timeout_is_a_clear_error(
                            eval_set=export_dir / "eval.npz")  # fmt: skip
     assert time.monotonic() - start < 20.0
     assert processes_mentioning(str(tmp_path)) == []  # the board stopped the runner too
+
+
+def measuring(run_dir: Path) -> bool:
+    """A runner process of this run folder is running with artifacts to time."""
+    runner = f"{run_dir.resolve()}/runner.py".encode()
+    for pid in processes_mentioning(runner.decode()):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if runner in argv and b"--artifact" in argv:
+            return True
+    return False
 
 
 def processes_mentioning(text: str) -> list[int]:

@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
         "-m", "pipeline.cli", "train", "--config", str(ROOT / "configs/digits-one.yaml"),
@@ -21,7 +21,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
         "--set", "train.epochs=2", "--set", "data.limit_train=256", "--set", "model.width=0.5",
         "--set", "train.progress=false", "--set", "train.device=cpu",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     history = json.loads((out / "history.json").read_text())
@@ -37,7 +37,7 @@ def test_torchrun_trains_a_family_with_its_adapters(tmp_path):
     from training.checkpoint import read_checkpoint
 
     out = tmp_path / "ddp-students"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
         "-m", "pipeline.cli", "train", "--config", str(ROOT / "configs/digits-students.yaml"),
@@ -45,7 +45,7 @@ def test_torchrun_trains_a_family_with_its_adapters(tmp_path):
         "--set", "train.epochs=1", "data.limit_train=256", "model.branches=3",
         "model.width=0.5", "train.progress=false", "train.device=cpu",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = read_checkpoint(out / "checkpoint.pt")
     assert saved["auxiliaries"] and all(k.startswith("stage") for k in saved["auxiliaries"])

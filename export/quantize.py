@@ -151,8 +151,12 @@ def quantize_onnx_cpu(
     calibration: np.ndarray,
     candidate: OrtInt8Candidate,
     per_channel: bool = True,
+    nodes_to_exclude: list[str] | None = None,
 ) -> Path:
-    """Static INT8 quantisation of ``src`` for ONNX Runtime on CPU with ``candidate``'s recipe."""
+    """Static INT8 quantisation of ``src`` for ONNX Runtime on CPU with ``candidate``'s recipe.
+
+    ``nodes_to_exclude`` names nodes kept in float (INT8 repair, :mod:`export.int8_repair`).
+    """
     require("onnxruntime.quantization", "ONNX INT8 quantisation", _ORT_INSTALL)
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
 
@@ -175,6 +179,7 @@ def quantize_onnx_cpu(
             per_channel=per_channel,
             activation_type=types[candidate.activations],
             weight_type=types[candidate.weights],
+            nodes_to_exclude=list(nodes_to_exclude or []),
         )
     return dst
 

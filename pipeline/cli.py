@@ -206,6 +206,59 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command("int8-debug")
+def int8_debug(
+    artifacts: Annotated[Path, typer.Option("--artifacts", help="export folder")],
+    target: Annotated[str, typer.Option(help="local-cpu or ssh://user@host:port[/jetson]")],
+    artifact: Annotated[str, typer.Option(help="the ONNX INT8 artifact folder, e.g. onnx-int8")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="default: ARTIFACTS/../int8-debug")
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            help=".npz of images as the artifact takes them; default: the export's calibration split"
+        ),
+    ] = None,
+    max_nodes: Annotated[
+        int, typer.Option(min=1, help="at most this many nodes kept in float")
+    ] = 8,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Below the agreement gate on TARGET: rank the INT8 graph's nodes by the flips, keep the worst
+    in float until the gate holds, write ARTIFACT-repaired beside it and validate it there."""
+    from pipeline.config import load_config
+    from pipeline.int8_debug import int8_debug as debug
+    from targets import parse_target
+
+    cfg = load_config(config, overrides).validate
+    found = debug(
+        artifacts, parse_target(target, **cfg.boards.get(target, {})), artifact,
+        out or Path(artifacts).resolve().parent / "int8-debug", cfg.settings, cfg.gates,
+        calibration, max_nodes,
+    )  # fmt: skip
+    shown = "unknown" if found.agreement is None else f"{found.agreement:.2%}"
+    console.print(f"{artifact} on {found.target}: agreement {shown} (gate {found.gate:.2%})")
+    outcome = found.outcome
+    if outcome is None:
+        console.print("meets the gate: nothing to repair")
+        return
+    for kept in outcome.in_float:
+        console.print(f"  kept in float: {kept['node']} ({kept['op_type']}): {kept['why']}")
+    repaired = found.repaired_report
+    if repaired is None:
+        console.print("no node could be kept in float: nothing written")
+        raise typer.Exit(1)
+    result = repaired.result(str(outcome.repaired))
+    console.print(
+        f"{outcome.repaired}: agreement {result.agreement:.2%} on {found.target} "
+        f"({'meets' if outcome.met_gate else 'still below'} the gate; verdict {result.verdict})"
+    )
+    if not outcome.met_gate:
+        raise typer.Exit(1)
+
+
 @app.command()
 def run(config: ConfigOpt, out: OutOpt, overrides: SetOpt = None) -> None:
     """The whole chain (train, export, validate, register, report) as Prefect flows.

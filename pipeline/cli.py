@@ -113,6 +113,34 @@ def methods() -> None:
     list_registry(METHODS)
 
 
+data_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Look at a data set before training."
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(config: ConfigOpt, overrides: SetOpt = None) -> None:
+    """Scan an image folder: images per class and split, shorter sides, modes, bad files,
+    classes missing from a split, identical images in two splits.
+
+    Exits 2 on what would stop ``onedge run`` (a bad file unless data.on_bad_image=skip, a
+    class without images, duplicates across splits unless data.allow_duplicates=true).
+    """
+    from pipeline.config import load_config
+    from training.data.folder import prepare_folder
+    from training.image_check import enforce, print_check
+
+    cfg = load_config(config, overrides)
+    if cfg.data.name != "imagefolder":
+        raise ConfigError(f"data check scans image folders (data.name: imagefolder), not {cfg.data.name!r}")  # fmt: skip
+    prepared = prepare_folder(cfg.data)
+    print_check(prepared.check, console)
+    enforce(prepared.check, cfg.data)
+    total = sum(sum(per.values()) for per in prepared.check.images.values())
+    console.print(f"data check passed: {total} images in {len(prepared.check.classes)} classes")
+
+
 def export_settings(
     config: Path | None,
     overrides: list[str] | None,

@@ -355,10 +355,14 @@ def edge_pipeline(
     of every required target; the report is written and the run registered first. Every stage
     is timed (``report.json`` and the report, :mod:`pipeline.durations`).
     """
+    from rich.console import Console
+
+    from pipeline.data_check import check_run_data
     from pipeline.model_registry.tracking import prepare_store, tracking_uri
 
     clock = Stopwatch()
     cfg, run = run_folder.open_run(config, out_dir, overrides)
+    check_run_data(cfg, run.root, Console())  # an image folder is checked before training
     # a new local store's tables are created by a child process on the core training leaves
     store = prepare_store(tracking_uri(cfg, run)) if cfg.registry.enabled else None
     try:

@@ -4,6 +4,7 @@ One pipeline run lives in one folder; the stages talk to each other only through
 flow can also run on its own (on another machine that sees the folder)::
 
     DIR/config.yaml                     the resolved RunConfig
+    DIR/data-check.json, DIR/data-cache/ an image folder's check and decoded images
     DIR/train/                          checkpoint.pt, metrics.json, history.json, curves.png
     DIR/export/                         one folder per artifact, export.json, eval.npz
     DIR/validate/<target>/report.json   one ValidationReport per target
@@ -30,6 +31,7 @@ from pydantic import Field
 from onedge.files import atomic_write
 from onedge.strict import StrictModel
 from pipeline.config import RunConfig, ValidateConfig, config_from_data, dump_config, load_config
+from pipeline.data_check import with_run_cache
 from pipeline.errors import PipelineError
 from targets.base import (
     LatencyStats,
@@ -130,6 +132,7 @@ def open_run(
     root = Path(out_dir) if out_dir is not None else default_out_dir(config)
     run = RunFolder(root.resolve())
     run.root.mkdir(parents=True, exist_ok=True)
+    config = with_run_cache(config, run.root)  # an image folder's decoded cache: DIR/data-cache
     text = dump_config(config)
     if not run.config.is_file() or run.config.read_text() != text:
         atomic_write(run.config, text)

@@ -377,6 +377,8 @@ def write_report(
     ``report.json`` holds the rows of the tables, the per-class figures of the registered
     artifact on each target (``per_class``) and, when given, the stage timings.
     """
+    from pipeline.data_check import read_data_check
+
     blocks, rows, per_class = build_blocks(config, run, timings)
     markdown = to_markdown(blocks, run.root)
     run.report_md.write_text(markdown)
@@ -384,6 +386,7 @@ def write_report(
     document = {
         "rows": [row.model_dump(mode="json") for row in rows],
         "per_class": [section.model_dump(mode="json") for section in per_class],
+        "data_check": read_data_check(run.root),  # an image folder's check (DIR/data-check.json)
         "timings": None,
     }
     run.report_json.write_text(json.dumps(document, indent=2))

@@ -36,7 +36,7 @@ from training.image_transform import (
     to_channels,
 )
 
-CODE_VERSION = 1  # bump when decoding, resizing or the index format changes
+CODE_VERSION = 2  # bump when decoding, resizing or the index format changes
 TRAIN_MARGIN = 1.15  # training images are stored this much above the eval resize
 CHUNK = 32  # files per worker task
 

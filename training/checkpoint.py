@@ -3,6 +3,7 @@
 A checkpoint holds the model (the network alone, under ``model``), the method's auxiliary modules
 (under ``auxiliaries``: adapters and heads that train beside the network), the optimiser, scheduler and AMP scaler states, the completed epoch,
 RNG states, the resolved config, the data set spec, the metrics history and the deployed branch.
+The config's ``model.init_sha256`` names the state dict file the network started from.
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ class LoadedCheckpoint:
     metrics: dict[str, Any]
     epoch: int
     raw: dict[str, Any]
+
+    @property
+    def init_sha256(self) -> str | None:
+        """sha256 of the ``model.init`` file the network started from (None: fresh weights)."""
+        return self.config.model.init_sha256
 
 
 def build_network(config: TrainingConfig, spec: Any) -> MultiBranchModel:

@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt, SerializeAsAny, field_validator
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    SerializeAsAny,
+    field_validator,
+    model_validator,
+)
 
 from onedge.strict import StrictModel
 
@@ -80,12 +87,31 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    name: str = "resnet20"
+    name: str = Field("resnet20", description="a registered model, or timm/<architecture>")
     branches: PositiveInt = 3
     width: float = Field(1.0, gt=0.0)
     branch_point: int = Field(
         3, ge=1, description="ImageNet-style families: first per-branch stage"
     )
+    init: Path | None = Field(
+        None, description="a state dict (.pth/.pt/.bin/.safetensors) the network starts from"
+    )
+    init_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of model.init: recorded by training; when given, the file must match",
+    )
+    freeze: Literal["stem"] | NonNegativeInt | None = Field(
+        None, description="fine-tuning: freeze the stem, or the stem and stages 1..k"
+    )
+
+    @model_validator(mode="after")
+    def _freeze_needs_init(self) -> ModelConfig:
+        if self.freeze is not None and self.init is None:
+            raise ValueError("model.freeze needs model.init: frozen fresh weights learn nothing")
+        if self.init_sha256 is not None and self.init is None:
+            raise ValueError("model.init_sha256 names the hash of model.init, which is not set")
+        return self
 
 
 class MethodConfig(StrictModel):

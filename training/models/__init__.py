@@ -1,10 +1,11 @@
 """Multi-branch model families (docs/DESIGN.md rule 5) and the registry that names them.
 
 CIFAR-style ResNets (``resnet20``, ``resnet32``, ``resnet56``, ``resnet110``) and
-torchvision-based ImageNet-style networks (``resnet18``, ``mobilenet_v2``); see their modules.
+torchvision-based ImageNet-style networks (``resnet18``, ``mobilenet_v2``) and timm's CNNs
+(``timm/mobilenetv3_small_100``, ...); see their modules. Importing registers them.
 """
 
-from training.models import cifar_resnet, torchvision_family  # noqa: F401  (they register)
+from training.models import cifar_resnet, timm_family, torchvision_family  # noqa: F401
 from training.models.base import BranchOutputs, MultiBranchModel, gated_ensemble
 from training.models.branched import BranchGate, BranchNetwork, TrunkBranchModel
 from training.models.measure import count_macs, count_parameters

@@ -40,6 +40,15 @@ class ModelFactory(Protocol):
 MODELS: Registry[ModelFactory] = Registry("model")
 
 
+def model_factory(name: str) -> ModelFactory:
+    """The registered factory, or timm's generic one for an unlisted ``timm/<architecture>``."""
+    if name not in MODELS and name.startswith("timm/"):
+        from training.models.timm_family import timm_factory
+
+        return timm_factory(name.removeprefix("timm/"))
+    return MODELS.get(name)
+
+
 def build_model(
     cfg: ModelConfig,
     *,
@@ -53,7 +62,7 @@ def build_model(
 
     ``widths``: one multiplier per branch for the per-branch stages (a family of students).
     """
-    factory = MODELS.get(cfg.name)
+    factory = model_factory(cfg.name)
     if widths is not None:
         widths = list(widths)
         if len(widths) != cfg.branches or any(not w > 0 for w in widths):

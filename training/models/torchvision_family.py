@@ -28,7 +28,8 @@ branch's stages are built from torchvision's own blocks (``BasicBlock``, ``Inver
 with the same layout, so each branch starts from its own fresh weights, and ``widths`` (one
 multiplier per branch) can scale the channels of each branch's stages: the student ensemble's
 family. The final 1x1 convolution of MobileNetV2 keeps 1280 channels below width 1, as in
-torchvision. Taps: ``stem``, ``stage1`` .. ``stage4``.
+torchvision. Taps: ``stem``, ``stage1`` .. ``stage4``. ``source_names`` maps every part to
+torchvision's own module names, so ``model.init`` reads torchvision's state dicts.
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ def resnet18(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(channels, num_classes)
         )
 
-    return imagenet_style(
+    model = imagenet_style(
         stem,
         FeatureInfo("stem", net.conv1.out_channels, 1 if small else 4),
         stage,
@@ -223,6 +224,8 @@ def resnet18(
         num_classes=num_classes,
         gate=gate,
     )
+    model.source_names = resnet_source_names(branch_point)  # type: ignore[attr-defined]
+    return model
 
 
 @MODELS.register("mobilenet_v2")
@@ -256,7 +259,7 @@ def mobilenet_v2(
         nn.init.zeros_(linear.bias)
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(0.2), linear)
 
-    return imagenet_style(
+    model = imagenet_style(
         net.features[0],
         FeatureInfo("stem", net.features[0].out_channels, 1 if small else 2),
         stage,
@@ -269,3 +272,25 @@ def mobilenet_v2(
         num_classes=num_classes,
         gate=gate,
     )
+    model.source_names = mobilenet_source_names(branch_point)  # type: ignore[attr-defined]
+    return model
+
+
+def resnet_source_names(branch_point: int) -> dict[str, str]:
+    """onedge plain-network prefixes -> torchvision's ResNet-18 names (for ``model.init``)."""
+    names = {"trunk.0.0": "conv1", "trunk.0.1": "bn1", "head.2": "fc"}
+    for k in range(1, 5):
+        part = f"trunk.{k}" if k < branch_point else f"body.{k - branch_point}"
+        names[part] = f"layer{k}"
+    return names
+
+
+def mobilenet_source_names(branch_point: int) -> dict[str, str]:
+    """onedge plain-network prefixes -> torchvision's MobileNetV2 names (for ``model.init``)."""
+    names = {"trunk.0": "features.0", "head.3": "classifier.1"}
+    starts = MOBILENET_STAGE_STARTS
+    for k in range(1, 5):
+        part = f"trunk.{k}" if k < branch_point else f"body.{k - branch_point}"
+        for i, index in enumerate(range(starts[k - 1], starts[k])):
+            names[f"{part}.{i}"] = f"features.{index}"
+    return names

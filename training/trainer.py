@@ -163,6 +163,7 @@ def train_stage(
     stages the method reads (SRM's dictionary).
     """
     from training.data import load_data, make_loader
+    from training.init_weights import start_from_init
     from training.teachers import load_teachers
 
     out_dir = Path(out_dir)
@@ -185,6 +186,8 @@ def train_stage(
         image_size=spec.image_size,
         method=config.method,
     ).to(device)
+    # model.init: pretrained weights into the trunk and every branch (the gate, auxiliaries fresh)
+    config, _ = start_from_init(model, config, load=init is None and not resume)
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     loaded_teachers = load_teachers(teachers or [], spec, device)

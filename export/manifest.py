@@ -106,6 +106,9 @@ class Manifest(StrictModel):
     output: OutputSpec
     class_names: list[str]
     source_checkpoint_sha256: str
+    init_sha256: str | None = Field(
+        None, description="sha256 of the model.init file the student started from (None: fresh)"
+    )
     branch: int
     width: float | None = Field(None, description="the branch's width multiplier (families)")
     config: dict[str, Any] = Field(default_factory=dict)
@@ -153,6 +156,9 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
 def build_manifest(folder: Path, files: list[str], model_file: str, **fields: Any) -> Manifest:
     """Hash ``files`` in ``folder`` and build (without writing) their manifest."""
     hashes = hash_files(Path(folder), files)
+    if "init_sha256" not in fields:  # what the student started from, as its training recorded
+        model = (fields.get("config") or {}).get("training", {}).get("model", {})
+        fields["init_sha256"] = model.get("init_sha256") if isinstance(model, dict) else None
     return Manifest(files=hashes, sha256=artifact_hash(hashes), model_file=model_file, **fields)
 
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from onedge.errors import OnedgeError, first_line
 from onedge.files import atomic_write, sha256_file
 from onedge.strict import StrictModel
+from training.image_transform import EvalTransform
 
 MANIFEST_NAME = "manifest.json"
 EXPORT_JSON = "export.json"
@@ -87,6 +88,12 @@ class InputSpec(StrictModel):
         "itself; external: the caller feeds (raw / scale - mean) / std in NCHW",
     )
     value_range: list[float] | None = Field(None, description="range of raw input values")
+    transform: EvalTransform | None = Field(
+        None,
+        description="how an image file becomes one input (size, resize policy, crop_pct, "
+        "interpolation, channel order, mean/std, value range): the eval transform that made the "
+        "calibration and eval sets (training.image_transform); None in older manifests",
+    )
 
 
 class OutputSpec(StrictModel):

@@ -169,6 +169,7 @@ def input_spec(spec: Any, contract: Any = None) -> InputSpec:
             mean=list(spec.mean),
             std=list(spec.std),
             scale=float(spec.scale),
+            transform=spec.transform(),
         )
     facts = contract.to_dict()
     return InputSpec(
@@ -180,6 +181,7 @@ def input_spec(spec: Any, contract: Any = None) -> InputSpec:
         scale=float(spec.scale),
         preprocessing=facts["preprocessing"],
         value_range=facts["value_range"],
+        transform=spec.transform(),
     )
 
 

@@ -2,23 +2,28 @@
 
 A version's folder holds::
 
-    MLmodel                      flavors, signature, input example (raw images)
+    MLmodel                      flavors, signature (outputs), input example (raw images)
     data/<artifact>/             the validated artifact, byte for byte (manifest.json + files)
     model.onnx                   ONNX and TensorRT artifacts: the serving graph (below)
-    code/pyfunc_openvino.py      OpenVINO artifacts: the python_function loader
+    code/                        the python_function loader and the modules it imports
 
-Flavors by artifact format (:data:`FLAVORS`, looked up by name):
+Every format that runs here (:data:`FLAVORS`, looked up by name) gets ``python_function`` with
+``loader_module`` :mod:`pipeline.model_registry.pyfunc_images`: it runs the validated artifact
+with the runner's own backends (ONNX Runtime, OpenVINO) and takes arrays at the model's input or
+image files (bytes, paths, base64 text), which it turns into the model's input with the eval
+transform the manifest records (``input.transform``, :mod:`training.image_transform`). ``code/``
+carries those repository files themselves (:func:`code_paths`), not copies of their logic. The
+signature names the outputs only: one input schema cannot admit both arrays and files.
 
-- ``onnx`` and ``tensorrt`` (an ONNX graph): MLflow's ``onnx`` flavor, which gives
-  ``python_function``. Its graph is the validated graph with three outputs put after the logits:
+- ``onnx`` and ``tensorrt`` (an ONNX graph) also get MLflow's ``onnx`` flavor
+  (``mlflow.onnx.load_model``): the validated graph with three outputs put after the logits,
   ``class_index`` (ArgMax), ``class_name`` (Gather on the class names) and ``probabilities``
-  (Softmax). It is checked against the validated graph on the eval images before it is logged.
-- ``openvino``: ``python_function`` with ``loader_module`` :mod:`pipeline.model_registry.pyfunc_openvino`,
-  which runs the IR with OpenVINO and returns the same three outputs.
+  (Softmax), checked against the validated graph on the eval images before it is logged.
+- ``openvino``: ``python_function`` alone.
 - ``torch``: no ``python_function`` (the ``onedge`` flavor only).
 
 Every version also carries the ``onedge`` flavor: format, precision, the artifact's folder and
-sha256. Nothing in the folder is pickled.
+sha256, the input contract with its eval transform. Nothing in the folder is pickled.
 """
 
 from __future__ import annotations
@@ -47,16 +52,12 @@ def artifact_subpath(artifact: str) -> str:
 
 
 def signature(manifest: Manifest) -> Any:
-    """Raw images in (the manifest's input contract); class index, name and probabilities out."""
+    """Class index, name and probabilities out; no input schema (arrays or image files in)."""
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
     classes = manifest.output.shape[-1]
     return ModelSignature(
-        inputs=Schema([
-            # any number of images: a static batch-1 artifact is served one image at a time
-            TensorSpec(np.dtype(manifest.input.dtype), (-1, *manifest.input.shape[1:]), "input")
-        ]),
         outputs=Schema([
             TensorSpec(np.dtype("int64"), (-1,), "class_index"),
             TensorSpec(np.dtype("object"), (-1,), "class_name"),
@@ -167,29 +168,78 @@ def check_serving_graph(validated: Path, serving: Any, images: np.ndarray) -> No
         )
 
 
+def code_paths(into: Path) -> list[str]:
+    """The loader and the repository files it imports, laid out as packages under ``into``.
+
+    ``training/image_transform.py`` (the one eval transform, with the errors and the strict base
+    it imports) and ``targets/runner.py`` (the backends every target runs artifacts with) are
+    copied as they are; the ``targets`` package is given an empty ``__init__`` (the real one
+    imports the SSH and Jetson targets).
+    """
+    from pipeline.model_registry import pyfunc_images
+
+    root = Path(__file__).resolve().parents[2]
+    files = {
+        "onedge": ["__init__.py", "errors.py", "strict.py"],
+        "training": ["__init__.py", "errors.py", "image_transform.py"],
+        "targets": ["runner.py"],
+    }
+    for package, names in files.items():
+        (into / package).mkdir(parents=True)
+        for name in names:
+            shutil.copyfile(root / package / name, into / package / name)
+    (into / "targets" / "__init__.py").write_text('"""The runner, for the pyfunc loader."""\n')
+    return [pyfunc_images.__file__, *(str(into / package) for package in files)]
+
+
+def requirements(runtime: str, version: str) -> list[str]:
+    """pip requirements of the loader: the runtime, numpy, Pillow and pydantic (the transform)."""
+    import PIL
+    import pydantic
+
+    return [f"{runtime}=={version}", "numpy", f"pillow=={PIL.__version__}",
+            f"pydantic=={pydantic.VERSION}"]  # fmt: skip
+
+
+def use_images_loader(model: Any, into: Path, artifact: str) -> None:
+    """Point ``python_function`` at :mod:`pyfunc_images` on ``data/<artifact>`` and save MLmodel."""
+    model.flavors["python_function"].update(
+        loader_module="pyfunc_images", data=artifact_subpath(artifact)
+    )
+    model.save(str(into / "MLmodel"))
+
+
 @FLAVORS.register("onnx")
 @FLAVORS.register("tensorrt")
 def onnx_flavor(
     folder: Path, manifest: Manifest, model: Any, into: Path, example: np.ndarray
 ) -> None:
-    """MLflow's onnx flavor (python_function through onnxruntime) on the serving graph."""
+    """MLflow's onnx flavor on the serving graph; python_function through pyfunc_images."""
+    import tempfile
+
     import mlflow.onnx
     import onnx
     import onnxruntime
 
     graph = serving_graph(folder / manifest.model_file, list(manifest.class_names))
     check_serving_graph(folder / manifest.model_file, graph, example_batch(folder, example))
-    mlflow.onnx.save_model(
-        graph,
-        str(into),
-        mlflow_model=model,
-        signature=model.signature,
-        input_example=example,
-        pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
-        onnx_execution_providers=["CPUExecutionProvider"],
-        onnx_session_options={"execution_mode": "sequential"},
-        save_as_external_data=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="onedge-code-") as tmp:
+        mlflow.onnx.save_model(
+            graph,
+            str(into),
+            mlflow_model=model,
+            signature=model.signature,
+            input_example=example,
+            code_paths=code_paths(Path(tmp)),
+            pip_requirements=[
+                f"onnx=={onnx.__version__}",
+                *requirements("onnxruntime", onnxruntime.__version__),
+            ],
+            onnx_execution_providers=["CPUExecutionProvider"],
+            onnx_session_options={"execution_mode": "sequential"},
+            save_as_external_data=False,
+        )
+    use_images_loader(model, into, Path(folder).name)
 
 
 def example_batch(folder: Path, example: np.ndarray) -> np.ndarray:
@@ -205,20 +255,21 @@ def example_batch(folder: Path, example: np.ndarray) -> np.ndarray:
 def openvino_flavor(
     folder: Path, manifest: Manifest, model: Any, into: Path, example: np.ndarray
 ) -> None:
-    """python_function with the loader module pipeline/model_registry/pyfunc_openvino.py (code, no pickle)."""
+    """python_function through pyfunc_images (code, no pickle) on the IR."""
+    import tempfile
+
     import mlflow.pyfunc
     import openvino
 
-    from pipeline.model_registry import pyfunc_openvino
-
-    mlflow.pyfunc.save_model(
-        str(into),
-        loader_module="pyfunc_openvino",
-        data_path=str(folder),
-        code_paths=[pyfunc_openvino.__file__],
-        mlflow_model=model,
-        signature=model.signature,
-        input_example=example,
-        pip_requirements=[f"openvino=={openvino.__version__.split('-')[0]}", "numpy"],
-    )
+    with tempfile.TemporaryDirectory(prefix="onedge-code-") as tmp:
+        mlflow.pyfunc.save_model(
+            str(into),
+            loader_module="pyfunc_images",
+            data_path=str(folder),
+            code_paths=code_paths(Path(tmp)),
+            mlflow_model=model,
+            signature=model.signature,
+            input_example=example,
+            pip_requirements=requirements("openvino", openvino.__version__.split("-")[0]),
+        )
     # data_path copied the folder as it is; copy_artifact puts the manifest's files back on top

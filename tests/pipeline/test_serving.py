@@ -35,6 +35,26 @@ def registry_uri(pipeline_run):
         yield uri
 
 
+def image_files(images: np.ndarray, fmt: str) -> list[bytes]:
+    """Each (1, H, W) raw image as the bytes of an image file, pixels as stored."""
+    import io
+
+    from PIL import Image
+
+    out = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image[0]).save(buffer, fmt)
+        out.append(buffer.getvalue())
+    return out
+
+
+def b64(files: list[bytes]) -> list[str]:
+    import base64
+
+    return [base64.b64encode(data).decode("ascii") for data in files]
+
+
 def recorded_top1(client, name: str, version: str) -> float:
     return float(client.get_model_version(name, version).tags["onedge.top1"])
 
@@ -56,11 +76,14 @@ def test_champion_loads_with_pyfunc_and_predicts_raw_digits(pipeline_run, regist
     client = MlflowClient(tracking_uri=registry_uri, registry_uri=registry_uri)
     champion = client.get_model_version_by_alias(name, "champion")
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-    spec = model.metadata.get_input_schema().inputs[0]
-    assert spec.type == np.dtype("uint8") and spec.shape == (-1, 1, 8, 8)
+    recorded = model.metadata.flavors["onedge"]["input"]
+    assert recorded["dtype"] == "uint8" and recorded["shape"] == [-1, 1, 8, 8]
     images, labels = eval_set(pipeline_run)
     assert images.dtype == np.uint8 and images.max() <= 16  # raw digits, as stored
     check_predictions(model.predict(images), labels, recorded_top1(client, name, champion.version))
+    # image files' bytes (lossless: the stored pixels) give the classes the arrays give
+    by_file = model.predict(image_files(images[:32], "PNG"))["class_index"]
+    assert by_file.tolist() == np.asarray(model.predict(images[:32])["class_index"]).tolist()
     report = json.loads((pipeline_run.out / "validate" / "local-cpu" / "report.json").read_text())
     artifact = champion.tags["onedge.artifact"]
     validated = next(r for r in report["results"] if r["artifact"] == artifact)
@@ -88,8 +111,8 @@ def test_each_flavor_predicts_what_was_validated(artifact, pipeline_run, tmp_pat
         client.get_model_version_download_uri(outcome.model_name, outcome.version)
     )
     loader = model.metadata.flavors["python_function"]["loader_module"]
-    assert loader == ("mlflow.onnx" if artifact.startswith("onnx") else "pyfunc_openvino")
-    assert "onedge" in model.metadata.flavors
+    assert loader == "pyfunc_images" and "onedge" in model.metadata.flavors
+    assert ("onnx" in model.metadata.flavors) == artifact.startswith("onnx")
     images, labels = eval_set(pipeline_run)
     check_predictions(model.predict(images), labels, outcome.evidence.top1)
 
@@ -108,13 +131,20 @@ def test_models_serve_answers_invocations(pipeline_run, registry_uri, tmp_path):
         "-h", "127.0.0.1", "-p", str(port), "-w", "1",
     ]  # fmt: skip
     env = {"MLFLOW_TRACKING_URI": registry_uri, "MLFLOW_REGISTRY_URI": registry_uri}
+    pngs, jpegs = image_files(images[:16], "PNG"), image_files(images[:16], "JPEG")
+    url = f"http://127.0.0.1:{port}/invocations"
     with started(argv, env, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log") as proc:
-        response = requests.post(
-            f"http://127.0.0.1:{port}/invocations",
-            json={"inputs": images.tolist()},
-            timeout=60,
-        )
+        response = requests.post(url, json={"inputs": images.tolist()}, timeout=60)
+        # image files in JSON: base64 text of their bytes, as MLflow carries binary
+        as_png = requests.post(url, json={"inputs": {"image": b64(pngs)}}, timeout=60)
+        as_jpeg = requests.post(url, json={"inputs": b64(jpegs)}, timeout=60)
     assert stopped(proc)
+    assert as_png.status_code == 200 and as_jpeg.status_code == 200, as_jpeg.text[:2000]
+    # a lossless file of the stored pixels gives the array's class; a JPEG what the pyfunc gives
+    png_classes = as_png.json()["predictions"]["class_index"]
+    assert png_classes == expected["class_index"][:16].tolist()
+    in_process = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(jpegs)
+    assert as_jpeg.json()["predictions"]["class_index"] == in_process["class_index"].tolist()
     assert response.status_code == 200, response.text[:2000]
     predictions = response.json()["predictions"]
     assert predictions["class_index"] == expected["class_index"].tolist()

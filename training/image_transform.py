@@ -163,11 +163,10 @@ def open_image(source: Path | bytes, name: str | None = None) -> Image.Image:
     label = name or (str(source) if isinstance(source, Path) else "<bytes>")
     image = _open(source, label)
     try:
-        upright = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)
     except (OSError, ValueError, SyntaxError) as err:
         raise BadImageError(label, f"unreadable EXIF orientation ({err})") from err
-    upright.format = image.format  # the file's format (JPEG, PNG, ...), for the data check
-    return upright
+    return image
 
 
 def load_image(source: Path | bytes, spec: EvalTransform, name: str | None = None) -> Image.Image:

@@ -36,7 +36,7 @@ from training.image_transform import (
     to_channels,
 )
 
-CODE_VERSION = 2  # bump when decoding, resizing or the index format changes
+CODE_VERSION = 3  # bump when decoding, resizing or the index format changes
 TRAIN_MARGIN = 1.15  # training images are stored this much above the eval resize
 CHUNK = 32  # files per worker task
 
@@ -165,11 +165,16 @@ def _decode_all(
         return [r for chunk in done for r in chunk]
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
+    mine = set(range(workers, len(jobs), workers + 1))  # this process decodes a share too
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(_decode_chunk, str(array_path), *job) for job in jobs]
+        futures = {
+            i: pool.submit(_decode_chunk, str(array_path), *job)
+            for i, job in enumerate(jobs)
+            if i not in mine
+        }
         done = []
-        for future in futures:
-            done.append(future.result())
+        for i, job in enumerate(jobs):
+            done.append(_decode_chunk(str(array_path), *job) if i in mine else futures[i].result())
             progress.update(len(done[-1]))
     return [r for chunk in done for r in chunk]
 

@@ -8,10 +8,11 @@ entries of the same results file, trained after the family of each seed with the
 seed, split and schedule, saved and resumed like every run, and shared by the family variants
 (``student-ensemble`` and ``student-ensemble:method.student_ce=true`` meet the same twins).
 
-Per width the summary gives the student's test top-1 and its twin's with 95% bootstrap CIs over
-seeds and images, the paired difference (student minus twin) with CI, the pooled exact McNemar
-p-value and the seed t-test p-value, both networks' parameters and MACs; and the family's
-training time against the twins' summed. The twin is the plain network at that width: its stem is
+Per width the summary gives the student's test top-1 and its twin's (mean over the seeds both
+have, t-based 95% CI), the seed-level paired difference (student minus twin: t-CI, t-test p,
+exact sign-flip p), then the same for these networks only (per-seed exact McNemar, seeds x
+images with images clustered over seeds), the seeds needed at 80% power, both networks'
+parameters and MACs; and the family's training time against the twins' summed. The twin is the plain network at that width: its stem is
 scaled too, where the students share a full-width stem (parameters and MACs are in the table).
 
 :func:`import_students` turns the results file of the former bench/students.py
@@ -27,8 +28,18 @@ from typing import Any
 
 import numpy as np
 
-from bench.method_tables import Results, pack, pct, pvalue, unpack
-from training.stats import difference_interval, pooled_mcnemar, seed_test, top1_interval
+from bench.method_tables import (
+    EVIDENCE_HEADER,
+    Results,
+    check_pairable,
+    evidence_cells,
+    pack,
+    paired_evidence,
+    pct,
+    seeds_text,
+    unpack,
+)
+from training.stats import seed_mean
 
 # family method -> the method that trains each width alone
 TWIN_OF = {"student-ensemble": "vanilla"}
@@ -88,6 +99,8 @@ def summarise_family(results: Results, entry: str, seeds: list[int]) -> dict[str
         paired = [s for s in runs if results.get(twin, s) is not None]
         if not paired:
             continue
+        for s in paired:
+            check_pairable(results.get(twin, s), runs[s], f"{entry} student {j} against {twin}")
         size = first["images"]
         student = np.stack([unpack(runs[s]["branch_correct"][j], size) for s in paired])
         alone = np.stack([unpack(results.get(twin, s)["branch_correct"][0], size) for s in paired])
@@ -97,14 +110,9 @@ def summarise_family(results: Results, entry: str, seeds: list[int]) -> dict[str
                 "width": w,
                 "twin": twin,
                 "seeds": paired,
-                "student_top1": top1_interval(student).to_dict(),
-                "twin_top1": top1_interval(alone).to_dict(),
-                "difference": difference_interval(alone, student).to_dict(),
-                "mcnemar": pooled_mcnemar(list(zip(alone, student, strict=True))).to_dict(),
-                "seed_test": seed_test(
-                    [results.get(twin, s)["branch_top1"][0] for s in paired],
-                    [runs[s]["branch_top1"][j] for s in paired],
-                ).to_dict(),
+                "student_top1": seed_mean(student.mean(axis=1)).to_dict(),
+                "twin_top1": seed_mean(alone.mean(axis=1)).to_dict(),
+                **paired_evidence(alone, student, paired),
                 "student_cost": runs[paired[0]]["cost"][j],
                 "twin_cost": results.get(twin, paired[0])["cost"][0],
             }
@@ -123,20 +131,26 @@ def summarise_family(results: Results, entry: str, seeds: list[int]) -> dict[str
 
 def family_table(summary: dict[str, Any]) -> list[str]:
     lines = [
-        "| student | width | top-1 % [95% CI] | alone (vanilla) top-1 % | student - alone, points "
-        "[95% CI] | p McNemar | p t-test | params / MACs (student) | params / MACs (alone) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| student | width | seeds | top-1 % [95% CI over seeds] | alone (vanilla) top-1 % | "
+        f"student - alone, points [95% CI over seeds] | {EVIDENCE_HEADER} | "
+        "params / MACs (student) | params / MACs (alone) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     if not summary["rows"]:
         return ["No width trained alone is saved yet."]
     for r in summary["rows"]:
         (sp, sm), (tp, tm) = r["student_cost"], r["twin_cost"]
-        lines.append(
-            f"| s{r['student']} | {r['width']:g} | {pct(r['student_top1'])} | "
-            f"{pct(r['twin_top1'])} | {pct(r['difference'], True)} | "
-            f"{pvalue(r['mcnemar']['p_value'])} | {pvalue(r['seed_test']['p_value'])} | "
-            f"{sp:,} / {sm:,} | {tp:,} / {tm:,} |"
-        )
+        cells = [
+            f"s{r['student']}",
+            f"{r['width']:g}",
+            seeds_text(r["seeds"]),
+            pct(r["student_top1"]),
+            pct(r["twin_top1"]),
+            *evidence_cells(r),
+            f"{sp:,} / {sm:,}",
+            f"{tp:,} / {tm:,}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     t = summary["training"]
     if t["family_seconds"] is not None:
         lines += [

@@ -2,11 +2,15 @@
 
 For each regime (data set, network, schedule) and each seed, every named method is trained once,
 interleaved (seed 0: all methods, then seed 1, ...), on the same split (``data.split_seed`` is
-fixed; the training ``seed`` varies). Per method the table gives the deployed student's test
-top-1 with a 95% bootstrap CI over seeds and images, its paired difference from the baseline
-(vanilla) with CI, the pooled exact McNemar p-value (discordant images summed over seeds) and the
-paired t-test p-value across seeds, the ensemble's top-1, and the training cost (seconds per
-epoch, total wall time including teacher runs, ratio to the baseline).
+fixed; the training ``seed`` varies). Per method, on the seeds it shares with the baseline
+(vanilla), the table gives the seed-level result first (does the method pay when trained again:
+mean per-seed difference with a t-based 95% CI, paired t-test p, exact sign-flip p, seeds), then
+what holds for these trained networks only (exact McNemar p per seed; the seeds x images test
+with images clustered over seeds), then the seeds a paired t-test needs to find the observed
+difference at 80% power, the deployed student's and the ensemble's top-1, and the training cost
+(CPU and wall seconds, teacher runs included, ratio to the baseline). A line per method says
+what is shown and what is not. Runs on other test images (``images``, ``split_seed``) than the
+baseline's are refused.
 
 A family entry (``student-ensemble``: five ResNet-20 students of widths 1.0 .. 0.2 at full
 width in every regime, ``METHOD_OVERRIDES``) also trains each width alone (vanilla at that width,
@@ -19,10 +23,10 @@ of every branch included), so an interrupted benchmark resumes where it stopped;
 left half-trained is resumed from its checkpoint. ``--no-train`` makes the tables from the saved
 runs alone (bench/import_students.py brings in the runs of the former bench/students.py).
 
-    python bench/methods.py --regime digits --methods vanilla one
-    python bench/methods.py --regime fmnist-cpu --methods vanilla one dml ensemble kd
-    python bench/methods.py --regime digits --methods vanilla one "vanilla:model.width=0.5"
-    python bench/methods.py --regime fmnist-cpu --methods vanilla student-ensemble \
+    python -m bench.methods --regime digits --methods vanilla one
+    python -m bench.methods --regime fmnist-cpu --methods vanilla one dml ensemble kd
+    python -m bench.methods --regime digits --methods vanilla one "vanilla:model.width=0.5"
+    python -m bench.methods --regime fmnist-cpu --methods vanilla student-ensemble \
         "student-ensemble:method.student_ce=true"
 
 A method entry is a registered method name, optionally followed by ``:key=value,key=value``
@@ -33,38 +37,49 @@ takes teacher checkpoints (kd, srm: one; meal: every ``--teacher`` as its pool),
 share one teacher and differ only in the method; the teacher's wall and CPU seconds are counted
 in each of them:
 
-    python bench/methods.py --regime fmnist-cpu --methods vanilla srm meal kd \
+    python -m bench.methods --regime fmnist-cpu --methods vanilla srm meal kd \
         --teacher "vanilla:model.width=1" --set train.threads=1
+
+``--no-train --table NAME`` writes another table of the same saved runs (another baseline, a
+subset of seeds) to ``<docs>/NAME.md`` and leaves the JSON as it is; the commands that remake
+every table in docs/benchmarks/ are at the top of docs/benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.families import (  # noqa: E402
+from bench.families import (
     branch_cost,
-    family_table,
     parse_entry,
     summarise_family,
     twin_entries,
 )
-from bench.host import machine  # noqa: E402
-from bench.method_tables import Results, epochs_run, pack, plot, summarise, table  # noqa: E402
-from pipeline.config import config_from_data  # noqa: E402
-from training.trainer import CHECKPOINT, PREDICTIONS, train  # noqa: E402
+from bench.host import machine
+from bench.method_report import (
+    claims,
+    claims_block,
+    missing_text,
+    report_lines,
+    students_block,
+    write_blocks,
+)
+from bench.method_tables import Results, pack, plot, summarise
+from onedge.errors import OnedgeError, first_line
+from pipeline.config import config_from_data
+from training.trainer import CHECKPOINT, PREDICTIONS, train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -313,20 +328,7 @@ def run_all(
     return missing
 
 
-def teacher_note(results: Results, entries: list[str]) -> list[str]:
-    """One line per taught entry: which entries' networks taught it (from the saved runs)."""
-    taught: dict[str, set[str]] = {}
-    for record in results.data.get("runs", {}).values():
-        if record["entry"] in entries and record.get("teacher_entries"):
-            taught.setdefault(record["entry"], set()).update(record["teacher_entries"])
-    return [
-        f"Teachers: {entry} is taught by {', '.join(sorted(t))} of the same seed (trained once "
-        "per seed, shared, its time counted in the taught method's total)"
-        for entry, t in taught.items()
-    ]
-
-
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--regime", choices=sorted(REGIMES), required=True)
     parser.add_argument("--methods", nargs="+", default=["vanilla", "one", "dml", "ensemble", "kd"])
@@ -349,9 +351,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-train", action="store_true", help="tables from the saved runs only; train nothing"
     )
+    parser.add_argument(
+        "--table",
+        default="",
+        metavar="NAME",
+        help="with --no-train: write the table to <docs>/NAME.md and leave the JSON unchanged",
+    )
+    parser.add_argument(
+        "--into-doc",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="MARKDOWN",
+        help="with --no-train: also write the compact table and a line per method into the "
+        "file's <!-- table:NAME begin/end --> block, the lines alone into its <!-- claims:NAME "
+        "begin/end --> block (NAME: the table's name); repeat for several files",
+    )
     args = parser.parse_args(argv)
-    command = "python bench/methods.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.into_doc and not args.no_train:
+        parser.error("--into-doc needs --no-train")
+    if args.table and not args.no_train:
+        parser.error("--table needs --no-train (a training run writes the regime's own table)")
+    return args
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    command = shlex.join(
+        ["python", "-m", "bench.methods", *(sys.argv[1:] if argv is None else argv)]
+    )
+    try:
+        run(args, command)
+    except OnedgeError as exc:
+        print(f"error: {first_line(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run(args: argparse.Namespace, command: str) -> None:
     regime = REGIMES[args.regime]
     seeds = args.seeds or list(regime.seeds)
     entries = list(dict.fromkeys([args.baseline, *args.methods]))
@@ -374,63 +410,31 @@ def main(argv: list[str] | None = None) -> None:
     )
     rows = summarise(results, entries, seeds, args.baseline)
     families = {e: f for e in entries if (f := summarise_family(results, e, seeds)) is not None}
-    results.data["summary"] = rows
-    results.data["students"] = families
-    if not args.no_train:
-        results.data.update({"command": command, "machine": machine()})
-    results.save()
-    overrides = results.data.get("overrides", [*regime.overrides, *args.overrides])
-    report = [
-        f"### {name}: {regime.note}",
-        "",
-        f"Command: `{results.data.get('command', command)}`",
-        f"Machine: {results.data.get('machine', machine())}",
-        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; this invocation's wall time "
-        f"{time.time() - started:.0f} s (runs already saved were not retrained)",
-        f"Setting: {epochs_run(results, entries, seeds)} epochs, seeds {seeds}, split_seed 0, config "
-        f"{Path(regime.config).name}, overrides {' '.join(overrides)}",
-        *teacher_note(results, entries),
-        "",
-        *table(rows, args.baseline),
-        "",
-        "CIs: percentile bootstrap over seeds and test images (10,000 resamples). p McNemar: "
-        "exact test on the discordant test images summed over the seed pairs. p t-test: paired "
-        "t-test of the per-seed top-1 differences. Peers (dml, ensemble): deployed = the member "
-        "with the best validation top-1.",
-    ]
-    if families:
-        report += [
-            "",
-            f"A family's row above is its deployed student (students at full width: "
-            f"{' '.join(METHOD_OVERRIDES['student-ensemble'])}) against {args.baseline}; its "
-            "students against the same widths trained alone follow.",
-        ]
-    unknown = [e for e in families if e not in {r["entry"] for r in rows}]
-    if unknown:
-        report += [
-            "",
-            f"No row above for {', '.join(unknown)}: imported without the run folders, so the "
-            "deployed student and the ensemble are unknown (bench/import_students.py --runs).",
-        ]
-    for entry, summary in families.items():
-        report += [
-            "",
-            f"#### {entry}: each student against its width trained alone",
-            "",
-            f"Students of widths {summary['widths']} x model.width {summary['model_width']:g}; "
-            "'alone' is vanilla at the student's width (its stem scaled as well), same epochs, "
-            "seeds and split.",
-            "",
-            *family_table(summary),
-        ]
+    if not args.table:
+        results.data["summary"] = rows
+        results.data["students"] = families
+        if not args.no_train:
+            results.data.update({"command": command, "machine": machine()})
+        results.save()
+    wall = time.time() - started
+    report = report_lines(args, regime, results, rows, families, seeds, entries, command, wall)
     if args.no_train:
         report += ["", f"Made with `{command}` from the saved runs."]
     if missing:
-        report += ["", f"Not yet run (no saved result): {', '.join(missing)}"]
+        report += ["", f"Not yet run (no saved result): {missing_text(missing)}"]
     text = "\n".join(report)
     print("\n" + text)
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / f"methods_{name}.md").write_text(text + "\n")
+    table_name = args.table or f"methods_{name}"
+    (docs / f"{table_name}.md").write_text(text + "\n")
+    made = f"Made with `{command}`."
+    for doc in args.into_doc:
+        blocks = {
+            "table": [*claims_block(rows, families, args.baseline, table_name), made],
+            "claims": claims(rows, args.baseline),
+            "students": [*students_block(families, table_name), made],
+        }
+        write_blocks(doc, table_name, blocks)
     all_rows = {}
     for path in sorted(docs.glob("methods_*.json")):
         summary = json.loads(path.read_text()).get("summary")

@@ -287,7 +287,9 @@ def registry_lines(outcome: RegistryOutcome | None) -> list[str]:
 
 
 def comparison_lines(outcome: RegistryOutcome) -> list[str]:
-    """The paired evidence behind the decision, when there was a champion to compare with."""
+    """The paired evidence behind the champion decision, when there was a champion: what the
+    exact McNemar test decided for this artifact against that champion on these eval images
+    (a comparison of two trained networks, not of training methods)."""
     c = outcome.decision.comparison
     if c is None:
         return []
@@ -295,14 +297,20 @@ def comparison_lines(outcome: RegistryOutcome) -> list[str]:
     def ci(iv: dict[str, float], signed: str = "") -> str:
         return (
             f"{100 * iv['estimate']:{signed}.2f} % [95% CI {100 * iv['low']:{signed}.2f}, "
+    e = outcome.evidence
+    images = f"the same {e.eval_size:,} eval images" if e.eval_size else "the same eval images"
+    eval_set = f" (eval set sha256 `{e.eval_set_sha256[:12]}`)" if e.eval_set_sha256 else ""
             f"{100 * iv['high']:{signed}.2f}]"
         )
 
     return [
-        f"top-1 on the same eval images: this version {ci(c.new_top1)}, champion "
-        f"{ci(c.champion_top1)}; difference {ci(c.difference, '+')} points",
+        f"champion decision, this artifact ({outcome.artifact}, version {outcome.version}) "
+        f"against the champion on {images}{eval_set}: top-1 this version {ci(c.new_top1)}, "
+        f"champion {ci(c.champion_top1)}; difference {ci(c.difference, '+')} points",
         f"exact McNemar p = {c.p_value:.3g}: {c.new_only} images only this version gets right, "
-        f"{c.champion_only} only the champion",
+        f"{c.champion_only} only the champion. This compares these two trained networks on "
+        "these images; it is not a comparison of training methods (that needs several "
+        "training seeds of each, as python -m bench.methods does)",
     ]
 
 

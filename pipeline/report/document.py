@@ -293,13 +293,13 @@ def comparison_lines(outcome: RegistryOutcome) -> list[str]:
     c = outcome.decision.comparison
     if c is None:
         return []
+    e = outcome.evidence
+    images = f"the same {e.eval_size:,} eval images" if e.eval_size else "the same eval images"
+    eval_set = f" (eval set sha256 `{e.eval_set_sha256[:12]}`)" if e.eval_set_sha256 else ""
 
     def ci(iv: dict[str, float], signed: str = "") -> str:
         return (
             f"{100 * iv['estimate']:{signed}.2f} % [95% CI {100 * iv['low']:{signed}.2f}, "
-    e = outcome.evidence
-    images = f"the same {e.eval_size:,} eval images" if e.eval_size else "the same eval images"
-    eval_set = f" (eval set sha256 `{e.eval_set_sha256[:12]}`)" if e.eval_set_sha256 else ""
             f"{100 * iv['high']:{signed}.2f}]"
         )
 

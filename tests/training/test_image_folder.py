@@ -140,3 +140,14 @@ def test_small_images_keep_pad_and_crop(image_folder: Path, tmp_path: Path):
     assert to_raw_numpy(splits.val).shape == (80, 1, 28, 28)
     batch = next(iter(make_loader(splits.train, 8, shuffle=True, seed=0, augment="crop4+flip")))
     assert batch[0].shape == (8, 1, 28, 28)
+
+
+def test_a_planted_pickle_in_the_cache_is_never_loaded(image_folder: Path, tmp_path: Path):
+    cfg = config(image_folder, tmp_path / "cache")
+    first = prepare_folder(cfg).decoded["val"]
+    expected = np.array(first.images)  # read before the file under the mapping is replaced
+    first.cache_file.unlink()
+    np.save(first.cache_file, np.array([{"payload": "code"}], dtype=object), allow_pickle=True)
+    again = prepare_folder(cfg).decoded["val"]  # refused (allow_pickle=False), decoded anew
+    assert again.built and again.images.dtype == np.uint8
+    np.testing.assert_array_equal(again.images, expected)

@@ -11,7 +11,8 @@ Three questions, three tests; each function says which it answers.
   the method) One pair of networks on the same images: the exact McNemar test
   (:func:`mcnemar`) with a CI of the difference (:func:`mcnemar_interval`). Several seeds of
   each on the same images: :func:`clustered_test`, which treats each image as a cluster over the
-  seeds instead of pooling the discordant counts as if every (seed, image) were independent.
+  seeds (pooling the discordant counts instead, as an earlier version did, counts every (seed,
+  image) as independent and is overconfident).
 - **How sure is one network's top-1, or one pair's difference?** Percentile bootstrap over the
   images (:func:`top1_interval`, :func:`difference_interval`), as the promotion uses it. Over
   seeds and images, :func:`top1_bootstrap` and :func:`difference_bootstrap` say how many seeds
@@ -206,20 +207,6 @@ def mcnemar_interval(a: Sequence[bool], b: Sequence[bool], level: float = 0.95) 
     se = math.sqrt(max(0.0, b_only + a_only - (b_only - a_only) ** 2 / n)) / n
     half = float(sps.norm.ppf(0.5 + level / 2)) * se
     return Interval(diff, diff - half, diff + half, level)
-
-
-def pooled_mcnemar(pairs: Sequence[tuple[Sequence[bool], Sequence[bool]]]) -> McNemar:
-    """McNemar over several seeds with the discordant counts of every (a, b) seed pair summed.
-
-    It treats the same image in different seeds as independent, so it is overconfident; kept
-    for older records. Use :func:`clustered_test` for these networks, :func:`seed_test` for a
-    method.
-    """
-    if not pairs:
-        raise ConfigError("pooled_mcnemar needs at least one (a, b) pair")
-    tests = [mcnemar(a, b) for a, b in pairs]
-    a_only, b_only = sum(t.a_only for t in tests), sum(t.b_only for t in tests)
-    return McNemar(a_only, b_only, binomial_two_sided(b_only, a_only + b_only))
 
 
 def clustered_test(a, b, level: float = 0.95) -> ClusteredTest:

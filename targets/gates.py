@@ -42,8 +42,14 @@ class Verdict(BaseModel):
     checks: list[str] = Field(default_factory=list)  # every check made, passed or not
 
 
-def evaluate(result: ArtifactResult, policy: GatePolicy, target_name: str) -> Verdict:
-    """Check one measured artifact against the policy for ``target_name``."""
+def evaluate(
+    result: ArtifactResult, policy: GatePolicy, target_name: str, emulated: str | None = None
+) -> Verdict:
+    """Check one measured artifact against the policy for ``target_name``.
+
+    On an emulated board (``emulated`` names the emulator) latency and throughput are the
+    emulator's, not the board's: their gates are skipped, and ``checks`` says so.
+    """
     reasons: list[str] = []
     checks: list[str] = []
 
@@ -72,10 +78,16 @@ def evaluate(result: ArtifactResult, policy: GatePolicy, target_name: str) -> Ve
                 f"agreement {result.agreement:.2%} (minimum {policy.min_agreement:.2%})",
             )
     limit = policy.p99_limit(target_name)
+    if emulated and (limit is not None or policy.min_throughput is not None):
+        checks.append(
+            f"skipped: latency and throughput gates, the board is emulated ({emulated}): its "
+            "timings are the emulator's"
+        )
+        limit = None
     if limit is not None:
         p99 = result.latency_ms.p99
         check(p99 <= limit, f"p99 latency {p99:.3f} ms on {target_name} (limit {limit:.3f} ms)")
-    if policy.min_throughput is not None:
+    if policy.min_throughput is not None and not emulated:
         rate = result.throughput or 0.0
         check(
             rate >= policy.min_throughput,

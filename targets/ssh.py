@@ -104,6 +104,11 @@ class SshOptions(StrictModel):
     engine_cache: str | None = Field(None, description="default: <remote_root>/engine-cache")
     name: str | None = Field(None, description="target name in reports and gate policies")
     keepalive_s: float = Field(10.0, gt=0.0)
+    emulated: bool | str = Field(
+        False,
+        description="the board's CPU is emulated (true, or what emulates it): its latency is "
+        "reported as emulated and the latency gates are skipped",
+    )
 
     @field_validator("fingerprint")
     @classmethod
@@ -446,6 +451,9 @@ class SshTarget:
         if jobs:
             missing = check_runtimes(machine, {m.format for m in manifests.values()}, self.where)
         fields = await self.board_info(conn, timeout)
+        if self.options.emulated and not machine.get("emulated"):
+            named = self.options.emulated
+            fields["emulated"] = named if isinstance(named, str) else "yes (board option)"
         info = info_from_machine(machine, self.name, self.kind, **fields)
         cache = self.options.engine_cache or f"{PurePosixPath(run_dir).parent}/engine-cache"
         for folder in jobs:  # no runtime for its format there: not runnable, not a failure
@@ -458,10 +466,12 @@ class SshTarget:
         for group in by_backend([manifests[folder] for folder in pending]):
             folders = [pending[i] for i in group]  # one runner process per backend
             remotes = [f"{run_dir}/artifacts/{folder.name}" for folder in folders]
-            for folder, remote in zip(folders, remotes, strict=True):
-                files = artifact_paths(folder, manifests[folder])  # plain names, checked above
-                uploads = [(f, f"{remote}/{f.name}") for f in files]
-                await self._upload(conn, sftp, uploads, timeout)
+            uploads = [
+                (f, f"{remote}/{f.name}")
+                for folder, remote in zip(folders, remotes, strict=True)
+                for f in artifact_paths(folder, manifests[folder])  # plain names, checked above
+            ]  # one hashing call per group: a Python start can cost seconds on a slow board
+            await self._upload(conn, sftp, uploads, timeout)
             extra = ["--engine-cache", cache, *self.runner_extra()]
             argv = runner_argv(
                 self.options.python, f"{run_dir}/runner.py",

@@ -25,12 +25,14 @@ def machine_line(info: TargetInfo) -> str:
         return f"{', '.join(parts)}; {info.fingerprint()}"
     cores = f"{info.cores} cores" if info.cores else "cores unknown"
     where = f"{info.cpu_model or 'CPU unknown'}, {cores} ({info.hostname or info.name})"
+    if info.emulated:  # the timings are the emulator's, not the board's
+        return f"{where}; {info.fingerprint()}; latency emulated, latency gates skipped"
     return f"{where}; {info.fingerprint()}"
 
 
 def isa_columns(columns: list[str], info: TargetInfo) -> list[str]:
     """Table headers whose latency columns name the instruction set they were measured on."""
-    isa = info.isa or "ISA unknown"
+    isa = (info.isa or "ISA unknown") + (", emulated" if info.emulated else "")
     return [f"{c} [{isa}]" if c in LATENCY_COLUMNS else c for c in columns]
 
 

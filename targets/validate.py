@@ -132,7 +132,7 @@ def validate_artifacts(
         if result.verdict is not None:  # the target could not run it; it says why
             results.append(result)
             continue
-        verdict = evaluate(result, policy, target.name)
+        verdict = evaluate(result, policy, target.name, report.target_info.emulated)
         result.verdict = "pass" if verdict.passed else "fail"
         result.reasons, result.checks = verdict.reasons, verdict.checks
         results.append(result)

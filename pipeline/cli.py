@@ -50,10 +50,11 @@ def train(
 ) -> None:
     """Train every stage of the method (teachers first) and write checkpoint, metrics and curves."""
     from pipeline.config import load_config
+    from pipeline.data_check import with_run_cache
     from training.stages import method_stages
     from training.trainer import train as run_training
 
-    cfg = load_config(config, overrides).training_config()
+    cfg = with_run_cache(load_config(config, overrides).training_config(), out.resolve())
     specs = method_stages(cfg)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 speaks
         console.print(

@@ -132,32 +132,45 @@ class MarginImages(TensorImages):
         x, y = self.get_batch(torch.tensor([position]))
         return x[0], y[0]
 
-    def get_batch(self, positions: Tensor, device: torch.device | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
-        x, y = super().get_batch(positions, device)
-        side = x.shape[-1]
+    def get_batch(
+        self, positions: Tensor, device: torch.device | None = None
+    ) -> tuple[Tensor, Tensor]:
+        raw, y = self._raw(positions, device)
+        side = raw.shape[-1]
         crop = side * self.centre_fraction
         start = (side - crop) / 2
-        boxes = torch.tensor([[start, start, start + crop, start + crop]]).repeat(len(x), 1)
-        return self._crop(x, boxes), y
+        boxes = torch.tensor([[start, start, start + crop, start + crop]]).repeat(len(raw), 1)
+        return self._crop(raw, boxes), y
 
     def augmented_batch(
         self, positions: Tensor, generator: torch.Generator, device: torch.device | None = None
     ) -> tuple[Tensor, Tensor]:
-        x, y = super().get_batch(positions, device)
-        boxes = random_boxes(len(x), x.shape[-1], self.scale, self.ratio, generator)
-        flip = torch.rand(len(x), generator=generator) < 0.5
-        out = self._crop(x, boxes)
-        out[flip.to(out.device)] = out[flip.to(out.device)].flip(-1)
+        raw, y = self._raw(positions, device)
+        boxes = random_boxes(len(raw), raw.shape[-1], self.scale, self.ratio, generator)
+        flip = (torch.rand(len(raw), generator=generator) < 0.5).to(raw.device)
+        out = self._crop(raw, boxes)
+        out[flip] = out[flip].flip(-1)
         return out, y
 
-    def _crop(self, x: Tensor, boxes: Tensor) -> Tensor:
-        """Each image's integer box resized to the model's size (bilinear, antialiased)."""
+    def _raw(self, positions: Tensor, device: torch.device | None) -> tuple[Tensor, Tensor]:
+        """The stored uint8 images and labels at ``positions`` (on ``device`` when given)."""
+        if device is None or device.type == "cpu":
+            rows = self._index[positions]
+            return self.images[rows], self.labels[rows]
+        images, labels, index, _, _ = self.on(device)
+        rows = index[positions.to(device, non_blocking=True)]
+        return images[rows], labels[rows]
+
+    def _crop(self, raw: Tensor, boxes: Tensor) -> Tensor:
+        """Each image's integer box resized to the model's size (bilinear, antialiased, as
+        torchvision's ``resized_crop`` on tensors), then normalised."""
         size = (self.spec.image_size,) * 2
-        out = x.new_empty((len(x), x.shape[1], *size))
+        out = torch.empty((len(raw), raw.shape[1], *size), device=raw.device)
         for k, (left, top, right, bottom) in enumerate(boxes.round().long().tolist()):
-            crop = x[k : k + 1, :, top:bottom, left:right]
+            crop = raw[k : k + 1, :, top:bottom, left:right].float()
             out[k] = F.interpolate(crop, size, mode="bilinear", antialias=True)[0]
-        return out
+        offset, divisor = self._offset.to(raw.device), self._divisor.to(raw.device)
+        return (out - offset) / divisor
 
 
 def random_boxes(count: int, side: int, scale: tuple[float, float], ratio: tuple[float, float],
@@ -190,7 +203,7 @@ def imagefolder(cfg: DataConfig, seed: int) -> DataSplits:
     prepared = prepare_folder(cfg)
     enforce(prepared.check, cfg)
     layout, transform = prepared.layout, prepared.transform
-    augmentation = RANDOM_RESIZED_CROP if prepared.margin else "crop4+flip"
+    augmentation = "crop4+flip" if transform.small_image else RANDOM_RESIZED_CROP
     spec = DatasetSpec(
         "imagefolder", len(layout.classes), layout.classes, transform.channels,
         transform.size[0], transform.mean, transform.std, 255.0, augmentation,

@@ -43,7 +43,7 @@ from pipeline.model_registry.promotion import (
 )
 from pipeline.model_registry.tracking import connect, guarded, log_run, tracking_uri
 from pipeline.run_folder import RunFolder, load_reports, slug
-from targets.base import ValidationReport
+from targets.base import TargetInfo, ValidationReport
 
 TAG = "onedge."
 HISTORY_TAG = "onedge.champion_history"
@@ -100,11 +100,23 @@ def version_tags(
     tags.update({f"file_sha256.{name}": sha for name, sha in manifest.files.items()})
     for spec, verdict in evidence.verdicts.items():
         tags[f"verdict.{slug(spec)}"] = verdict
+        tags.update(fingerprint_tags(slug(spec), reports[spec].target_info))
         result = next(r for r in reports[spec].results if r.artifact == evidence.artifact)
         if result.latency_ms is not None:
             tags[f"p50_ms.{slug(spec)}"] = f"{result.latency_ms.p50:.4f}"
             tags[f"p99_ms.{slug(spec)}"] = f"{result.latency_ms.p99:.4f}"
     return {TAG + k: v for k, v in tags.items()}
+
+
+def fingerprint_tags(target: str, info: TargetInfo) -> dict[str, str]:
+    """The board a version was validated on: instruction set, CPU features, runtime versions."""
+    runtimes = {name: version for name, version in info.runtimes.items() if version}
+    return {
+        f"isa.{target}": info.isa or "",
+        f"cpu_features.{target}": ",".join(info.cpu_features),
+        f"runtimes.{target}": json.dumps(runtimes, sort_keys=True),
+        **({f"emulated.{target}": info.emulated} if info.emulated else {}),
+    }
 
 
 def registered_sha256(client: Any, uri: str, name: str, version: str, artifact: str) -> str:

@@ -23,7 +23,7 @@ from pipeline.report.classes import ClassSection, class_blocks, class_sections
 from pipeline.report.targets import per_target_registry_lines, student_rows, target_blocks
 from pipeline.run_folder import RunFolder, TorchBaseline, load_baseline, load_reports, read_json
 from targets.base import ArtifactResult, ValidationReport
-from targets.table import machine_line
+from targets.table import isa_columns, machine_line
 
 PLOT_FILE = "accuracy-latency.png"
 COLUMNS = [
@@ -203,13 +203,17 @@ def build_blocks(
                   f"{s.timed_seconds:g} s and >= {s.timed_calls} calls; eval set "
                   f"{report.eval_set_sha256 and report.eval_set_sha256[:12]}... "
                   f"({next((r.eval_size for r in report.results if r.eval_size), '?')} images)."),
-            ("table", COLUMNS, [row.cells() for row in rows if row.target == spec]),
+            ("table", isa_columns(COLUMNS, report.target_info),
+             [row.cells() for row in rows if row.target == spec]),
         ]  # fmt: skip
         failed = [
             f"{r.artifact}: {'; '.join(r.reasons)}" for r in rows if r.target == spec and r.reasons
         ]
         if failed:
             blocks.append(("list", failed))
+    if exported.get("failed"):  # each is that artifact's failure; the rest were validated
+        blocks += [("h2", "Artifacts that failed their export"),
+                   ("list", [f"{f['name']}: failed ({f['reason']})" for f in exported["failed"]])]  # fmt: skip
     if baseline is not None:
         blocks.append(
             ("p", f"Speed-up is the PyTorch FP32 student's p50 ({baseline.latency_ms.p50:.3f} ms, "

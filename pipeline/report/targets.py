@@ -13,6 +13,7 @@ from pipeline.config import RunConfig
 from pipeline.model_registry.per_target import TargetChoice, choose_per_target
 from pipeline.run_folder import RunFolder, slug
 from targets.base import ValidationReport
+from targets.table import isa_columns
 
 
 def student_rows(exported: dict, metrics: dict) -> list[list[str]]:
@@ -51,7 +52,9 @@ def plot_target(report: ValidationReport, choice: TargetChoice, path: Path) -> P
     if picked is not None:
         ax.scatter(picked.latency_ms.p50, 100 * picked.top1, marker="*", s=300, zorder=4,
                    color="gold", edgecolors="black", label=f"pick: {picked.artifact}")  # fmt: skip
-    ax.set(title=report.target, xlabel="p50 latency at batch 1 (ms, log)", ylabel="test top-1 (%)")
+    isa = report.target_info.isa or "ISA unknown"
+    ax.set(title=report.target, xlabel=f"p50 latency at batch 1 (ms, log) on {isa}",
+           ylabel="test top-1 (%)")  # fmt: skip
     ax.set_xscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
@@ -80,7 +83,7 @@ def target_blocks(
         plot = plot_target(report, choice, run.root / f"target-{slug(spec)}.png")
         pick = (
             f"pick **{choice.pick}** ({100 * choice.pick_top1:.2f}% top-1, p99 "
-            f"{choice.pick_p99_ms:.3f} ms)"
+            f"{choice.pick_p99_ms:.3f} ms on {report.target_info.isa or 'an unknown ISA'})"
             if choice.pick
             else "nothing fits: no pick"
         )
@@ -99,7 +102,14 @@ def target_blocks(
         blocks += [
             ("p", f"**{spec}**: budget {budget_text(choice)}; {pick}."),
             ("img", f"choice on {spec}", plot),
-            ("table", ["artifact", "top-1 %", "p50 ms", "p99 ms", "MB", "front", "choice"], rows),
+            (
+                "table",
+                isa_columns(
+                    ["artifact", "top-1 %", "p50 ms", "p99 ms", "MB", "front", "choice"],
+                    report.target_info,
+                ),
+                rows,
+            ),
         ]
     return blocks
 

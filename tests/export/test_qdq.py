@@ -13,6 +13,7 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from export.errors import QdqError
 from export.onnx import ort_session, run_onnx, torch_logits
 from export.qdq import ImageReader, check_tensorrt_qdq, onnx_to_tensorrt_qdq
+from tests.isa import accumulates_wide
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +46,22 @@ def test_tensorrt_graph_passes_the_checker(qdq_graph: Path) -> None:
     assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
 
 
-def test_tensorrt_graph_still_classifies(cnn, qdq_graph: Path, images: np.ndarray) -> None:
-    got = run_onnx(ort_session(qdq_graph), images)
+def test_tensorrt_graph_still_computes_the_network(
+    cnn, qdq_graph: Path, images: np.ndarray
+) -> None:
+    """The Q/DQ graph is the network within its quantisation error. Compared as logits, not
+    argmax: this untrained network's logits nearly tie (median top-2 margin 0.04)."""
     expected = torch_logits(cnn, images)
-    assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.9
+    spread = float(np.ptp(expected))
+    # Q/DQ run as written (in float): the same numbers on every CPU (0.012 of 0.60 measured)
+    exact = run_onnx(ort_session(qdq_graph, optimize=False), images)
+    assert np.abs(exact - expected).max() <= 0.05 * spread
+    # fused into this CPU's integer kernels (ORT_ENABLE_ALL): how close depends on the ISA
+    fused = run_onnx(ort_session(qdq_graph), images)
+    if accumulates_wide():
+        assert np.abs(fused - exact).max() <= 0.01 * spread  # measured: equal on AVX-512 VNNI
+    else:  # 16-bit saturation: 0.092 measured under qemu-x86_64 -cpu Haswell (AVX2)
+        assert np.all(np.isfinite(fused)) and np.abs(fused - expected).max() <= 0.3 * spread
 
 
 def test_asymmetric_graph_fails(cnn_onnx: Path, tmp_path: Path, images: np.ndarray) -> None:

@@ -76,7 +76,13 @@ class ExportBackend:
     precisions: tuple[str, ...] = ()
     static_batch1: bool = False  # offers a static-shape batch-1 variant (``build_static``)
 
-    def build(self, ctx: ExportContext, precision: str, folder: Path) -> ArtifactFiles:
+    def variants(self, settings: ExportConfig, precision: str) -> list[str]:
+        """The artifacts of one precision, as folder-name suffixes ("": the one artifact)."""
+        return [""]
+
+    def build(
+        self, ctx: ExportContext, precision: str, folder: Path, variant: str = ""
+    ) -> ArtifactFiles:
         raise NotImplementedError  # pragma: no cover - abstract
 
     def build_static(
@@ -87,6 +93,15 @@ class ExportBackend:
 
 
 BACKENDS: Registry[type[ExportBackend]] = Registry("export format")
+
+
+def graph_facts(path: Path) -> dict[str, int]:
+    """The ONNX IR version and ai.onnx opset of a graph: what a runtime must read to load it."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    return {"ir_version": int(model.ir_version), "opset": int(opset)}
 
 
 def _onnx_runner(path: Path, threads: int | None) -> Runner:
@@ -123,9 +138,17 @@ class OnnxBackend(ExportBackend):
     name = "onnx"
     precisions = ("fp32", "fp16", "int8")
 
-    def build(self, ctx: ExportContext, precision: str, folder: Path) -> ArtifactFiles:
-        from export.quantize import choose_ort_int8
+    def variants(self, settings: ExportConfig, precision: str) -> list[str]:
+        """INT8: one artifact per ONNX Runtime INT8 variant (``onnx-int8``, ``onnx-int8-rr``)."""
+        from export.quantize import ORT_INT8_VARIANTS
 
+        if precision != "int8":
+            return [""]
+        return [ORT_INT8_VARIANTS[name]["suffix"] for name in settings.ort_int8.variants]
+
+    def build(
+        self, ctx: ExportContext, precision: str, folder: Path, variant: str = ""
+    ) -> ArtifactFiles:
         target = folder / "model.onnx"
         extra: dict[str, Any] = {}
         if precision == "fp32":
@@ -133,19 +156,9 @@ class OnnxBackend(ExportBackend):
         elif precision == "fp16":
             shutil.copyfile(fp16_graph(ctx), target)
         else:
-            options = ctx.settings.ort_int8
-            extra["ort_int8_search"] = choose_ort_int8(
-                ctx.onnx_fp32,
-                target,
-                ctx.calibration,
-                ctx.validation,
-                options.candidates,
-                per_channel=options.per_channel,
-                timing_seconds=options.timing_seconds,
-                accuracy_slack=options.accuracy_slack,
-                threads=ctx.threads,
-            )
+            extra.update(ort_int8_variant(ctx, target, variant))
         ctx.embed_onnx(target)
+        extra["onnx"] = graph_facts(target)
         return ArtifactFiles(
             ["model.onnx"],
             "model.onnx",
@@ -153,6 +166,37 @@ class OnnxBackend(ExportBackend):
             "onnxruntime-cpu",
             extra,
         )
+
+
+def ort_int8_variant(ctx: ExportContext, target: Path, suffix: str) -> dict[str, Any]:
+    """Build the ONNX Runtime INT8 variant with folder suffix ``suffix`` into ``target``: the
+    search (:func:`export.quantize.choose_ort_int8`) among that variant's candidates, and
+    the manifest's record of the recipe and the instruction sets it is meant for."""
+    from export.quantize import ORT_INT8_VARIANTS, choose_ort_int8, variant_candidates
+
+    name = next(n for n, v in ORT_INT8_VARIANTS.items() if v["suffix"] == suffix)
+    options = ctx.settings.ort_int8
+    search = choose_ort_int8(
+        ctx.onnx_fp32,
+        target,
+        ctx.calibration,
+        ctx.validation,
+        variant_candidates(options.candidates, name),
+        per_channel=options.per_channel,
+        timing_seconds=options.timing_seconds,
+        accuracy_slack=options.accuracy_slack,
+        threads=ctx.threads,
+    )
+    recipe = {
+        "variant": name,
+        "recipe": search["chosen"],
+        "reduce_range": ORT_INT8_VARIANTS[name]["reduce_range"],
+        "per_channel": options.per_channel,
+        "meant_for": ORT_INT8_VARIANTS[name]["meant_for"],
+        "why": ORT_INT8_VARIANTS[name]["why"],
+        "chosen_on": search["cpu"],
+    }
+    return {"ort_int8_search": search, "int8_recipe": recipe}
 
 
 @BACKENDS.register("openvino")
@@ -163,7 +207,9 @@ class OpenVinoBackend(ExportBackend):
     precisions = ("fp32", "fp16", "int8")
     static_batch1 = True  # measured: 20-30% lower batch-1 latency than the dynamic IR
 
-    def build(self, ctx: ExportContext, precision: str, folder: Path) -> ArtifactFiles:
+    def build(
+        self, ctx: ExportContext, precision: str, folder: Path, variant: str = ""
+    ) -> ArtifactFiles:
         from export.openvino import compile_openvino, onnx_to_openvino, run_openvino
         from export.preprocess import embed_openvino
 
@@ -221,7 +267,9 @@ class TensorRTBackend(ExportBackend):
     name = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
 
-    def build(self, ctx: ExportContext, precision: str, folder: Path) -> ArtifactFiles:
+    def build(
+        self, ctx: ExportContext, precision: str, folder: Path, variant: str = ""
+    ) -> ArtifactFiles:
         from export.tensorrt import ENGINE_FILE, build_settings, load_engine, onnx_to_tensorrt
         from export.tensorrt import run_engine as run_trt
 
@@ -237,6 +285,7 @@ class TensorRTBackend(ExportBackend):
         target = folder / "model.onnx"
         shutil.copyfile(source, target)
         ctx.embed_onnx(target)
+        extra["onnx"] = graph_facts(target)
         if not options.build_engine:
             extra["engine"] = None
             return ArtifactFiles(

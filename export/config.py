@@ -60,7 +60,14 @@ class TensorRTOptions(StrictModel):
 
 
 class OrtInt8Options(StrictModel):
-    """The ONNX Runtime CPU INT8 search: each candidate is built, timed and scored."""
+    """The ONNX Runtime CPU INT8 variants and, within each, the search: every candidate is
+    built, timed and scored on this CPU; each variant's pick is its own artifact."""
+
+    variants: list[Literal["default", "reduce-range"]] = Field(
+        default_factory=lambda: ["default", "reduce-range"],
+        description="default: onnx-int8 (8-bit weights, for VNNI/AMX x86 and arm64); "
+        "reduce-range: onnx-int8-rr (7-bit weights, for x86 without VNNI, e.g. AVX2)",
+    )
 
     candidates: list[str] = Field(
         default_factory=lambda: [
@@ -79,10 +86,17 @@ class OrtInt8Options(StrictModel):
         0.002, ge=0.0, description="top-1 (fraction) within which candidates count as equal"
     )
 
-    @field_validator("candidates", mode="before")
+    @field_validator("candidates", "variants", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("variants")
+    @classmethod
+    def _some_variant(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one of default, reduce-range")
+        return list(dict.fromkeys(value))
 
 
 class ExportConfig(StrictModel):

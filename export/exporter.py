@@ -6,7 +6,12 @@ DIR/<format>-<prec>-b1/  the same model with a static [1, C, H, W] input, for th
                      ``static_batch1`` (batch-1 latency; the dynamic one serves batches)
 DIR/eval.npz         test split (images, labels) and the PyTorch FP32 student's reference_logits
                      (``reference_logits_b<k>`` per exported branch k)
-DIR/export.json      the student's cost, calibration facts, and every artifact's parity/accuracy
+DIR/onnx-int8-rr/    ONNX Runtime INT8 has one artifact per variant (``ort_int8.variants``):
+                     onnx-int8 (8-bit weights) and onnx-int8-rr (reduce-range, 7-bit weights,
+                     for x86 without VNNI); each manifest's extra["int8_recipe"] says which
+                     recipe it is and the instruction sets it is meant for
+DIR/export.json      the student's cost, calibration facts, and every artifact's parity/accuracy;
+                     ``failed`` lists each artifact that failed its export, with the reason
 
 With ``branches`` = ``all`` or a list, every named student of a family gets its own folders,
 prefixed ``s<k>-w<width>-`` (``s2-w0.6-onnx-int8``, ``s2-w0.6-torch-fp32``); each manifest records
@@ -20,7 +25,10 @@ then run the artifacts on raw images against the PyTorch student on the same ima
 Every artifact is measured the same way: parity against the PyTorch student on the calibration
 images (max |diff|, top-1 agreement; failing loudly beyond the tolerance of its precision), and
 top-1 on the test split with agreement against the reference; INT8 must stay within
-``tolerances.int8_max_top1_drop`` of the FP32 student's test top-1.
+``tolerances.int8_max_top1_drop`` of the FP32 student's test top-1. An artifact that fails a
+check (or whose converter or quantiser raises) is that artifact's failure: it is left out and
+recorded in ``export.json`` with its reason, and the export goes on; it fails as a whole only
+when no artifact is left to validate (one line saying why).
 """
 
 from __future__ import annotations
@@ -38,14 +46,14 @@ import torch
 
 from export.backends import BACKENDS, ArtifactFiles, ExportContext
 from export.config import PRECISIONS, ExportConfig
-from export.errors import ParityError
+from export.errors import ExportError, ParityError
 from export.extract import Student, extract_branch, input_spec, library_versions, save_student
 from export.manifest import EVAL_FILE, EXPORT_JSON, OutputSpec, build_manifest, write_manifest
 from export.onnx import onnx_metadata, torch_logits, torch_to_onnx
 from export.parity import check_parity, compare_logits, top1_accuracy
 from export.preprocess import InputContract
 from export.publish import publish, staging
-from onedge.errors import ConfigError
+from onedge.errors import ConfigError, first_line
 from onedge.files import atomic_write
 from training.errors import DataError
 
@@ -80,6 +88,7 @@ class ExportResult:
     eval_file: Path
     reference_top1: float
     students: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)  # artifacts that failed, why
 
     def artifact(self, name: str) -> ArtifactRecord:
         for record in self.artifacts:
@@ -250,6 +259,7 @@ def _build_export(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> Ex
     )
 
     records: list[ArtifactRecord] = []
+    failures: list[dict[str, Any]] = []
     summaries = []
     with tempfile.TemporaryDirectory(prefix="onedge-export-") as tmp:
         for student, prefix in students:
@@ -272,38 +282,17 @@ def _build_export(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> Ex
             ctx = ExportContext(
                 settings, student, work, onnx_fp32, calibration, validation, contract
             )
-            for fmt, precision in plan:
-                backend = BACKENDS.get(fmt)()
-                dynamic = out_dir / f"{prefix}{fmt}-{precision}"
-                builds = [(dynamic, lambda f, b=backend, p=precision, c=ctx: b.build(c, p, f))]
-                if fmt in settings.static_batch1:
-                    builds.append(
-                        (
-                            out_dir / f"{prefix}{fmt}-{precision}-b1",
-                            lambda f, b=backend, p=precision, d=dynamic, c=ctx: b.build_static(
-                                c, p, d, f
-                            ),
-                        )
-                    )
-                for target, build in builds:
-                    folder = _fresh(target)
-                    try:
-                        record = _measure_and_record(
-                            fmt,
-                            precision,
-                            folder,
-                            build(folder),
-                            student,
-                            settings,
-                            config,
-                            contract,
-                            calibration=(cal.inputs, calibration_reference),
-                            test=(test.inputs, test_labels, reference, reference_top1),
-                        )
-                    except BaseException:
-                        shutil.rmtree(folder, ignore_errors=True)  # no half-written artifact stays
-                        raise
-                    records.append(record)
+            built, failed = _export_artifacts(
+                plan,
+                ctx,
+                out_dir,
+                prefix,
+                config,
+                calibration=(cal.inputs, calibration_reference),
+                test=(test.inputs, test_labels, reference, reference_top1),
+            )
+            records += built
+            failures += failed
             summaries.append(
                 {
                     **student.summary(),
@@ -343,7 +332,14 @@ def _build_export(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> Ex
         "settings": settings.model_dump(mode="json"),
         "versions": library_versions(),
         "artifacts": [record.to_dict() for record in records],
+        "failed": failures,
     }
+    if not records:
+        first = failures[0] if failures else {"name": "-", "reason": "nothing was planned"}
+        raise ExportError(
+            f"nothing left to validate: every artifact failed its export ({len(failures)} of "
+            f"{len(failures)}; first: {first['name']}: {first['reason']})"
+        )
     _write_json(out_dir / EXPORT_JSON, document)
     return ExportResult(
         out_dir,
@@ -353,7 +349,73 @@ def _build_export(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> Ex
         out_dir / EVAL_FILE,
         lead["torch_fp32"]["test_top1"],
         students=summaries,
+        failed=failures,
     )
+
+
+def _export_artifacts(
+    plan: list[tuple[str, str]],
+    ctx: ExportContext,
+    out_dir: Path,
+    prefix: str,
+    config: dict[str, Any],
+    calibration: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray, np.ndarray, float],
+) -> tuple[list[ArtifactRecord], list[dict[str, Any]]]:
+    """Every planned artifact of one student: the records, and the artifacts that failed.
+
+    One artifact's failure is that artifact's: a parity or accuracy gate, a quantiser or a
+    converter raising, is recorded with its reason (and its folder removed), and the others
+    are still built. A static batch-1 artifact whose dynamic source failed is not attempted.
+    """
+    records: list[ArtifactRecord] = []
+    failed: list[dict[str, Any]] = []
+    for fmt, precision in plan:
+        exporter = BACKENDS.get(fmt)()
+        for variant in exporter.variants(ctx.settings, precision):
+            dynamic = out_dir / f"{prefix}{fmt}-{precision}{variant}"
+            builds = [
+                (dynamic, lambda f, e=exporter, p=precision, v=variant: e.build(ctx, p, f, v))
+            ]
+            if fmt in ctx.settings.static_batch1 and not variant:
+                builds.append((
+                    out_dir / f"{prefix}{fmt}-{precision}-b1",
+                    lambda f, e=exporter, p=precision, d=dynamic: e.build_static(ctx, p, d, f),
+                ))  # fmt: skip
+            for target, build in builds:
+                if failed and failed[-1]["name"] == dynamic.name and target != dynamic:
+                    failed.append(_failure(target.name, fmt, precision, ctx, "its source "
+                                           f"{dynamic.name} failed"))  # fmt: skip
+                    continue
+                folder = _fresh(target)
+                try:
+                    record = _measure_and_record(
+                        fmt, precision, folder, build(folder), ctx.student, ctx.settings,
+                        config, ctx.contract, calibration=calibration, test=test,
+                    )  # fmt: skip
+                except Exception as exc:  # that artifact's failure: recorded, the rest go on
+                    shutil.rmtree(folder, ignore_errors=True)  # no half-written artifact stays
+                    failed.append(_failure(target.name, fmt, precision, ctx, first_line(exc), exc))
+                    continue
+                except BaseException:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    raise
+                records.append(record)
+    return records, failed
+
+
+def _failure(
+    name: str, fmt: str, precision: str, ctx: ExportContext, reason: str, exc=None
+) -> dict[str, Any]:
+    """What export.json and the report say about an artifact that failed its export."""
+    return {
+        "name": name,
+        "format": fmt,
+        "precision": precision,
+        "branch": ctx.student.branch,
+        "error": type(exc).__name__ if exc is not None else "skipped",
+        "reason": reason,
+    }
 
 
 def _check_saved_student(folder: Path, images: np.ndarray, reference: np.ndarray) -> None:

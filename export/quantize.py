@@ -2,9 +2,13 @@
 
 - OpenVINO INT8: NNCF post-training quantisation, or its accuracy-controlled mode that keeps
   layers in FP until the validation top-1 drop is within budget (:func:`quantize_openvino`).
-- ONNX Runtime CPU INT8: several formats and options are built, timed at batch 1 on this CPU
-  and scored on the validation split; the fastest at equal accuracy is kept and every
-  measurement is recorded (:func:`choose_ort_int8`). Naive INT8 is not a speed-up: measure.
+- ONNX Runtime CPU INT8: one artifact per variant (:data:`ORT_INT8_VARIANTS`: today's 8-bit
+  weights, and reduce-range 7-bit weights for x86 CPUs without VNNI), each validated on every
+  target. Within a variant, several formats and options are built, timed at batch 1 on this
+  CPU and scored on the validation split; the fastest at equal accuracy is kept and every
+  measurement is recorded (:func:`choose_ort_int8`). That search is a pre-filter within a
+  variant only: it never chooses between variants, whose accuracy depends on the target's
+  instruction set. Naive INT8 is not a speed-up: measure.
 - TensorRT INT8: the symmetric S8S8 per-channel Q/DQ graph, with its static checker
   (:func:`check_tensorrt_qdq`, in :mod:`export.qdq`).
 - FP16: ONNX with FP16 weights and compute, float32 input and output (:func:`onnx_to_fp16`);
@@ -36,6 +40,7 @@ from export.timing import cpu_name, interleaved
 from onedge.errors import first_line
 
 __all__ = [
+    "ORT_INT8_VARIANTS",
     "OrtInt8Candidate",
     "QdqSummary",
     "check_tensorrt_qdq",
@@ -45,6 +50,7 @@ __all__ = [
     "parse_ort_candidate",
     "quantize_onnx_cpu",
     "quantize_openvino",
+    "variant_candidates",
 ]
 
 _NNCF_INSTALL = "pip install nncf"
@@ -121,28 +127,66 @@ def quantize_openvino(
 
 @dataclass(frozen=True)
 class OrtInt8Candidate:
-    """One ONNX Runtime INT8 recipe: graph format, activation/weight types, pre-processing."""
+    """One ONNX Runtime INT8 recipe: graph format, activation/weight types, pre-processing,
+    and whether weights use 7 of their 8 bits (``reduce_range``)."""
 
     name: str
     quant_format: str  # "qdq" or "qoperator"
     activations: str  # "u8" or "s8"
     weights: str  # "s8" or "u8"
     preprocess: bool
+    reduce_range: bool = False
+
+
+# The ONNX Runtime INT8 variants exported side by side, each its own artifact (onnx-int8<suffix>):
+# they differ in how they behave across instruction sets, so every target measures each one.
+# On x86 without VNNI, ONNX Runtime's u8s8 kernels add pairs of 8-bit products in 16 bits
+# (vpmaddubsw), which saturates; 7-bit weights cannot saturate there (ONNX Runtime's
+# quantization docs). VNNI (vpdpbusd), AMX and arm64's dot-product kernels accumulate in 32 bits.
+ORT_INT8_VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {
+        "suffix": "",
+        "reduce_range": False,
+        "meant_for": ["x86_64 avx512_vnni", "x86_64 avx_vnni", "x86_64 amx_int8",
+                      "aarch64 asimd", "aarch64 asimddp", "aarch64 i8mm"],
+        "why": "8-bit weights: the most accurate where the INT8 kernels accumulate in 32 bits",
+    },
+    "reduce-range": {
+        "suffix": "-rr",
+        "reduce_range": True,
+        "meant_for": ["x86_64 avx2", "x86_64 avx512f", "x86_64 (no avx2)"],
+        "why": "7-bit weights: no 16-bit saturation in the u8s8 kernels of x86 CPUs without "
+        "VNNI; the same results on every CPU, at half the weight resolution",
+    },
+}  # fmt: skip
+
+
+def variant_candidates(candidates: list[str], variant: str) -> list[str]:
+    """The search's candidate names for one variant (``-rr`` appended for reduce-range)."""
+    if variant not in ORT_INT8_VARIANTS:
+        raise ExportError(
+            f"ONNX Runtime INT8 variant {variant!r} is not one of {', '.join(ORT_INT8_VARIANTS)}"
+        )
+    suffix = "-rr" if ORT_INT8_VARIANTS[variant]["reduce_range"] else ""
+    base = [name.strip().lower().removesuffix("-rr") for name in candidates]
+    return [f"{name}{suffix}" for name in dict.fromkeys(base)]
 
 
 def parse_ort_candidate(name: str) -> OrtInt8Candidate:
-    """``qdq-u8s8``, ``qoperator-s8s8-pre``, ... -> :class:`OrtInt8Candidate`."""
+    """``qdq-u8s8``, ``qoperator-s8s8-pre``, ``qdq-s8s8-pre-rr`` ... -> :class:`OrtInt8Candidate`."""
     parts = name.strip().lower().split("-")
-    ok = len(parts) in (2, 3) and parts[0] in ("qdq", "qoperator") and len(parts[1]) == 4
+    ok = 2 <= len(parts) <= 4 and parts[0] in ("qdq", "qoperator") and len(parts[1]) == 4
     if ok:
         act, weight = parts[1][:2], parts[1][2:]
-        ok = act in ("u8", "s8") and weight in ("u8", "s8") and parts[2:] in ([], ["pre"])
+        options = [[], ["pre"], ["rr"], ["pre", "rr"]]
+        ok = act in ("u8", "s8") and weight in ("u8", "s8") and parts[2:] in options
     if not ok:
         raise ExportError(
-            f"ONNX Runtime INT8 candidate {name!r} is not <qdq|qoperator>-<u8|s8><u8|s8>[-pre], "
-            "for example qdq-u8s8 or qoperator-s8s8-pre"
+            f"ONNX Runtime INT8 candidate {name!r} is not "
+            "<qdq|qoperator>-<u8|s8><u8|s8>[-pre][-rr], for example qdq-u8s8, "
+            "qoperator-s8s8-pre or qdq-s8s8-pre-rr (-rr: reduce_range, 7-bit weights)"
         )
-    return OrtInt8Candidate(name, parts[0], act, weight, len(parts) == 3)
+    return OrtInt8Candidate(name, parts[0], act, weight, "pre" in parts[2:], "rr" in parts[2:])
 
 
 def quantize_onnx_cpu(
@@ -179,6 +223,7 @@ def quantize_onnx_cpu(
             per_channel=per_channel,
             activation_type=types[candidate.activations],
             weight_type=types[candidate.weights],
+            reduce_range=candidate.reduce_range,
             nodes_to_exclude=list(nodes_to_exclude or []),
         )
     return dst

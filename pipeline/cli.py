@@ -199,6 +199,8 @@ def export(
             a.sha256[:12],
         )
     console.print(table)
+    for failed in result.failed:  # that artifact's failure; the others were exported
+        console.print(f"[red]failed[/] {failed['name']}: {failed['reason']}", highlight=False)
 
 
 @app.command()

@@ -138,6 +138,8 @@ def export_task(
     get_run_logger().info(
         f"exported {len(result.artifacts)} artifacts ({', '.join(a.name for a in result.artifacts)})"
     )
+    for failed in result.failed:  # that artifact's failure: the run goes on with the others
+        get_run_logger().warning(f"{failed['name']} failed its export: {failed['reason']}")
     files = [result.export_json, result.eval_file]
     cache.store_result(cache_dir, "export", key, result, ExportResult, files)
     return result

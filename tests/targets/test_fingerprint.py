@@ -102,8 +102,8 @@ def test_this_machine_is_described_with_its_fingerprint(monkeypatch) -> None:
     assert "x86_64 avx2 (avx2, emulated by qemu-x86_64 -cpu Haswell)" in line
     assert f"onnxruntime {info.runtimes['onnxruntime']}" in line
     assert isa_columns(["artifact", "p50 ms", "p99 ms"], info)[1:] == [
-        "p50 ms [x86_64 avx2]",
-        "p99 ms [x86_64 avx2]",
+        "p50 ms [x86_64 avx2, emulated]",
+        "p99 ms [x86_64 avx2, emulated]",
     ]
 
 

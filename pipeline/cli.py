@@ -352,15 +352,9 @@ TargetOpt = Annotated[
 ]
 
 
-def open_registry(run_dir: Path | None, uri: str | None, model: str | None):
-    """(client, model name, champion alias) from a run folder or a tracking URI."""
-    from pipeline.config import check_model_name
-    from pipeline.model_registry.register import model_name_in
-    from pipeline.model_registry.tracking import connect
-
-    if model is not None:
-        check_model_name(model)
-    alias = "champion"
+def find_registry(run_dir: Path | None, uri: str | None):
+    """(tracking URI, the run's config or None): --run DIR, else --tracking-uri or the env."""
+    cfg = None
     if run_dir is not None:
         from pipeline.config import load_config
         from pipeline.model_registry.tracking import tracking_uri
@@ -369,13 +363,27 @@ def open_registry(run_dir: Path | None, uri: str | None, model: str | None):
         folder = RunFolder(Path(run_dir).resolve())
         cfg = load_config(folder.config)
         uri = uri or tracking_uri(cfg, folder)
-        model = model or cfg.model_name()
-        alias = cfg.registry.champion_alias
     if uri is None:
         raise ConfigError(
             "which registry? give --run DIR (a pipeline run folder) or --tracking-uri URI "
             "(or set MLFLOW_TRACKING_URI)"
         )
+    return uri, cfg
+
+
+def open_registry(run_dir: Path | None, uri: str | None, model: str | None):
+    """(client, model name, champion alias) from a run folder or a tracking URI."""
+    from pipeline.config import check_model_name
+    from pipeline.model_registry.manual import model_name_in
+    from pipeline.model_registry.tracking import connect
+
+    if model is not None:
+        check_model_name(model)
+    uri, cfg = find_registry(run_dir, uri)
+    alias = "champion"
+    if cfg is not None:
+        model = model or cfg.model_name()
+        alias = cfg.registry.champion_alias
     client = connect(uri)
     return client, model_name_in(client, model), alias
 
@@ -423,6 +431,38 @@ def rollback(
         alias = target_alias("champion", target)
     aliases = rollback_champion(client, name, alias)
     console.print(f"{name}: {alias} -> version {aliases[alias]} (rolled back)")
+
+
+@app.command()
+def predict(
+    images: Annotated[
+        list[Path], typer.Argument(help="image files, any size and format (JPEG, PNG, WebP, ...)")
+    ],
+    artifact: Annotated[
+        str,
+        typer.Option(
+            "--artifact",
+            help="an artifact folder (RUN/export/onnx-int8), or a registered version: "
+            "models:/NAME@ALIAS or models:/NAME/VERSION",
+        ),
+    ],
+    run_dir: RunDirOpt = None,
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Class index, name and probability of each image file (one tab-separated line each), by
+    the eval transform the model records."""
+    from pipeline.model_registry.tracking import connect
+    from pipeline.predict import artifact_folder, downloaded_artifact, predict_files
+
+    if artifact.startswith("models:/"):
+        uri, _ = find_registry(run_dir, tracking_uri)
+        with downloaded_artifact(connect(uri), uri, artifact) as folder:
+            predictions = predict_files(folder, images)
+    else:
+        predictions = predict_files(artifact_folder(Path(artifact)), images)
+    typer.echo("image\tclass\tname\tprobability")  # plain text: rich would expand the tabs
+    for p in predictions:  # one tab-separated line per file: easy to read and to parse
+        typer.echo(f"{p.image}\t{p.class_index}\t{p.class_name}\t{p.probability:.4f}")
 
 
 SET_FLAGS = ("--set", "-s")

@@ -141,3 +141,25 @@ def run(pipeline_run, store, tmp_path, request):
     config.registry.tracking_uri, config.registry.model_name = store, name
     folder.config.write_text(dump_config(config))
     return config, folder
+
+
+# --- one onedge run on the session's photo folder, shared by the image-folder tests ----------
+@dataclass
+class PhotoRun:
+    out: Path
+    status: int  # onedge run's exit status
+    test_files: list[Path]  # the test split's files, in the split's order
+
+
+@pytest.fixture(scope="session")
+def photo_run(prefect_server, image_folder, tmp_path_factory) -> PhotoRun:
+    """``onedge run`` once on ``image_folder`` (tests/pipeline/test_image_folder_run.py's
+    settings: 36 px, ONNX FP32 and INT8, one epoch); read-only for the tests that share it."""
+    from pipeline.cli import main
+    from tests.pipeline.test_image_folder_run import write_config
+
+    root = tmp_path_factory.mktemp("photo-run")
+    out = root / "run"
+    status = main(["run", "--config", str(write_config(root, image_folder)), "--out", str(out)])
+    files = sorted(p for p in (image_folder / "test").rglob("*") if p.is_file())
+    return PhotoRun(out, status, files)

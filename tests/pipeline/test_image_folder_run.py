@@ -52,12 +52,11 @@ def write_config(root: Path, folder: Path, *extra: str) -> Path:
     return path
 
 
-def test_onedge_run_on_an_image_folder(prefect_server, image_folder: Path, tmp_path: Path):
-    from pipeline.cli import main
+def test_onedge_run_on_an_image_folder(photo_run, image_folder: Path):
     from training.image_transform import EvalTransform, eval_file
 
-    out = tmp_path / "run"
-    assert main(["run", "--config", str(write_config(tmp_path, image_folder)), "--out", str(out)]) == 0  # fmt: skip
+    out = photo_run.out  # one onedge run on the folder, shared (tests/pipeline/conftest.py)
+    assert photo_run.status == 0
     check = json.loads((out / "data-check.json").read_text())
     assert check["images"]["test"] == {"bag": 20, "sneaker": 20, "t-shirt": 20, "trouser": 20}
     report = json.loads((out / "report.json").read_text())

@@ -81,7 +81,8 @@ def choose_for_target(report: ValidationReport, budget: TargetBudget) -> TargetC
     excluded: dict[str, list[str]] = {}
     fitting = []
     for result in report.results:
-        reasons = [] if result.verdict == "pass" else [f"gates: {result.verdict}"]
+        why = f" ({'; '.join(result.reasons)})" if result.reasons else ""
+        reasons = [] if result.verdict == "pass" else [f"gates: {result.verdict}{why}"]
         reasons += budget_reasons(result, budget)
         if reasons:
             excluded[result.artifact] = reasons

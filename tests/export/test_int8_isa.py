@@ -162,6 +162,7 @@ def test_on_an_emulated_avx2_cpu_only_reduce_range_holds_and_is_picked(
     assert rr.isa == "x86_64 avx2"
     choice = choose_for_target(report, TargetBudget())
     assert choice.pick != "onnx-int8" and choice.pick is not None
+    assert "agreement" in choice.excluded["onnx-int8"][0]  # the reason it was left out
     assert report.result(choice.pick).agreement >= GATE
     figures = {r.artifact: r.agreement for r in report.results}
     (tmp_path / "haswell-agreement.json").write_text(json.dumps(figures))

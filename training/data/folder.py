@@ -118,7 +118,8 @@ class MarginImages(TensorImages):
     :meth:`augmented_batch` takes a random resized crop per image (area ``scale``, aspect
     ``ratio``, torchvision's sampling rule with 10 tries, else the whole square) and flips half
     of them; :meth:`get_batch` gives the centre view (the part the eval crop keeps). Crops are
-    resized bilinearly with antialiasing (torchvision's ``resized_crop`` on tensors), on the device the batch is on.
+    resized bilinearly with antialiasing (torchvision's ``resized_crop`` on tensors) on the
+    device the batch is on, then normalised.
     """
 
     def __init__(self, images: Tensor, labels: Tensor, spec: DatasetSpec, source: str,

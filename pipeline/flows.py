@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
+from prefect.states import Failed, State
 
 from export.config import ExportConfig
 from export.exporter import ExportResult, export_checkpoint
@@ -350,12 +351,14 @@ class PipelineResult(StrictModel):
 @flow(name="edge-pipeline")
 def edge_pipeline(
     config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
-) -> PipelineResult:
+) -> PipelineResult | State:
     """The whole chain on one config; ends with the report (also a Prefect artifact).
 
-    Raises :class:`NothingPassedError` (the flow ends Failed) when no artifact passed the gates
-    of every required target; the report is written and the run registered first. Every stage
-    is timed (``report.json`` and the report, :mod:`pipeline.durations`).
+    When no artifact passed the gates of every required target, the report is written and the
+    run registered, then the flow returns a Failed state with that message (an expected ending,
+    not a crash: Prefect logs no traceback); the caller's ``edge_pipeline(...)`` raises
+    :class:`NothingPassedError` holding the result. Every stage is timed (``report.json`` and
+    the report, :mod:`pipeline.durations`).
     """
     from rich.console import Console
 
@@ -405,7 +408,7 @@ def edge_pipeline(
     if isinstance(outcome, PerTargetOutcome):  # per target: every target needs a pick
         empty = [spec for spec, t in outcome.targets.items() if t.registered is None]
         if empty:
-            raise NothingPassedError(
+            return nothing_passed(
                 f"no artifact fits the budget and gates of {', '.join(empty)}; "
                 f"the report says why: {run.report_md}",
                 result,
@@ -414,12 +417,18 @@ def edge_pipeline(
     if not passed_everywhere(cfg, run):  # the flow ends Failed, saying why
         required = ", ".join(cfg.validate.required_targets())
         kept = f"; version {outcome.version} registered without alias" if outcome else ""
-        raise NothingPassedError(
+        return nothing_passed(
             f"no artifact passed the gates of every required target ({required}){kept}; "
             f"the report says why: {run.report_md}",
             result,
         )
     return result
+
+
+def nothing_passed(message: str, result: PipelineResult) -> State:
+    """The Failed state a run ends in when nothing passed: its message says why, and the
+    :class:`NothingPassedError` it holds (never raised in the flow) reaches the caller."""
+    return Failed(message=message, data=NothingPassedError(message, result))
 
 
 def passed_everywhere(cfg: RunConfig, run: run_folder.RunFolder) -> list[str]:

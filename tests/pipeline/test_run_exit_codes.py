@@ -6,6 +6,9 @@ After test_flows (file order): this run publishes its own validation table under
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -17,9 +20,11 @@ pytestmark = pytest.mark.slow
 def test_onedge_run_exits_3_and_the_flow_fails_when_nothing_passes(
     prefect_server, tmp_path, capsys
 ):
-    """Case 13: an impossible latency gate; the report is written, the exit status says so."""
+    """Case 13: an impossible latency gate; the report is written, the exit status says so,
+    and the terminal of a real ``onedge run`` shows the one line, no traceback."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.settings import PREFECT_API_URL
 
     from pipeline.cli import main
     from tests.pipeline.conftest import pipeline_config
@@ -36,10 +41,17 @@ def test_onedge_run_exits_3_and_the_flow_fails_when_nothing_passes(
     config_file.write_text(dump_config(config))
     out = tmp_path / "run"
     assert main(["run", "--config", str(config_file), "--out", str(out), "--set", "x=1"]) == 2
-    status = main(["run", "--config", str(config_file), "--out", str(out)])
-    captured = capsys.readouterr()
-    assert status == 3, captured.err[-2000:]
-    assert "no artifact passed the gates of every required target (local-cpu)" in captured.err
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config_file), "--out",
+         str(out)],
+        env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()},  # the tests' server
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    terminal = done.stdout + done.stderr
+    assert done.returncode == 3, terminal[-3000:]
+    assert "Traceback" not in terminal and "Encountered exception" not in terminal, terminal
+    (said,) = [line for line in done.stderr.splitlines() if "nothing passed:" in line]
+    assert "no artifact passed the gates of every required target (local-cpu)" in said
     assert (out / "report.md").is_file() and (out / "registry.json").is_file()
     registered = json.loads((out / "registry.json").read_text())
     assert registered["decision"]["champion"] is False and registered["aliases"] == {}

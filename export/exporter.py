@@ -44,15 +44,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.backends import BACKENDS, ArtifactFiles, ExportContext
 from export.config import PRECISIONS, ExportConfig
 from export.errors import ExportError, ParityError
 from export.extract import Student, extract_branch, input_spec, library_versions, save_student
+from export.formats import EXPORT_FORMATS, ArtifactFiles, ExportContext
 from export.manifest import EVAL_FILE, EXPORT_JSON, OutputSpec, build_manifest, write_manifest
 from export.onnx import onnx_metadata, torch_logits, torch_to_onnx
 from export.parity import check_parity, compare_logits, top1_accuracy
 from export.preprocess import InputContract
-from export.publish import publish, staging
+from export.publish import build_folder, publish
 from onedge.errors import ConfigError, first_line
 from onedge.files import atomic_write
 from training.errors import DataError
@@ -99,11 +99,11 @@ class ExportResult:
 
 def plan_artifacts(settings: ExportConfig) -> list[tuple[str, str]]:
     """(format, precision) pairs to write, checked against the backend registry by name."""
-    unknown = [name for name in settings.formats if name not in BACKENDS]
+    unknown = [name for name in settings.formats if name not in EXPORT_FORMATS]
     if unknown:
         raise ConfigError(
             f"unknown export format {', '.join(map(repr, unknown))}; known: "
-            f"{', '.join(BACKENDS.names())}"
+            f"{', '.join(EXPORT_FORMATS.names())}"
         )
     bad = [p for p in settings.precisions if p not in PRECISIONS]
     if bad:
@@ -113,17 +113,17 @@ def plan_artifacts(settings: ExportConfig) -> list[tuple[str, str]]:
     static = [
         name
         for name in settings.static_batch1
-        if name not in BACKENDS or not BACKENDS.get(name).static_batch1
+        if name not in EXPORT_FORMATS or not EXPORT_FORMATS.get(name).static_batch1
     ]
     if static:
-        offering = [n for n in BACKENDS.names() if BACKENDS.get(n).static_batch1]
+        offering = [n for n in EXPORT_FORMATS.names() if EXPORT_FORMATS.get(n).static_batch1]
         raise ConfigError(
             f"export.static_batch1: {', '.join(map(repr, static))} has no static batch-1 "
             f"variant; formats that have one: {', '.join(offering)}"
         )
     plan = []
     for name in settings.formats:
-        offered = BACKENDS.get(name).precisions
+        offered = EXPORT_FORMATS.get(name).precisions
         plan += [(name, p) for p in settings.precisions if p in offered]
     return plan
 
@@ -204,9 +204,9 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
     on any failure ``out_dir`` keeps what it held, and folders no export wrote are never touched.
     """
     final = Path(out_dir)
-    with staging(final) as stage:
-        built = _build_export(checkpoint, stage, settings)
-        publish(stage, final)
+    with build_folder(final) as build:
+        built = _build_export(checkpoint, build, settings)
+        publish(build, final)
     records = [replace(r, folder=final / r.folder.name) for r in built.artifacts]
     return replace(
         built,
@@ -218,7 +218,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
 
 
 def _build_export(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> ExportResult:
-    """Write the whole export into ``out_dir`` (a fresh, private staging folder)."""
+    """Write the whole export into ``out_dir`` (a fresh, private build folder)."""
     from training.checkpoint import load_checkpoint
     from training.data import load_data
 
@@ -371,7 +371,7 @@ def _export_artifacts(
     records: list[ArtifactRecord] = []
     failed: list[dict[str, Any]] = []
     for fmt, precision in plan:
-        exporter = BACKENDS.get(fmt)()
+        exporter = EXPORT_FORMATS.get(fmt)()
         for variant in exporter.variants(ctx.settings, precision):
             dynamic = out_dir / f"{prefix}{fmt}-{precision}{variant}"
             builds = [

@@ -39,15 +39,16 @@ def owned_folders(out_dir: Path) -> set[str]:
 
 
 @contextmanager
-def staging(out_dir: Path) -> Iterator[Path]:
-    """A temporary folder beside ``out_dir``, removed afterwards whatever happens."""
+def build_folder(out_dir: Path) -> Iterator[Path]:
+    """The folder an export is built in: temporary, private, beside ``out_dir``, removed
+    afterwards whatever happens."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
+    build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
     try:
-        yield stage
+        yield build
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(build, ignore_errors=True)
 
 
 def _foreign(path: Path, owned: set[str]) -> bool:
@@ -56,12 +57,12 @@ def _foreign(path: Path, owned: set[str]) -> bool:
     return path.exists() and path.name not in owned
 
 
-def publish(stage: Path, out_dir: Path) -> list[str]:
-    """Move the checked export in ``stage`` into ``out_dir``; the artifact folders published."""
-    stage, out_dir = Path(stage), Path(out_dir)
-    new = list(read_export(stage))  # complete, every file checked, or ArtifactError
-    if not regular_file(stage / EVAL_FILE):
-        raise ExportError(f"the export built in {stage} has no {EVAL_FILE}")
+def publish(build: Path, out_dir: Path) -> list[str]:
+    """Move the checked export in ``build`` into ``out_dir``; the artifact folders published."""
+    build, out_dir = Path(build), Path(out_dir)
+    new = list(read_export(build))  # complete, every file checked, or ArtifactError
+    if not regular_file(build / EVAL_FILE):
+        raise ExportError(f"the export built in {build} has no {EVAL_FILE}")
     out_dir.mkdir(parents=True, exist_ok=True)
     owned = owned_folders(out_dir)
     for path in [*(out_dir / name for name in new)]:
@@ -75,14 +76,14 @@ def publish(stage: Path, out_dir: Path) -> list[str]:
         path = out_dir / name
         if path.is_symlink() or (path.exists() and not path.is_file()):
             raise ExportError(f"{path} is not a plain file: move it away; nothing was changed")
-    retired = stage / ".previous"
+    retired = build / ".previous"
     retired.mkdir()
     for name in new:
         if (out_dir / name).exists():
             os.replace(out_dir / name, retired / name)
-        os.replace(stage / name, out_dir / name)
-    os.replace(stage / EVAL_FILE, out_dir / EVAL_FILE)
-    os.replace(stage / EXPORT_JSON, out_dir / EXPORT_JSON)  # last: the export is complete
+        os.replace(build / name, out_dir / name)
+    os.replace(build / EVAL_FILE, out_dir / EVAL_FILE)
+    os.replace(build / EXPORT_JSON, out_dir / EXPORT_JSON)  # last: the export is complete
     for name in sorted(owned - set(new)):  # the previous export's folders this one replaces
         old = out_dir / name
         if old.is_dir() and not old.is_symlink():

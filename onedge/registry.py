@@ -1,6 +1,6 @@
 """One small generic registry: name -> factory.
 
-Used for models, methods, data sets, export backends and targets. Registering a name twice
+Used for models, methods, data sets, export formats and targets. Registering a name twice
 or asking for an unknown one raises :class:`RegistryError` listing the known names.
 """
 

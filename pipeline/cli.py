@@ -403,7 +403,7 @@ def promote(
     target: TargetOpt = None,
 ) -> None:
     """Make a registered version the champion (the previous one is kept for rollback)."""
-    from pipeline.model_registry.register import promote as promote_version
+    from pipeline.model_registry.manual import promote as promote_version
     from pipeline.model_registry.target_versions import promote_for_target, target_alias
 
     client, name, alias = open_registry(run_dir, tracking_uri, model)
@@ -423,7 +423,7 @@ def rollback(
     target: TargetOpt = None,
 ) -> None:
     """Give the champion alias back to the previous champion."""
-    from pipeline.model_registry.register import rollback as rollback_champion
+    from pipeline.model_registry.manual import rollback as rollback_champion
     from pipeline.model_registry.target_versions import target_alias
 
     client, name, alias = open_registry(run_dir, tracking_uri, model)

@@ -313,8 +313,7 @@ def promote_flow(
     ``registry.per_target`` (several targets), each target's pick under ``champion-<target>``."""
     from prefect.exceptions import FlowPauseTimeout
 
-    from pipeline.model_registry.approval import approval_flow
-    from pipeline.model_registry.register import settle_approval
+    from pipeline.model_registry.approval import approval_flow, settle_approval
 
     cfg, run = run_folder.open_run(config, out_dir, overrides)
     r = cfg.registry

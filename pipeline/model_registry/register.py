@@ -1,15 +1,14 @@
-"""The MLflow model registry: register a run's student, move ``candidate``/``champion``.
+"""The MLflow model registry: register a run's student as a version, then seal it.
 
 What is registered is what was validated: the artifact folder is copied byte for byte into the
 run's ``model`` folder, under ``data/<artifact>``, beside MLflow's own flavors for it (see
 :mod:`pipeline.model_registry.flavors`), and after registering it is downloaded back and its sha256
 compared with the manifest and with every target's report.
 
-Aliases move in one guarded step: their state is read first, and if any call fails half-way
-they are put back as they were before the error is raised. Deciding and moving are serialised
-per registered model (a lock the caller passes: the flow uses a Prefect global concurrency
-limit), and the move re-reads the champion and aborts if it changed since the decision.
-Registering is idempotent: a version is keyed by the validated hash, the eval set and the
+The sealed version's aliases are decided and moved by :mod:`pipeline.model_registry.aliases`
+(all or nothing, under the caller's lock); by-hand promotion and rollback are in
+:mod:`pipeline.model_registry.manual`, the approval step in
+:mod:`pipeline.model_registry.approval`. Registering is idempotent: a version is keyed by the validated hash, the eval set and the
 reports, so a retry reuses it.
 """
 
@@ -30,24 +29,18 @@ from pydantic import Field
 from export.manifest import ArtifactError, Manifest, read_export, verify_artifact
 from onedge.files import atomic_write
 from onedge.strict import StrictModel
-from pipeline.config import RegistryConfig, RunConfig, check_model_name
-from pipeline.errors import ChampionChangedError, ModelRegistryError, PromotionError
+from pipeline.config import RunConfig, check_model_name
+from pipeline.model_registry.aliases import AWAITING, TAG, seal_version
 from pipeline.model_registry.flavors import artifact_subpath, stage_model
 from pipeline.model_registry.promotion import (
-    Champion,
     Decision,
     Evidence,
     choose_artifact,
-    decide,
     gather_evidence,
 )
 from pipeline.model_registry.tracking import connect, guarded, log_run, tracking_uri
 from pipeline.run_folder import RunFolder, load_reports, slug
 from targets.base import TargetInfo, ValidationReport
-
-TAG = "onedge."
-HISTORY_TAG = "onedge.champion_history"
-AWAITING = "champion only on approval (registry.approval: ask)"
 
 
 class RegistryOutcome(StrictModel):
@@ -161,202 +154,6 @@ def ensure_model(client: Any, name: str) -> None:
         client.create_registered_model(name, description="onedge students (ONE distillation)")
 
 
-def aliases_of(client: Any, name: str) -> dict[str, str]:
-    return {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}
-
-
-def history_tag(champion_alias: str = "champion") -> str:
-    """The model tag that lists the past holders of ``champion_alias`` (one per target alias)."""
-    return HISTORY_TAG if champion_alias == "champion" else f"{HISTORY_TAG}.{champion_alias}"
-
-
-def history_of(client: Any, name: str, champion_alias: str = "champion") -> list[str]:
-    tags = client.get_registered_model(name).tags
-    return [str(v) for v in json.loads(tags.get(history_tag(champion_alias), "[]"))]
-
-
-def move_aliases(
-    client: Any,
-    name: str,
-    changes: dict[str, str],
-    history: list[str] | None = None,
-    expect: dict[str, str | None] | None = None,
-    champion_alias: str = "champion",
-) -> dict[str, str]:
-    """Point each alias in ``changes`` at its version (and save ``history``), all or nothing.
-
-    ``expect`` holds what the caller decided on (alias -> version, None for no alias): the
-    aliases are read again just before the move, and if one differs, another registration
-    moved it meanwhile; nothing is moved and :class:`ChampionChangedError` says so.
-    ``champion_alias`` names whose history ``history`` is (one per target alias).
-    """
-    tag = history_tag(champion_alias)
-    with guarded(f"reading the aliases of {name}"):
-        model = client.get_registered_model(name)
-    before = {alias: str(v) for alias, v in model.aliases.items()}
-    before_history = model.tags.get(tag)
-    for alias, decided_on in (expect or {}).items():
-        if before.get(alias) != decided_on:
-            raise ChampionChangedError(
-                f"{alias} of {name} moved from {decided_on or 'none'} to "
-                f"{before.get(alias) or 'none'} while this run decided (another registration): "
-                "nothing was moved; register again to decide against the new one"
-            )
-    try:
-        for alias, version in changes.items():
-            if before.get(alias) != version:
-                client.set_registered_model_alias(name, alias, version)
-        if history is not None:
-            client.set_registered_model_tag(name, tag, json.dumps(history))
-    except Exception as exc:
-        failures = restore_aliases(client, name, changes, before, before_history, tag)
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if failures:
-            raise ModelRegistryError(
-                f"moving aliases of {name} failed half-way ({text}) and restoring them failed "
-                f"too ({failures[0]}): they should be {before}; set them with onedge promote"
-            ) from exc
-        raise ModelRegistryError(
-            f"moving aliases of {name} failed half-way ({text}); aliases left as they were: "
-            f"{before or 'none'}"
-        ) from exc
-    return {**before, **changes}
-
-
-def restore_aliases(
-    client: Any,
-    name: str,
-    changes: dict[str, str],
-    before: dict[str, str],
-    history: str | None,
-    tag: str = HISTORY_TAG,
-) -> list[str]:
-    """Put every alias named in ``changes`` (and the history tag) back; the failures, if any."""
-    failures = []
-    for alias in changes:
-        try:
-            if alias in before:
-                client.set_registered_model_alias(name, alias, before[alias])
-            elif alias in aliases_of(client, name):
-                client.delete_registered_model_alias(name, alias)
-        except Exception as exc:  # keep going: restore as much as possible
-            failures.append(f"{alias}: {exc}")
-    try:
-        if history is not None:
-            client.set_registered_model_tag(name, tag, history)
-        elif tag in client.get_registered_model(name).tags:
-            client.delete_registered_model_tag(name, tag)
-    except Exception as exc:
-        failures.append(f"history: {exc}")
-    return failures
-
-
-def current_champion(client: Any, name: str, rules: RegistryConfig) -> Champion | None:
-    version = aliases_of(client, name).get(rules.champion_alias)
-    if version is None:
-        return None
-    tags = client.get_model_version(name, version).tags
-    top1 = tags.get(TAG + "top1")
-    size = tags.get(TAG + "eval_size")
-    return Champion(
-        version=version,
-        top1=float(top1) if top1 else None,
-        eval_set_sha256=tags.get(TAG + "eval_set_sha256") or None,
-        eval_size=int(size) if size and size.isdigit() else None,
-        correct=tags.get(TAG + "correct") or None,
-    )
-
-
-def apply_decision(
-    client: Any,
-    name: str,
-    version: str,
-    evidence: Evidence,
-    rules: RegistryConfig,
-    lock: Callable[[str], AbstractContextManager[Any]] | None = None,
-) -> tuple[Decision, dict[str, str]]:
-    """Decide against the champion and move the aliases, under ``lock(name)``.
-
-    ``lock`` serialises decide-and-move per registered model across processes (the flow passes
-    a Prefect global concurrency limit); the move also re-reads the champion and aborts if it
-    changed since the decision (:func:`move_aliases`), so even without the lock a race never
-    moves a worse version over a better one.
-    """
-    with (lock or (lambda _: contextlib.nullcontext()))(name):
-        return _decide_and_move(client, name, version, evidence, rules)
-
-
-def seal_version(
-    client: Any,
-    name: str,
-    version: str,
-    registered: str,
-    validated: str,
-    evidence: Evidence,
-    rules: RegistryConfig,
-    lock: Callable[[str], AbstractContextManager[Any]] | None = None,
-    where: str = "",
-) -> tuple[Decision, dict[str, str]]:
-    """A registered version whose file (sha256 ``registered``) is the one validated gets its
-    ``complete`` tag, then :func:`apply_decision`; any other file gets no alias."""
-    if registered != validated:
-        raise ArtifactError(
-            f"version {version} of {name} holds sha256 {registered[:12]}..., but "
-            f"{validated[:12]}... was validated{where}: it gets no alias; register again"
-        )
-    with guarded(f"completing version {version} of {name}"):
-        client.set_model_version_tag(name, version, TAG + "complete", "true")
-    return apply_decision(client, name, version, evidence, rules, lock)
-
-
-def _decide_and_move(
-    client: Any, name: str, version: str, evidence: Evidence, rules: RegistryConfig
-) -> tuple[Decision, dict[str, str]]:
-    with guarded(f"reading the champion of {name}"):
-        champion = current_champion(client, name, rules)
-    if champion is not None and champion.version == version:
-        return Decision(candidate=evidence.passed, champion=True, reasons=["already champion"]), (
-            aliases_of(client, name)
-        )
-    decision = decide(evidence, champion, rules)
-    if (
-        decision.champion and rules.approval == "ask"
-    ):  # a person decides (pipeline.model_registry.approval)
-        decision = Decision(
-            candidate=decision.candidate,
-            champion=False,
-            reasons=[*decision.reasons, AWAITING],
-            comparison=decision.comparison,
-        )
-    changes: dict[str, str] = {}
-    history = None
-    if decision.candidate:
-        changes[rules.candidate_alias] = version
-    if decision.champion:
-        changes[rules.champion_alias] = version
-        history = history_of(client, name, rules.champion_alias)
-        if champion is not None and (not history or history[-1] != champion.version):
-            history.append(champion.version)
-        history.append(version)
-    with guarded(f"tagging version {version} of {name}"):
-        client.set_model_version_tag(name, version, TAG + "decision", "; ".join(decision.reasons))
-        if decision.comparison is not None:
-            c = decision.comparison
-            stats = {
-                "p_value": repr(c.p_value),
-                "difference_ci": json.dumps(c.difference),
-                "top1_ci": json.dumps(c.new_top1),
-                "champion_top1_ci": json.dumps(c.champion_top1),
-                "compared_with": champion.version if champion else "",
-            }
-            for key, value in stats.items():
-                client.set_model_version_tag(name, version, TAG + key, value)
-    decided_on = {rules.champion_alias: champion.version if champion else None}
-    return decision, move_aliases(
-        client, name, changes, history, expect=decided_on, champion_alias=rules.champion_alias
-    )
-
-
 def new_version(
     client: Any,
     name: str,
@@ -442,116 +239,8 @@ def register_run(
     return outcome
 
 
-def settle_approval(
-    outcome: RegistryOutcome, approved: bool, why: str, rules: RegistryConfig, run: RunFolder
-) -> RegistryOutcome:
-    """After the approval step: make the version champion if ``approved``; record ``why``."""
-    if not outcome.awaiting_approval:
-        return outcome
-    client = connect(outcome.tracking_uri)
-    aliases = outcome.aliases
-    if approved:
-        aliases = promote(client, outcome.model_name, outcome.version, rules.champion_alias)
-    reasons = [*outcome.decision.reasons, why]
-    with guarded(f"tagging version {outcome.version} of {outcome.model_name}"):
-        client.set_model_version_tag(
-            outcome.model_name, outcome.version, TAG + "decision", "; ".join(reasons)
-        )
-    decision = outcome.decision.model_copy(update={"champion": approved, "reasons": reasons})
-    settled = outcome.model_copy(
-        update={"decision": decision, "aliases": aliases, "awaiting_approval": False}
-    )
-    run.registry.write_text(settled.model_dump_json(indent=2))
-    return settled
-
-
 def attach_files(client: Any, run_id: str, files: list[Path], where: str = "report") -> None:
     """Add files (the report) to a logged run."""
     with guarded(f"logging {where} files to run {run_id}"):
         for path in files:
             client.log_artifact(run_id, str(path), where)
-
-
-def model_name_in(client: Any, name: str | None) -> str:
-    """``name``, or the only registered model in the store."""
-    if name:
-        return name
-    with guarded("listing registered models"):
-        names = sorted(m.name for m in client.search_registered_models())
-    if len(names) != 1:
-        raise PromotionError(
-            f"the store holds {len(names)} registered models ({', '.join(names) or 'none'}): "
-            "name one with --model"
-        )
-    return names[0]
-
-
-def promote(
-    client: Any, name: str, version: str, champion_alias: str = "champion", force: bool = False
-) -> dict[str, str]:
-    """Make ``version`` the champion by hand.
-
-    The version must be complete (its registered files matched what was validated; ``force`` does
-    not override this) and must have passed its gates (unless ``force``).
-    """
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mv = client.get_model_version(name, str(version))
-    except MlflowException:
-        with guarded(f"listing versions of {name}"):
-            have = sorted(
-                int(v.version) for v in client.search_model_versions(versions_filter(name))
-            )
-        raise PromotionError(
-            f"{name} has no version {version}; versions: {have or 'none'}"
-        ) from None
-    if mv.tags.get(TAG + "complete") != "true":
-        raise PromotionError(
-            f"version {version} of {name} is not complete: its registered files were never "
-            "checked against the validated artifact (or did not match); register the run again"
-        )
-    if mv.tags.get(TAG + "gates") != "pass" and not force:
-        raise PromotionError(
-            f"version {version} of {name} did not pass every required gate "
-            f"({mv.tags.get(TAG + 'decision', 'no decision recorded')}); add --force to promote it"
-        )
-    with guarded(f"reading the champion of {name}"):
-        current = aliases_of(client, name).get(champion_alias)
-        history = history_of(client, name, champion_alias)
-    if current == str(version):
-        return aliases_of(client, name)
-    if current is not None and (not history or history[-1] != current):
-        history.append(current)
-    return move_aliases(
-        client,
-        name,
-        {champion_alias: str(version)},
-        [*history, str(version)],
-        expect={champion_alias: current},
-        champion_alias=champion_alias,
-    )
-
-
-def rollback(client: Any, name: str, champion_alias: str = "champion") -> dict[str, str]:
-    """Give the champion alias back to the previous champion on record."""
-    with guarded(f"reading the champion of {name}"):
-        current = aliases_of(client, name).get(champion_alias)
-        history = history_of(client, name, champion_alias)
-    if current is None:
-        raise PromotionError(f"{name} has no {champion_alias}: nothing to roll back")
-    if history and history[-1] == current:
-        history.pop()
-    if not history:
-        raise PromotionError(
-            f"version {current} is the only {champion_alias} of {name} on record: "
-            "nothing to roll back to"
-        )
-    return move_aliases(
-        client,
-        name,
-        {champion_alias: history[-1]},
-        history,
-        expect={champion_alias: current},
-        champion_alias=champion_alias,
-    )

@@ -5,7 +5,7 @@ target's report, picks per target with :func:`pipeline.model_registry.per_target
 accurate artifact that passed the gates and fits ``validate.budgets[target]``), and registers each
 pick under the run config's one registered model, tagged with branch, width and target. Each
 target's aliases ``candidate-<target>`` and ``champion-<target>`` follow the same rules as
-``champion`` (:func:`pipeline.model_registry.register.apply_decision`, evidence from that target alone), with
+``champion`` (:func:`pipeline.model_registry.aliases.apply_decision`, evidence from that target alone), with
 their own champion history for rollback. What was validated is what is registered: every version
 is downloaded back and its sha256 compared with the manifest and the report.
 """
@@ -23,19 +23,17 @@ from onedge.errors import ConfigError
 from onedge.strict import StrictModel
 from pipeline.config import RunConfig
 from pipeline.errors import PromotionError
+from pipeline.model_registry.aliases import TAG, seal_version
+from pipeline.model_registry.manual import promote, rollback
 from pipeline.model_registry.per_target import TargetChoice, choose_per_target, target_alias
 from pipeline.model_registry.promotion import gather_evidence
 from pipeline.model_registry.register import (
-    TAG,
     RegistryOutcome,
     eval_images,
     find_version,
     new_version,
-    promote,
     registered_sha256,
-    rollback,
     run_key,
-    seal_version,
     version_tags,
 )
 from pipeline.model_registry.tracking import connect, guarded, log_run, tracking_uri

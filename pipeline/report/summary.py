@@ -8,8 +8,7 @@ from rich.table import Table
 from pipeline.flows import PipelineResult
 from pipeline.model_registry.target_versions import PerTargetOutcome
 from pipeline.report.document import COLUMNS
-
-VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "skipped": "yellow"}
+from targets.table import VERDICT_STYLE
 
 
 def print_run(result: PipelineResult, seconds: float, console: Console) -> None:

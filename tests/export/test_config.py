@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from export.backends import BACKENDS, ExportBackend
 from export.config import PRECISIONS, ExportConfig
 from export.exporter import plan_artifacts
+from export.formats import EXPORT_FORMATS, FormatExporter
 from onedge.errors import ConfigError
 
 
@@ -60,10 +60,10 @@ def test_empty_lists_are_refused() -> None:
         ExportConfig(formats="")
 
 
-@pytest.mark.parametrize("name", BACKENDS.names())
+@pytest.mark.parametrize("name", EXPORT_FORMATS.names())
 def test_registered_backends(name: str) -> None:
-    backend = BACKENDS.get(name)
-    assert issubclass(backend, ExportBackend) and backend.name == name
+    backend = EXPORT_FORMATS.get(name)
+    assert issubclass(backend, FormatExporter) and backend.name == name
     assert backend.precisions and set(backend.precisions) <= set(PRECISIONS)
     assert all(pair[0] == name for pair in plan_artifacts(ExportConfig(formats=name)))
 

@@ -32,7 +32,7 @@ def snapshot(folder: Path) -> dict[str, str]:
     return out
 
 
-def staging_leftovers(out: Path) -> list[Path]:
+def build_leftovers(out: Path) -> list[Path]:
     return sorted(out.parent.glob(f".{out.name}.export-*"))
 
 
@@ -55,7 +55,7 @@ def test_failed_reexport_keeps_the_previous_artifacts(
         export_checkpoint(digits_checkpoint, first_export, strict)
     assert snapshot(first_export) == before
     assert list(read_export(first_export)) == ["torch-fp32", "onnx-fp32"]
-    assert staging_leftovers(first_export) == []
+    assert build_leftovers(first_export) == []
 
 
 def test_foreign_folder_of_an_artifact_name_stops_the_export(
@@ -70,7 +70,7 @@ def test_foreign_folder_of_an_artifact_name_stops_the_export(
     with pytest.raises(ExportError, match="onnx-fp32 exists and was not written by an export"):
         export_checkpoint(digits_checkpoint, out, ONNX_FP32)
     assert snapshot(out) == before
-    assert staging_leftovers(out) == []
+    assert build_leftovers(out) == []
 
 
 def test_symlinked_folder_in_dir_is_a_clear_error(
@@ -105,7 +105,7 @@ def test_killed_export_leaves_the_previous_one_whole(
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     try:
-        while not any((s / "torch-fp32").is_dir() for s in staging_leftovers(out)):
+        while not any((s / "torch-fp32").is_dir() for s in build_leftovers(out)):
             assert process.poll() is None, process.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "the export never started building"
             time.sleep(0.05)

@@ -17,7 +17,9 @@ import pytest
 from export.manifest import ArtifactError
 from pipeline.cli import main
 from pipeline.errors import ModelRegistryError, PromotionError
-from pipeline.model_registry.register import HISTORY_TAG, promote, register_run, rollback
+from pipeline.model_registry.aliases import HISTORY_TAG
+from pipeline.model_registry.manual import promote, rollback
+from pipeline.model_registry.register import register_run
 from pipeline.model_registry.tracking import connect
 from pipeline.run_folder import RunFolder
 from targets.base import unpack_bits

@@ -1,9 +1,9 @@
-"""The export backend registry: format name -> backend that writes one artifact per precision.
+"""The export format registry: format name -> the exporter that writes one artifact per precision.
 
-Each backend turns the checked FP32 ONNX graph (and the calibration data in the context) into
+Each exporter turns the checked FP32 ONNX graph (and the calibration data in the context) into
 an artifact folder's files, and returns a callable that runs the artifact on images so the
 exporter can measure every artifact the same way. Capabilities (the precisions a format
-offers) are looked up by name on the backend, never by position in a table.
+offers) are looked up by name on the exporter, never by position in a table.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 @dataclass
 class ExportContext:
-    """What every backend may read: the student, the data, the FP32 ONNX graph, settings."""
+    """What every exporter may read: the student, the data, the FP32 ONNX graph, settings."""
 
     settings: ExportConfig
     student: Student
@@ -59,7 +59,7 @@ class ExportContext:
 
 @dataclass
 class ArtifactFiles:
-    """What a backend wrote into an artifact folder."""
+    """What an exporter wrote into an artifact folder."""
 
     files: list[str]
     model_file: str
@@ -69,8 +69,8 @@ class ArtifactFiles:
     static_batch: int | None = None  # None: the batch axis is dynamic
 
 
-class ExportBackend:
-    """Base of the backends: a format name and the precisions it can write."""
+class FormatExporter:
+    """Base of the format exporters: a format name and the precisions it can write."""
 
     name: str = ""
     precisions: tuple[str, ...] = ()
@@ -92,7 +92,7 @@ class ExportBackend:
         raise NotImplementedError  # pragma: no cover - only where static_batch1 is True
 
 
-BACKENDS: Registry[type[ExportBackend]] = Registry("export format")
+EXPORT_FORMATS: Registry[type[FormatExporter]] = Registry("export format")
 
 
 def graph_facts(path: Path) -> dict[str, int]:
@@ -131,8 +131,8 @@ def fp16_graph(ctx: ExportContext) -> Path:
     return ctx.cache["fp16"]
 
 
-@BACKENDS.register("onnx")
-class OnnxBackend(ExportBackend):
+@EXPORT_FORMATS.register("onnx")
+class OnnxExporter(FormatExporter):
     """``model.onnx`` for ONNX Runtime: FP32, FP16 (float32 I/O), INT8 chosen on this CPU."""
 
     name = "onnx"
@@ -199,8 +199,8 @@ def ort_int8_variant(ctx: ExportContext, target: Path, suffix: str) -> dict[str,
     return {"ort_int8_search": search, "int8_recipe": recipe}
 
 
-@BACKENDS.register("openvino")
-class OpenVinoBackend(ExportBackend):
+@EXPORT_FORMATS.register("openvino")
+class OpenVinoExporter(FormatExporter):
     """OpenVINO IR (``model.xml`` + ``model.bin``): FP32, FP16 compressed, INT8 from NNCF."""
 
     name = "openvino"
@@ -253,8 +253,8 @@ class OpenVinoBackend(ExportBackend):
         )
 
 
-@BACKENDS.register("tensorrt")
-class TensorRTBackend(ExportBackend):
+@EXPORT_FORMATS.register("tensorrt")
+class TensorRtExporter(FormatExporter):
     """The ONNX a board builds its engine from, plus the build settings and trtexec command.
 
     Each ships the graph that carries its precision: the FP32 graph, the FP16 graph (float32

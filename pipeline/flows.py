@@ -37,8 +37,8 @@ from pipeline.report.document import ArtifactRow, artifact_rows, write_report, w
 from targets.base import ValidationReport
 from targets.errors import TargetTimeoutError, TargetUnreachableError
 from training.config import TrainingConfig
-from training.stages import method_stages, run_stage, stage_dir, summarise_run, upstream_files
-from training.trainer import TrainResult
+from training.stages import method_stages, run_stage, stage_dir, upstream_files
+from training.trainer import TrainResult, summarise_run
 
 LOCAL_BOARD = "local-cpu"
 TRANSIENT = (TargetUnreachableError, TargetTimeoutError, ModelRegistryUnavailableError)

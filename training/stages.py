@@ -5,12 +5,12 @@ complete :class:`TrainingConfig`), which earlier stages or given checkpoints tea
 stage is the run's student and writes into the run folder itself (``checkpoint.pt``,
 ``metrics.json``, ... as a one-stage run always did); every earlier stage writes into
 ``stages/<name>/`` with its own checkpoint, so a run resumes at the stage and the epoch where it
-stopped. Nothing here imports Prefect: the flow walks the same list, one cached task per stage.
+stopped. :func:`training.trainer.train` walks the list; nothing here imports Prefect or the
+trainer: the flow walks the same list, one cached task per stage.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 
 from onedge.errors import ConfigError
 from onedge.registry import Registry
+from training.checkpoint import read_checkpoint
 from training.config import TrainingConfig
 
 STAGES_DIR = "stages"
@@ -55,15 +56,9 @@ class StageSpec:
         ]
 
 
-def _train_stage(config: TrainingConfig, out_dir: Path, **kwargs: Any) -> Any:
-    from training.trainer import train_stage
-
-    return train_stage(config, out_dir, **kwargs)
-
-
-# name -> stage function(config, out_dir, *, resume, teachers, init, inputs) -> TrainResult
+# name -> stage function(config, out_dir, *, resume, teachers, init, inputs) -> TrainResult;
+# the trainer registers "train" (training.trainer.train_stage), a method may add its own
 STAGE_RUNS: Registry[Callable[..., Any]] = Registry("stage function")
-STAGE_RUNS.add("train", _train_stage)
 
 
 def stage_dir(run_dir: Path, name: str, final: bool) -> Path:
@@ -73,7 +68,7 @@ def stage_dir(run_dir: Path, name: str, final: bool) -> Path:
 
 def method_stages(config: TrainingConfig) -> list[StageSpec]:
     """The checked recipe of ``config``'s method: unique names, teachers from earlier stages."""
-    from training.methods import METHODS
+    from training.methods import METHODS  # the methods build StageSpec from here: a real circle
 
     specs = METHODS.get(config.method.name).stages(config)
     if not specs:
@@ -91,8 +86,6 @@ def method_stages(config: TrainingConfig) -> list[StageSpec]:
 
 def stage_done(out: Path, config: TrainingConfig) -> bool:
     """A stage is done when its checkpoint holds all its epochs and its metrics are written."""
-    from training.checkpoint import read_checkpoint
-
     if not (out / METRICS).is_file() or not (out / CHECKPOINT).is_file():
         return False
     return int(read_checkpoint(out / CHECKPOINT).get("epoch", 0)) >= config.train.epochs
@@ -118,57 +111,3 @@ def run_stage(spec: StageSpec, run_dir: Path, final: bool, resume: bool = False)
         init=stage_dir(run_dir, spec.init_from, False) / CHECKPOINT if spec.init_from else None,
         inputs={n: stage_dir(run_dir, n, False) / CHECKPOINT for n in spec.inputs},
     )
-
-
-def summarise_run(specs: list[StageSpec], run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
-    """The last stage's ``metrics`` plus ``seconds_total``, ``cpu_seconds_total`` (every stage,
-    teachers included) and ``stages`` (each stage's top-1, seed, times, sha256), written back to
-    the run folder's metrics.json."""
-    from training.trainer import atomic_write_json
-
-    summaries = []
-    for i, spec in enumerate(specs):
-        where = stage_dir(run_dir, spec.name, i == len(specs) - 1)
-        own = metrics if i == len(specs) - 1 else json.loads((where / METRICS).read_text())
-        summaries.append(stage_summary(spec, where, own))
-    metrics = {
-        **metrics,
-        "seconds_total": sum(s["seconds"] for s in summaries),
-        "cpu_seconds_total": sum(s["cpu_seconds"] for s in summaries),
-        "stages": summaries,
-    }
-    atomic_write_json(Path(run_dir) / METRICS, metrics)
-    return metrics
-
-
-def run_stages(config: TrainingConfig, out_dir: Path, resume: bool = False) -> Any:
-    """Train every stage of ``config``'s method in order; with ``resume`` continue where it stopped.
-
-    A finished earlier stage is kept (its checkpoint teaches the later ones), a stopped one goes
-    on from its last epoch. The returned result is the last stage's, its metrics summarised by
-    :func:`summarise_run`.
-    """
-    out_dir = Path(out_dir)
-    specs = method_stages(config)
-    for spec in specs[:-1]:
-        if resume and stage_done(stage_dir(out_dir, spec.name, False), spec.config):
-            continue
-        run_stage(spec, out_dir, final=False, resume=resume)
-    result = run_stage(specs[-1], out_dir, final=True, resume=resume)
-    if result.metrics:  # rank 0 (under DDP the others have none)
-        result.metrics = summarise_run(specs, out_dir, result.metrics)
-    return result
-
-
-def stage_summary(spec: StageSpec, where: Path, metrics: dict[str, Any]) -> dict[str, Any]:
-    from onedge.files import sha256_file
-
-    return {
-        "name": spec.name,
-        "method": spec.config.method.name,
-        "seed": spec.config.seed,
-        "deployed_top1": metrics.get("deployed_top1"),
-        "seconds": float(metrics.get("seconds_stage", 0.0)),
-        "cpu_seconds": float(metrics.get("cpu_seconds_stage", 0.0)),
-        "sha256": sha256_file(where / CHECKPOINT) if (where / CHECKPOINT).is_file() else None,
-    }

@@ -185,12 +185,12 @@ def test_a_checkpoint_of_an_older_run_loads(tmp_path, digits_checkpoint):
 
 
 def test_the_loop_syncs_with_the_host_only_every_log_every_steps(tmp_path, monkeypatch):
-    import training.trainer as trainer
+    import training.epoch as epoch
 
     checked = []
-    real = trainer.check_finite
+    real = epoch.check_finite
     monkeypatch.setattr(
-        trainer,
+        epoch,
         "check_finite",
         lambda loss, opt, e, step, every: checked.append(step) or real(loss, opt, e, step, every),
     )

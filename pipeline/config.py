@@ -60,6 +60,12 @@ class ValidateConfig(StrictModel):
     torch_baseline: bool = Field(
         True, description="time the PyTorch FP32 student on this CPU for the speed-up column"
     )
+    int8_repair_max_nodes: int = Field(
+        8,
+        ge=0,
+        description="an ONNX INT8 artifact below the agreement gate on a target is repaired "
+        "there (docs/INT8_REPAIR.md) with at most this many nodes kept in float; 0: never",
+    )
 
     @field_validator("targets")
     @classmethod

@@ -155,6 +155,9 @@ def validate_task(spec: str, out_dir: Path, cfg: ValidateConfig) -> ValidationRe
         strict=True,
     ):
         report = run_folder.validate_on_target(spec, run_folder.RunFolder(out_dir), cfg)
+        from pipeline.int8_debug import repair_int8_below_gate  # INT8 below the agreement gate
+
+        report = repair_int8_below_gate(spec, run_folder.RunFolder(out_dir), cfg, report)
     rows = artifact_rows({spec: report}, None)
     create_table_artifact(
         key=f"validation-{run_folder.slug(spec)}",

@@ -214,6 +214,10 @@ def build_blocks(
     if exported.get("failed"):  # each is that artifact's failure; the rest were validated
         blocks += [("h2", "Artifacts that failed their export"),
                    ("list", [f"{f['name']}: failed ({f['reason']})" for f in exported["failed"]])]  # fmt: skip
+    from pipeline.int8_debug import repair_lines  # INT8 below the gate (docs/INT8_REPAIR.md)
+
+    if repaired := repair_lines(exported):
+        blocks += [("h2", "INT8 repair"), ("list", repaired)]
     if baseline is not None:
         blocks.append(
             ("p", f"Speed-up is the PyTorch FP32 student's p50 ({baseline.latency_ms.p50:.3f} ms, "

@@ -23,7 +23,8 @@ from export.int8_repair import REPAIRED_SUFFIX, RepairError
 from export.manifest import InputSpec, OutputSpec, build_manifest, read_export, write_manifest
 from export.quantize import parse_ort_candidate, quantize_onnx_cpu
 from pipeline.cli import main
-from targets import ValidationSettings, validate_artifacts
+from pipeline.int8_debug import repair_below_gate, repair_lines
+from targets import LocalCpuTarget, ValidationSettings, validate_artifacts
 from targets.gates import GatePolicy
 from tests.targets.digits_artifacts import digits_split, small_cnn, train, write_export_index
 
@@ -122,21 +123,42 @@ def test_repair_keeps_named_nodes_in_float_and_meets_the_gate(spoiled, tmp_path,
     )
     result = after.result(repaired)
     assert result.agreement >= GATE and result.verdict == "pass"
-    assert json.loads((root / "export.json").read_text())["artifacts"][-1]["folder"] == repaired
+    document = json.loads((root / "export.json").read_text())
+    assert document["artifacts"][-1]["folder"] == repaired
+    (line,) = repair_lines(document)  # the report's INT8 repair section
+    assert line.startswith(f"{repaired} (from onnx-int8)") and f"`{kept[0]}`" in line
 
 
-def test_int8_debug_command_repairs_on_a_target(spoiled, tmp_path, capsys) -> None:
+def test_validation_hook_repairs_below_the_gate_and_adds_the_result(spoiled, tmp_path, fast):
     root, blank = spoiled
+    policy = GatePolicy(min_agreement=GATE)
+    target = LocalCpuTarget()
+    report = validate_artifacts(
+        root / "onnx-int8", target, tmp_path / "v", fast, policy, root / "eval.npz"
+    )
     np.savez(tmp_path / "blank.npz", images=blank)
+    found = repair_below_gate(root, target, report, tmp_path / "dbg", 8, fast, policy,
+                              calibration=tmp_path / "blank.npz")  # fmt: skip
+    assert [f.artifact for f in found] == ["onnx-int8"] and found[0].outcome.met_gate
+    added = report.result("onnx-int8" + REPAIRED_SUFFIX)
+    assert added.verdict == "pass" and added.agreement >= GATE
+    assert report.result("onnx-int8").verdict == "fail" and not report.passed
+
+
+def test_int8_debug_command_on_an_artifact_that_meets_the_gate(spoiled, tmp_path, capsys):
+    root, blank = spoiled
+    if not (root / ("onnx-int8" + REPAIRED_SUFFIX)).is_dir():
+        np.savez(tmp_path / "blank.npz", images=blank)
+        repair_artifact(root, "onnx-int8", blank, GATE)
     sets = ["validate.gates.min_agreement=0.97", "validate.settings.timed_seconds=0.1",
             "validate.settings.warmup_seconds=0.05", "validate.settings.threads=1"]  # fmt: skip
     argv = ["int8-debug", "--artifacts", str(root), "--target", "local-cpu",
-            "--artifact", "onnx-int8", "--calibration", str(tmp_path / "blank.npz"),
-            "--out", str(tmp_path / "debug"), "--set", *sets]  # fmt: skip
+            "--artifact", "onnx-int8" + REPAIRED_SUFFIX, "--out", str(tmp_path / "debug"),
+            "--set", *sets]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "kept in float: " in out and "meets the gate" in out
-    assert (tmp_path / "debug" / "after" / "report.json").is_file()
+    assert "(gate 97.00%)" in out and "meets the gate: nothing to repair" in out
+    assert (tmp_path / "debug" / "before" / "report.json").is_file()
 
 
 def test_int8_debug_refuses_what_it_cannot_repair(spoiled, tmp_path, capsys) -> None:

@@ -268,8 +268,10 @@ def verdict(row: dict[str, Any], baseline: str) -> str | None:
         )
     else:
         shown = f"not shown at {n} seeds ({mean:+.2f} points, t-test {p_is(d['p_value'])})"
-    need = pw["seeds_80"]
+    need, now = pw["seeds_80"], pw.get("power")
     more = f"; about {need} seeds would be needed for {mean:+.2f} at 80% power" if need else ""
+    if need and now is not None:
+        more += f" ({n} seeds find it {100 * now:.0f}% of the time)"
     networks = (
         f"; these networks differ (images clustered over seeds, {p_is(nets['p_value'])})"
         if nets["p_value"] is not None and nets["p_value"] < 0.05

@@ -435,6 +435,8 @@ def run(args: argparse.Namespace, command: str) -> None:
             "students": [*students_block(families, table_name), made],
         }
         write_blocks(doc, table_name, blocks)
+    if args.table:  # the JSON summaries (what the plot draws) are unchanged
+        return
     all_rows = {}
     for path in sorted(docs.glob("methods_*.json")):
         summary = json.loads(path.read_text()).get("summary")

@@ -90,6 +90,9 @@ def stage_task(config: TrainingConfig, stage: str, run_dir: Path, cache_dir: Pat
     spec, final = specs[index], index == len(specs) - 1
     out_dir = stage_dir(run_dir, spec.name, final)
     upstream = {role: sha256_file(p) for role, p in upstream_files(spec, run_dir).items()}
+    init = spec.config.model.init  # model.init: another file at the same path is another stage
+    if init is not None and Path(init).is_file():
+        upstream["model.init"] = sha256_file(Path(init))
     inputs = {
         "config": spec.config.model_dump(mode="json"),
         "run": spec.run,

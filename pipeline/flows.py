@@ -31,8 +31,15 @@ from pipeline import cache, run_folder
 from pipeline.config import RunConfig, ValidateConfig
 from pipeline.durations import StageTimes, Stopwatch
 from pipeline.errors import ModelRegistryUnavailableError, NothingPassedError, PipelineError
-from pipeline.model_registry.register import RegistryOutcome
-from pipeline.model_registry.target_versions import PerTargetOutcome, per_target_mode
+from pipeline.model_registry.approval import approval_flow, settle_approval
+from pipeline.model_registry.promotion import gather_evidence
+from pipeline.model_registry.register import RegistryOutcome, attach_files, register_run
+from pipeline.model_registry.target_versions import (
+    PerTargetOutcome,
+    per_target_mode,
+    register_per_target,
+)
+from pipeline.model_registry.tracking import connect, prepare_store, tracking_uri
 from pipeline.report.document import ArtifactRow, artifact_rows, write_report, write_timings
 from targets.base import ValidationReport
 from targets.errors import TargetTimeoutError, TargetUnreachableError
@@ -184,7 +191,6 @@ def torch_baseline_task(out_dir: Path, cfg: ValidateConfig) -> run_folder.TorchB
 
 @task(name="register", cache_policy=NO_CACHE, retry_condition_fn=transient_fault)
 def register_task(config: RunConfig, out_dir: Path) -> RegistryOutcome:
-    from pipeline.model_registry.register import register_run
 
     limit = run_folder.registry_limit_name(config.model_name())
     ensure_board_limits([limit])
@@ -202,7 +208,6 @@ def register_task(config: RunConfig, out_dir: Path) -> RegistryOutcome:
 
 @task(name="register-per-target", cache_policy=NO_CACHE, retry_condition_fn=transient_fault)
 def register_per_target_task(config: RunConfig, out_dir: Path) -> PerTargetOutcome:
-    from pipeline.model_registry.target_versions import register_per_target
 
     limit = run_folder.registry_limit_name(config.model_name())
     ensure_board_limits([limit])
@@ -240,8 +245,6 @@ def report_task(
 
 @task(name="attach-report", cache_policy=NO_CACHE, retry_condition_fn=transient_fault)
 def attach_report_task(outcome: RegistryOutcome | PerTargetOutcome, files: list[Path]) -> None:
-    from pipeline.model_registry.register import attach_files
-    from pipeline.model_registry.tracking import connect
 
     registered = (
         [t.registered for t in outcome.targets.values() if t.registered is not None]
@@ -319,8 +322,6 @@ def promote_flow(
     ``registry.per_target`` (several targets), each target's pick under ``champion-<target>``."""
     from prefect.exceptions import FlowPauseTimeout
 
-    from pipeline.model_registry.approval import approval_flow, settle_approval
-
     cfg, run = run_folder.open_run(config, out_dir, overrides)
     r = cfg.registry
     if per_target_mode(cfg):
@@ -368,7 +369,6 @@ def edge_pipeline(
     from rich.console import Console
 
     from pipeline.data_check import check_run_data
-    from pipeline.model_registry.tracking import prepare_store, tracking_uri
 
     clock = Stopwatch()
     cfg, run = run_folder.open_run(config, out_dir, overrides)
@@ -438,7 +438,6 @@ def nothing_passed(message: str, result: PipelineResult) -> State:
 
 def passed_everywhere(cfg: RunConfig, run: run_folder.RunFolder) -> list[str]:
     """The artifacts that passed the gates of every required target."""
-    from pipeline.model_registry.promotion import gather_evidence
 
     reports = run_folder.load_reports(run, cfg.validate)
     required = cfg.validate.required_targets()

@@ -49,6 +49,7 @@ from training.stages import (
     stage_dir,
     stage_done,
 )
+from training.teachers import load_teachers
 
 CHECKPOINT = "checkpoint.pt"
 PREDICTIONS = "test_predictions.json"  # per-image test labels and predictions, for paired tests
@@ -201,7 +202,6 @@ def build_stage(
     """The device (and DDP), the data, the method and network (teachers loaded, auxiliaries
     built, ``init`` weights), the optimiser and the loaders of one stage; ``config.yaml``."""
     from training.init_weights import start_from_init
-    from training.teachers import load_teachers
 
     device, ddp = stage_device(config)
     splits = load_data(config.data)

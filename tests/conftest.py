@@ -14,13 +14,13 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Where the test session keeps what MLflow and Prefect would otherwise write beside the caller
-# (MLflow's default store is ./mlflow.db, Prefect's home ~/.prefect). Set when this file is
+# Prefect's home (~/.prefect) for the session, in a temporary folder. Set when this file is
 # imported, before any test module imports Prefect: Prefect reads its settings at import.
+# MLflow's default store (./mlflow.db) lands in the session's temporary working directory
+# (outside_the_repo); MLFLOW_TRACKING_URI stays unset, since `onedge promote` reads it before
+# --run DIR and the tests of that command say which registry they mean.
 STORES = Path(tempfile.mkdtemp(prefix="onedge-tests-"))
 os.environ["PREFECT_HOME"] = str(STORES / "prefect-home")
-os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{STORES / 'mlflow.db'}"
-os.environ["MLFLOW_REGISTRY_URI"] = os.environ["MLFLOW_TRACKING_URI"]
 
 
 def repo_litter() -> set[str]:
@@ -46,8 +46,9 @@ LITTER_BEFORE = repo_litter() if (ROOT / ".git").exists() else set()
 
 @pytest.fixture(scope="session", autouse=True)
 def outside_the_repo(tmp_path_factory):
-    """Every test runs in a temporary working directory, with MLflow's and Prefect's stores in
-    a temporary folder (set above), so nothing a test starts can write into the repository."""
+    """Every test runs in a temporary working directory (where MLflow's default store goes),
+    with Prefect's home in a temporary folder (set above), so nothing a test starts can write
+    into the repository."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path_factory.mktemp("cwd"))
         yield

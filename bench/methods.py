@@ -21,7 +21,7 @@ time against the widths trained alone (bench/families.py).
 Results are saved after every run (``<docs>/methods_<regime>[-tag].json``, per-image correctness
 of every branch included), so an interrupted benchmark resumes where it stopped; a run folder
 left half-trained is resumed from its checkpoint. ``--no-train`` makes the tables from the saved
-runs alone (bench/import_students.py brings in the runs of the former bench/students.py).
+runs alone.
 
     python -m bench.methods --regime digits --methods vanilla one
     python -m bench.methods --regime fmnist-cpu --methods vanilla one dml ensemble kd

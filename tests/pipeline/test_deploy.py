@@ -175,7 +175,8 @@ def check_artifacts_through_the_client(env: dict, flow_run_ids: list[str]) -> No
     by_key = {a.key: a for a in found}
     report = by_key["report-digits-one"]
     assert report.type == "markdown" and report.data.startswith("# onedge run: digits-one")
-    assert report.data.count("](data:image/png;base64,") == 2  # both plots travel inside
+    # every plot travels inside: curves, accuracy-latency, confusion matrix, misclassified grid
+    assert report.data.count("](data:image/png;base64,") == report.data.count("![") >= 4
     table = by_key["validation-local-cpu"]
     rows = json.loads(table.data)
     assert table.type == "table" and {r["artifact"] for r in rows} == {"onnx-fp32", "torch-fp32"}

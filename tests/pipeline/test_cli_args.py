@@ -42,3 +42,16 @@ def test_run_help_lists_the_exit_codes(capsys):
     for line in ("0  a version was registered", "3  nothing passed its gates", "2  bad input",
                  "1  internal error"):  # fmt: skip
         assert line in out, out
+
+
+def test_help_imports_no_torch_prefect_or_mlflow():
+    """The commands import their heavy parts inside: ``onedge --help`` stays light."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pipeline.cli import main; main(['--help']); "
+        "print(sorted(m for m in ('torch', 'prefect', 'mlflow') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"

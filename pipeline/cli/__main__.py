@@ -1,0 +1,5 @@
+"""``python -m pipeline.cli``: the ``onedge`` command."""
+
+from pipeline.cli import entry
+
+entry()

@@ -18,7 +18,7 @@ from typing import Any
 
 from onedge.errors import ConfigError
 from onedge.registry import Registry
-from training.checkpoint import read_checkpoint
+from training.checkpoint_file import read_checkpoint
 from training.config import TrainingConfig
 
 STAGES_DIR = "stages"

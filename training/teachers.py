@@ -35,16 +35,3 @@ def load_teachers(paths: list[Path], spec: Any, device: torch.device) -> list[Lo
             p.requires_grad_(False)
         teachers.append(loaded)
     return teachers
-
-
-@torch.no_grad()
-def mean_teacher_logits(teachers: list[torch.nn.Module], inputs: torch.Tensor) -> torch.Tensor:
-    """z_t = (1/L) sum_l z_l: the average of the teachers' ensemble logits (one teacher: its own)."""
-    return torch.stack([t(inputs).ensemble_logits for t in teachers]).mean(dim=0)
-
-
-def teacher_maps(teacher: Any, inputs: torch.Tensor, taps: list[str]) -> dict[str, torch.Tensor]:
-    """The teacher's maps at ``taps``, on its deployed branch (a shared tap is the same on all)."""
-    with torch.no_grad():
-        out = teacher.model(inputs, taps=tuple(taps))
-    return {tap: out.features[tap][teacher.deployed_branch].float() for tap in taps}

@@ -23,7 +23,7 @@ import yaml
 
 from onedge.errors import ConfigError
 from onedge.files import atomic_write, sha256_file
-from training.checkpoint import load_state, read_checkpoint, save_checkpoint
+from training.checkpoint_file import load_state, read_checkpoint, save_checkpoint
 from training.config import TrainingConfig
 from training.data import load_data, make_loader
 from training.epoch import StageRun, format_epoch, train_one_epoch

@@ -22,7 +22,7 @@ from export.qdq import check_tensorrt_qdq
 from export.tensorrt import graph_precision
 from onedge.errors import ConfigError
 from targets.runner import describe
-from training.checkpoint import read_checkpoint, save_checkpoint
+from training.checkpoint_file import read_checkpoint, save_checkpoint
 from training.errors import CheckpointError, DataError
 
 FAST_ORT = {"candidates": "qdq-u8s8,qoperator-u8s8", "timing_seconds": 0.2}

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.conftest import quick_config
-from training.checkpoint import load_checkpoint, read_checkpoint
+from training.checkpoint import load_checkpoint
+from training.checkpoint_file import read_checkpoint
 from training.losses import ensemble_ce_loss
 from training.methods import METHODS, Method
 from training.trainer import train

@@ -97,7 +97,7 @@ def test_random_bytes_checkpoint_is_one_clear_line(capsys, tmp_path, size, seed)
     """Case 12: these bytes gave IndexError or struct.error, with a traceback."""
     import random
 
-    from training.checkpoint import read_checkpoint
+    from training.checkpoint_file import read_checkpoint
     from training.errors import CheckpointError
 
     rng = random.Random(seed)

@@ -9,7 +9,8 @@ import torch
 
 from onedge.errors import ConfigError
 from tests.conftest import quick_config
-from training.checkpoint import load_checkpoint, read_checkpoint
+from training.checkpoint import load_checkpoint
+from training.checkpoint_file import read_checkpoint
 from training.config import ModelConfig
 from training.methods.compact import (
     CompactBudget,

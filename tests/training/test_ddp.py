@@ -34,7 +34,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
 def test_torchrun_trains_a_family_with_its_adapters(tmp_path):
     """The student ensemble's adapters sit outside the network's forward: DDP must still
     reduce their gradients (every parameter used) and the checkpoint keeps them apart."""
-    from training.checkpoint import read_checkpoint
+    from training.checkpoint_file import read_checkpoint
 
     out = tmp_path / "ddp-students"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

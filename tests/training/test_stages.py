@@ -16,7 +16,8 @@ import yaml
 
 from onedge.errors import ConfigError
 from tests.conftest import ROOT, quick_config
-from training.checkpoint import load_checkpoint, read_checkpoint
+from training.checkpoint import load_checkpoint
+from training.checkpoint_file import read_checkpoint, save_checkpoint
 from training.data import DatasetSpec
 from training.errors import CheckpointError
 from training.stages import method_stages
@@ -107,8 +108,6 @@ def test_resume_refuses_a_stage_whose_teacher_changed(tmp_path, digits_checkpoin
     train(cfg, tmp_path / "kd")
     other = tmp_path / "other.pt"
     payload = read_checkpoint(digits_checkpoint)
-    from training.checkpoint import save_checkpoint
-
     save_checkpoint(other, {**{k: v for k, v in payload.items() if k != "format"}, "epoch": 5})
     moved = cfg.model_copy(update={"method": cfg.method.model_copy(update={"teacher": other})})
     longer = moved.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})})

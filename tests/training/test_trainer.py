@@ -5,7 +5,8 @@ import torch
 
 from onedge.errors import ConfigError
 from tests.conftest import quick_config
-from training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from training.checkpoint import load_checkpoint
+from training.checkpoint_file import read_checkpoint, save_checkpoint
 from training.errors import CheckpointError, TrainingError
 from training.methods import METHODS
 from training.trainer import lr_factor, train

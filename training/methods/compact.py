@@ -56,7 +56,7 @@ from training.models.compact import (
     structure_cost,
 )
 from training.stages import StageSpec
-from training.teachers import teacher_maps
+from training.teacher_outputs import teacher_maps
 
 Metric = Literal["macs", "params"]
 

@@ -20,7 +20,7 @@ from training.losses import hinton_kd_loss
 from training.methods.base import METHODS, Method, register_method
 from training.models.base import MultiBranchModel
 from training.stages import StageSpec
-from training.teachers import mean_teacher_logits
+from training.teacher_outputs import mean_teacher_logits
 
 
 class KdConfig(MethodConfig):

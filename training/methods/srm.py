@@ -30,7 +30,7 @@ from training.losses import srm_init_loss, srm_labels, srm_reconstruction_loss, 
 from training.methods.base import register_method
 from training.methods.distill import TeacherMethod, teacher_stage
 from training.stages import STAGE_RUNS, StageSpec
-from training.teachers import teacher_maps
+from training.teacher_outputs import teacher_maps
 
 DICTIONARY_LR = 1e-2  # Adam on C and b; the fit is small and converges in a few epochs
 
@@ -106,7 +106,7 @@ class SrmMethod(TeacherMethod):
         self.teacher = teachers[0]
         if self.cfg.phase != "init":
             return
-        from training.checkpoint import read_checkpoint
+        from training.checkpoint_file import read_checkpoint
 
         path = (inputs or {}).get("dictionary")
         if path is None:
@@ -167,7 +167,7 @@ def fit_dictionary(
 
     The fit is short and is redone from the start when a run stopped inside it (``resume``).
     """
-    from training.checkpoint import save_checkpoint
+    from training.checkpoint_file import save_checkpoint
     from training.data import load_data, make_loader
     from training.teachers import load_teachers
     from training.trainer import TrainResult, atomic_write_json, seed_everything, select_device

@@ -20,6 +20,7 @@ from onedge.errors import ConfigError, OnedgeError
 from onedge.strict import StrictModel
 from targets.base import ValidationSettings
 from targets.gates import GatePolicy, TargetBudget
+from training import methods as _methods  # noqa: F401  (fills the method-config registry)
 from training.config import TrainingConfig
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")

@@ -18,7 +18,9 @@ from pydantic import (
     model_validator,
 )
 
+from onedge.errors import RegistryError
 from onedge.strict import StrictModel
+from training.method_configs import method_config
 
 
 class DataConfig(StrictModel):
@@ -119,8 +121,9 @@ class MethodConfig(StrictModel):
 
     Each method declares its settings in a subclass (``name: Literal["kd"] = "kd"`` plus its own
     fields) and names it as ``config`` on its registered :class:`training.methods.Method` class.
-    A ``method`` section is validated as the subclass its ``name`` selects (looked up in the
-    method registry), so a key that belongs to another method is refused.
+    A ``method`` section is validated as the subclass its ``name`` selects (looked up in
+    :data:`training.method_configs.METHOD_CONFIGS`, filled when ``training.methods`` is
+    imported), so a key that belongs to another method is refused.
     """
 
     name: str = "one"
@@ -128,9 +131,7 @@ class MethodConfig(StrictModel):
     @classmethod
     def variant(cls, data: dict[str, Any]) -> type[MethodConfig]:
         """The config class for the method ``data`` names (``one`` when it names none)."""
-        from training.methods import METHODS
-
-        return METHODS.get(str(data.get("name", DEFAULT_METHOD))).config
+        return method_config(str(data.get("name", DEFAULT_METHOD)))
 
     @classmethod
     def switch(cls, data: dict[str, Any], name: str) -> None:
@@ -139,9 +140,7 @@ class MethodConfig(StrictModel):
         The settings in ``data`` were written for the previous method (a temperature tuned for
         ONE is not one for KD), so switching clears them; keys set after the switch apply.
         """
-        from training.methods import METHODS
-
-        METHODS.get(name)  # an unknown name fails here, with the known ones listed
+        method_config(name)  # an unknown name fails here, with the known ones listed
         if data.get("name", DEFAULT_METHOD) != name:
             data.clear()
         data["name"] = name
@@ -160,8 +159,6 @@ LEGACY_METHOD_KEYS = (
 
 def validate_method(value: Any) -> MethodConfig:
     """Validate a ``method`` section as the config class of the method it names."""
-    from onedge.errors import RegistryError
-
     if isinstance(value, MethodConfig):
         if type(value) is not MethodConfig:
             return value

@@ -41,6 +41,7 @@ from training.runtime import (
     set_rng_state,
 )
 from training.stages import (
+    CHECKPOINT,
     METRICS,
     STAGE_RUNS,
     StageSpec,
@@ -51,7 +52,6 @@ from training.stages import (
 )
 from training.teachers import load_teachers
 
-CHECKPOINT = "checkpoint.pt"
 PREDICTIONS = "test_predictions.json"  # per-image test labels and predictions, for paired tests
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from onedge.errors import ConfigError
 from onedge.registry import Registry
 from training.config import MethodConfig, ModelConfig, TrainingConfig
+from training.method_configs import METHOD_CONFIGS
 from training.models.base import BranchOutputs, MultiBranchModel
 
 if TYPE_CHECKING:
@@ -126,6 +127,7 @@ def register_method(name: str):
             )
         cls.name = name
         METHODS.add(name, cls)
+        METHOD_CONFIGS.add(name, cls.config)  # what training.config validates a section as
         return cls
 
     return decorate

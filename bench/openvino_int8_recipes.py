@@ -97,11 +97,12 @@ def build(checkpoint: Path, work: Path, variants: list[str], calibration_size: i
     import torch
 
     from export.config import ExportConfig
-    from export.exporter import _raw_dtype, _split, resolve_branches
+    from export.exporter import resolve_branches
     from export.extract import extract_branch
     from export.onnx import torch_to_onnx
     from export.openvino import reshape_static, save_openvino
     from export.preprocess import InputContract, embed_openvino
+    from export.splits import raw_dtype, split_images
     from training.checkpoint import load_checkpoint
     from training.data import load_data
 
@@ -109,10 +110,10 @@ def build(checkpoint: Path, work: Path, variants: list[str], calibration_size: i
     settings = ExportConfig(formats=["openvino"], calibration_size=calibration_size)
     loaded = load_checkpoint(checkpoint)
     splits = load_data(loaded.config.data)
-    contract = InputContract.for_spec(loaded.spec, True, settings.input_layout, _raw_dtype(splits))
-    cal = _split(splits, "calibration", contract, calibration_size)
-    val = _split(splits, "val", contract)
-    test = _split(splits, "test", contract, None)
+    contract = InputContract.for_spec(loaded.spec, True, settings.input_layout, raw_dtype(splits))
+    cal = split_images(splits, "calibration", contract, calibration_size)
+    val = split_images(splits, "val", contract)
+    test = split_images(splits, "test", contract, None)
     branch = resolve_branches(settings, loaded)[0][0]
     student = extract_branch(loaded, branch, images=val.normalised[:256])
     onnx_path = torch_to_onnx(

@@ -34,9 +34,8 @@ when no artifact is left to validate (one line saying why).
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,39 +43,27 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.artifacts import (
+    ArtifactRecord,
+    StudentArtifacts,
+    StudentReference,
+    export_artifacts,
+    fresh_folder,
+)
 from export.config import PRECISIONS, ExportConfig
-from export.errors import ExportError, ParityError
-from export.extract import Student, extract_branch, input_spec, library_versions, save_student
-from export.formats import EXPORT_FORMATS, ArtifactFiles, ExportContext
-from export.manifest import EVAL_FILE, EXPORT_JSON, OutputSpec, build_manifest, write_manifest
+from export.errors import ExportError
+from export.extract import Student, extract_branch, library_versions, load_student, save_student
+from export.formats import EXPORT_FORMATS, ExportContext
+from export.manifest import EVAL_FILE, EXPORT_JSON
 from export.onnx import onnx_metadata, torch_logits, torch_to_onnx
 from export.parity import check_parity, compare_logits, top1_accuracy
 from export.preprocess import InputContract
 from export.publish import build_folder, publish
-from onedge.errors import ConfigError, first_line
+from export.splits import SplitImages, raw_dtype, split_images
+from onedge.errors import ConfigError
 from onedge.files import atomic_write
-from training.errors import DataError
-
-
-@dataclass
-class ArtifactRecord:
-    """One artifact folder and how it measured against the PyTorch FP32 student."""
-
-    name: str
-    format: str
-    precision: str
-    folder: Path
-    sha256: str
-    model_file: str
-    evaluated_with: str
-    parity: dict[str, Any]
-    test: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["folder"] = self.folder.name
-        return out
+from training.checkpoint import LoadedCheckpoint, load_checkpoint
+from training.data import load_data
 
 
 @dataclass
@@ -128,49 +115,6 @@ def plan_artifacts(settings: ExportConfig) -> list[tuple[str, str]]:
     return plan
 
 
-def _gate(precision: str, settings: ExportConfig) -> tuple[float | None, float]:
-    tol = settings.tolerances
-    if precision == "fp32":
-        return tol.fp32_max_abs_diff, tol.fp32_min_agreement
-    if precision == "fp16":
-        return tol.fp16_max_abs_diff, tol.fp16_min_agreement
-    return None, tol.int8_min_agreement
-
-
-@dataclass
-class SplitImages:
-    """One split as the body sees it (normalised NCHW float32) and as the artifacts take it."""
-
-    normalised: np.ndarray
-    labels: np.ndarray
-    inputs: np.ndarray  # raw images in the contract's layout, or ``normalised``
-
-
-def _split(
-    splits: Any, name: str, contract: InputContract, limit: int | None = None
-) -> SplitImages:
-    from training.data import to_numpy, to_raw_numpy
-
-    dataset = getattr(splits, name, None)
-    if dataset is None or len(dataset) == 0:
-        raise DataError(
-            f"the checkpoint's data set has no {name} split; export needs calibration, "
-            "validation and test images (check data.calibration_size and the split fractions)"
-        )
-    images, labels = to_numpy(dataset, limit=limit)
-    if not contract.embedded:
-        return SplitImages(images, labels, images)
-    raw = contract.arrange(to_raw_numpy(dataset, limit=limit))
-    # the body sees exactly what the embedded preprocessing computes from the raw images
-    return SplitImages(contract.normalise(raw), labels, raw)
-
-
-def _raw_dtype(splits: Any) -> str:
-    from training.data import to_raw_numpy
-
-    return to_raw_numpy(splits.test, limit=1).dtype.name
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(data, indent=2, default=str))
 
@@ -217,96 +161,154 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, settings: ExportConfig) -
     )
 
 
-def _build_export(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> ExportResult:
-    """Write the whole export into ``out_dir`` (a fresh, private build folder)."""
-    from training.checkpoint import load_checkpoint
-    from training.data import load_data
+@dataclass
+class ExportInputs:
+    """What every student's export reads: the checkpoint, the input contract and the splits."""
 
-    plan = plan_artifacts(settings)  # unknown names fail before any work
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    settings: ExportConfig
+    loaded: LoadedCheckpoint
+    contract: InputContract
+    calibration: SplitImages
+    validation: SplitImages
+    test: SplitImages
+    students: list[tuple[Student, str]]  # each student with its folder prefix
+    config: dict[str, Any]  # the export and training configs every manifest records
+
+
+def _load_inputs(checkpoint: Path, settings: ExportConfig) -> ExportInputs:
+    """The checkpoint, its splits as the artifacts take them, and the students to export."""
     loaded = load_checkpoint(Path(checkpoint))
     chosen = resolve_branches(settings, loaded)
     splits = load_data(loaded.config.data)
     contract = InputContract.for_spec(
-        loaded.spec, settings.embed_preprocessing, settings.input_layout, _raw_dtype(splits)
+        loaded.spec, settings.embed_preprocessing, settings.input_layout, raw_dtype(splits)
     )
-    cal = _split(splits, "calibration", contract, settings.calibration_size)
-    val = _split(splits, "val", contract)
-    test = _split(splits, "test", contract, settings.eval_limit)
-    calibration, validation = cal.normalised, (val.normalised, val.labels)
-    test_images, test_labels = test.normalised, test.labels
+    cal = split_images(splits, "calibration", contract, settings.calibration_size)
+    val = split_images(splits, "val", contract)
+    test = split_images(splits, "test", contract, settings.eval_limit)
     students = [
-        (extract_branch(loaded, k, images=validation[0][:256]), prefix) for k, prefix in chosen
+        (extract_branch(loaded, k, images=val.normalised[:256]), prefix) for k, prefix in chosen
     ]
-
-    out_dir = Path(out_dir)
     config = {
         "export": settings.model_dump(mode="json"),
         "training": loaded.config.model_dump(mode="json"),
     }
+    return ExportInputs(settings, loaded, contract, cal, val, test, students, config)
+
+
+def _write_eval_set(out_dir: Path, inputs: ExportInputs) -> dict[int, np.ndarray]:
+    """``eval.npz``: the test split and every student's reference logits, keyed by branch."""
+    test = inputs.test
     references = {
-        student.branch: torch_logits(student.module, test_images) for student, _ in students
+        student.branch: torch_logits(student.module, test.normalised)
+        for student, _ in inputs.students
     }
     arrays = {f"reference_logits_b{k}": v.astype(np.float32) for k, v in references.items()}
-    if len(students) == 1:  # one student: the plain key every runner reads
-        arrays["reference_logits"] = references[students[0][0].branch].astype(np.float32)
+    if len(inputs.students) == 1:  # one student: the plain key every runner reads
+        arrays["reference_logits"] = references[inputs.students[0][0].branch].astype(np.float32)
     np.savez(
         out_dir / EVAL_FILE,
-        images=test.inputs if contract.embedded else test_images.astype(np.float32),
-        labels=test_labels.astype(np.int64),
+        images=test.inputs if inputs.contract.embedded else test.normalised.astype(np.float32),
+        labels=test.labels.astype(np.int64),
         **arrays,
     )
+    return references
 
+
+def _build_export(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> ExportResult:
+    """Write the whole export into ``out_dir`` (a fresh, private build folder)."""
+    plan = plan_artifacts(settings)  # unknown names fail before any work
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    inputs = _load_inputs(checkpoint, settings)
+    out_dir = Path(out_dir)
+    references = _write_eval_set(out_dir, inputs)
     records: list[ArtifactRecord] = []
     failures: list[dict[str, Any]] = []
     summaries = []
     with tempfile.TemporaryDirectory(prefix="onedge-export-") as tmp:
-        for student, prefix in students:
-            reference = references[student.branch]
-            reference_top1 = top1_accuracy(reference, test_labels)
-            calibration_reference = torch_logits(student.module, calibration)
-            torch_folder = f"{prefix}torch-fp32"
-            saved = save_student(student, _fresh(out_dir / torch_folder), config, contract)
-            if contract.embedded:  # the saved program on raw images against the student
-                _check_saved_student(out_dir / torch_folder, cal.inputs, calibration_reference)
+        for student, prefix in inputs.students:
             work = Path(tmp) / f"s{student.branch}"
             work.mkdir()
-            onnx_fp32 = torch_to_onnx(
-                student.module,
-                work / "model-fp32.onnx",
-                torch.from_numpy(calibration[:1]),
-                opset=settings.opset,
-                metadata=_metadata(student),
-            )
-            ctx = ExportContext(
-                settings, student, work, onnx_fp32, calibration, validation, contract
-            )
-            built, failed = _export_artifacts(
-                plan,
-                ctx,
-                out_dir,
-                prefix,
-                config,
-                calibration=(cal.inputs, calibration_reference),
-                test=(test.inputs, test_labels, reference, reference_top1),
+            built, failed, summary = _export_student(
+                plan, inputs, student, prefix, references[student.branch], out_dir, work
             )
             records += built
             failures += failed
-            summaries.append(
-                {
-                    **student.summary(),
-                    "prefix": prefix,
-                    "torch_fp32": {
-                        "folder": torch_folder,
-                        "sha256": saved.sha256,
-                        "test_top1": reference_top1,
-                    },
-                }
-            )
+            summaries.append(summary)
+    return _write_index(checkpoint, out_dir, inputs, summaries, records, failures)
 
+
+def _export_student(
+    plan: list[tuple[str, str]],
+    inputs: ExportInputs,
+    student: Student,
+    prefix: str,
+    test_logits: np.ndarray,
+    out_dir: Path,
+    work: Path,
+) -> tuple[list[ArtifactRecord], list[dict[str, Any]], dict[str, Any]]:
+    """One student: its torch-fp32 folder, its FP32 ONNX graph, then every planned artifact."""
+    settings, cal, test = inputs.settings, inputs.calibration, inputs.test
+    calibration = cal.normalised
+    reference = StudentReference(
+        cal.inputs,
+        torch_logits(student.module, calibration),
+        test.inputs,
+        test.labels,
+        test_logits,
+        top1_accuracy(test_logits, test.labels),
+    )
+    torch_folder = f"{prefix}torch-fp32"
+    saved = save_student(
+        student, fresh_folder(out_dir / torch_folder), inputs.config, inputs.contract
+    )
+    if inputs.contract.embedded:  # the saved program on raw images against the student
+        _check_saved_student(out_dir / torch_folder, cal.inputs, reference.calibration_logits)
+    onnx_fp32 = torch_to_onnx(
+        student.module,
+        work / "model-fp32.onnx",
+        torch.from_numpy(calibration[:1]),
+        opset=settings.opset,
+        metadata=_metadata(student),
+    )
+    validation = (inputs.validation.normalised, inputs.validation.labels)
+    ctx = ExportContext(
+        settings, student, work, onnx_fp32, calibration, validation, inputs.contract
+    )
+    job = StudentArtifacts(ctx, out_dir, prefix, inputs.config, reference)
+    records, failed = export_artifacts(plan, job)
+    summary = {
+        **student.summary(),
+        "prefix": prefix,
+        "torch_fp32": {
+            "folder": torch_folder,
+            "sha256": saved.sha256,
+            "test_top1": reference.test_top1,
+        },
+    }
+    return records, failed, summary
+
+
+def _write_index(
+    checkpoint: Path,
+    out_dir: Path,
+    inputs: ExportInputs,
+    summaries: list[dict[str, Any]],
+    records: list[ArtifactRecord],
+    failures: list[dict[str, Any]],
+) -> ExportResult:
+    """``export.json``: the students, the data, every artifact and every failure."""
+    if not records:
+        first = failures[0] if failures else {"name": "-", "reason": "nothing was planned"}
+        raise ExportError(
+            f"nothing left to validate: every artifact failed its export ({len(failures)} of "
+            f"{len(failures)}; first: {first['name']}: {first['reason']})"
+        )
+    settings, loaded, contract = inputs.settings, inputs.loaded, inputs.contract
     lead = next((s for s in summaries if s["branch"] == loaded.deployed_branch), summaries[0])
     summary = {k: v for k, v in lead.items() if k not in ("prefix", "torch_fp32")}
+    sample_shape = contract.sample_shape if contract.embedded else inputs.students[0][0].input_chw
     document = {
         "created": datetime.now(timezone.utc).isoformat(),
         "checkpoint": str(Path(checkpoint).resolve()),
@@ -318,15 +320,12 @@ def _build_export(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> Ex
         "calibration": {
             "split": "calibration",
             "requested": settings.calibration_size,
-            "images": len(calibration),
+            "images": len(inputs.calibration.normalised),
         },
-        "eval": {"file": EVAL_FILE, "split": "test", "images": len(test_images)},
+        "eval": {"file": EVAL_FILE, "split": "test", "images": len(inputs.test.normalised)},
         "input": {
             **contract.to_dict(),
-            "shape": [
-                -1,
-                *(contract.sample_shape if contract.embedded else students[0][0].input_chw),
-            ],
+            "shape": [-1, *sample_shape],
             "class_names": list(loaded.spec.class_names),
         },
         "settings": settings.model_dump(mode="json"),
@@ -334,12 +333,6 @@ def _build_export(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> Ex
         "artifacts": [record.to_dict() for record in records],
         "failed": failures,
     }
-    if not records:
-        first = failures[0] if failures else {"name": "-", "reason": "nothing was planned"}
-        raise ExportError(
-            f"nothing left to validate: every artifact failed its export ({len(failures)} of "
-            f"{len(failures)}; first: {first['name']}: {first['reason']})"
-        )
     _write_json(out_dir / EXPORT_JSON, document)
     return ExportResult(
         out_dir,
@@ -353,74 +346,7 @@ def _build_export(checkpoint: Path, out_dir: Path, settings: ExportConfig) -> Ex
     )
 
 
-def _export_artifacts(
-    plan: list[tuple[str, str]],
-    ctx: ExportContext,
-    out_dir: Path,
-    prefix: str,
-    config: dict[str, Any],
-    calibration: tuple[np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray, np.ndarray, float],
-) -> tuple[list[ArtifactRecord], list[dict[str, Any]]]:
-    """Every planned artifact of one student: the records, and the artifacts that failed.
-
-    One artifact's failure is that artifact's: a parity or accuracy gate, a quantiser or a
-    converter raising, is recorded with its reason (and its folder removed), and the others
-    are still built. A static batch-1 artifact whose dynamic source failed is not attempted.
-    """
-    records: list[ArtifactRecord] = []
-    failed: list[dict[str, Any]] = []
-    for fmt, precision in plan:
-        exporter = EXPORT_FORMATS.get(fmt)()
-        for variant in exporter.variants(ctx.settings, precision):
-            dynamic = out_dir / f"{prefix}{fmt}-{precision}{variant}"
-            builds = [
-                (dynamic, lambda f, e=exporter, p=precision, v=variant: e.build(ctx, p, f, v))
-            ]
-            if fmt in ctx.settings.static_batch1 and not variant:
-                builds.append((
-                    out_dir / f"{prefix}{fmt}-{precision}-b1",
-                    lambda f, e=exporter, p=precision, d=dynamic: e.build_static(ctx, p, d, f),
-                ))  # fmt: skip
-            for target, build in builds:
-                if failed and failed[-1]["name"] == dynamic.name and target != dynamic:
-                    failed.append(_failure(target.name, fmt, precision, ctx, "its source "
-                                           f"{dynamic.name} failed"))  # fmt: skip
-                    continue
-                folder = _fresh(target)
-                try:
-                    record = _measure_and_record(
-                        fmt, precision, folder, build(folder), ctx.student, ctx.settings,
-                        config, ctx.contract, calibration=calibration, test=test,
-                    )  # fmt: skip
-                except Exception as exc:  # that artifact's failure: recorded, the rest go on
-                    shutil.rmtree(folder, ignore_errors=True)  # no half-written artifact stays
-                    failed.append(_failure(target.name, fmt, precision, ctx, first_line(exc), exc))
-                    continue
-                except BaseException:
-                    shutil.rmtree(folder, ignore_errors=True)
-                    raise
-                records.append(record)
-    return records, failed
-
-
-def _failure(
-    name: str, fmt: str, precision: str, ctx: ExportContext, reason: str, exc=None
-) -> dict[str, Any]:
-    """What export.json and the report say about an artifact that failed its export."""
-    return {
-        "name": name,
-        "format": fmt,
-        "precision": precision,
-        "branch": ctx.student.branch,
-        "error": type(exc).__name__ if exc is not None else "skipped",
-        "reason": reason,
-    }
-
-
 def _check_saved_student(folder: Path, images: np.ndarray, reference: np.ndarray) -> None:
-    from export.extract import load_student
-
     module = load_student(folder)
     dtype = getattr(torch, images.dtype.name)
     with torch.inference_mode():
@@ -434,13 +360,6 @@ def _check_saved_student(folder: Path, images: np.ndarray, reference: np.ndarray
     )
 
 
-def _fresh(folder: Path) -> Path:
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    return folder
-
-
 def _metadata(student: Student) -> dict[str, str]:
     spec = student.spec
     return onnx_metadata(
@@ -450,93 +369,4 @@ def _metadata(student: Student) -> dict[str, str]:
         float(spec.scale),
         student.checkpoint_sha256,
         student.branch,
-    )
-
-
-def _cost(student: Student) -> dict[str, Any]:
-    """What a manifest says about its student: branch, width, parameters and MACs."""
-    return {
-        "branch": student.branch,
-        "width": student.width,
-        "parameters": student.student_cost.parameters,
-        "macs": student.student_cost.macs,
-    }
-
-
-def _measure_and_record(
-    fmt: str,
-    precision: str,
-    folder: Path,
-    built: ArtifactFiles,
-    student: Student,
-    settings: ExportConfig,
-    config: dict[str, Any],
-    contract: InputContract,
-    calibration: tuple[np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray, np.ndarray, float],
-) -> ArtifactRecord:
-    name = folder.name  # <format>-<precision>, or s<k>-w<width>-<format>-<precision>
-    max_diff, min_agreement = _gate(precision, settings)
-    images, reference = calibration
-    parity = compare_logits(reference, built.run(images))
-    check_parity(parity, f"{name} ({built.evaluated_with})", max_diff, min_agreement)
-    test_images, test_labels, test_reference, reference_top1 = test
-    logits = built.run(test_images)
-    top1 = top1_accuracy(logits, test_labels)
-    test_parity = compare_logits(test_reference, logits)
-    drop = reference_top1 - top1
-    if precision == "int8" and drop > settings.tolerances.int8_max_top1_drop:
-        raise ParityError(
-            f"{name}: test top-1 {top1:.2%} is {drop * 100:.2f} points below the FP32 student's "
-            f"{reference_top1:.2%}, beyond the allowed "
-            f"{settings.tolerances.int8_max_top1_drop * 100:.2f}"
-        )
-    test_figures = {
-        "images": len(test_images),
-        "top1": top1,
-        "top1_drop_vs_torch_fp32": drop,
-        "top1_agreement": test_parity.top1_agreement,
-        "max_abs_diff": test_parity.max_abs_diff,
-    }
-    parity_figures = {"split": "calibration", **parity.to_dict()}
-    extra = {
-        **built.extra,
-        "evaluated_with": built.evaluated_with,
-        "parity": parity_figures,
-        "test": test_figures,
-    }
-    inputs, batch = input_spec(student.spec, contract), -1
-    if built.static_batch is not None:  # the manifest says which shape the artifact takes
-        batch = built.static_batch
-        inputs.shape = [batch, *inputs.shape[1:]]
-        extra["static_batch"] = batch
-    manifest = build_manifest(
-        folder,
-        built.files,
-        built.model_file,
-        name=f"{student.spec.name}-branch{student.branch}-{fmt}-{precision}",
-        format=fmt,
-        precision=precision,
-        input=inputs,
-        output=OutputSpec(shape=[batch, student.spec.num_classes]),
-        class_names=list(student.spec.class_names),
-        source_checkpoint_sha256=student.checkpoint_sha256,
-        branch=student.branch,
-        width=student.width,
-        config=config,
-        versions=library_versions(),
-        extra={**extra, "student": _cost(student)},
-    )
-    write_manifest(folder, manifest)
-    return ArtifactRecord(
-        name,
-        fmt,
-        precision,
-        folder,
-        manifest.sha256,
-        built.model_file,
-        built.evaluated_with,
-        parity_figures,
-        test_figures,
-        built.extra,
     )

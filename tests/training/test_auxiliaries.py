@@ -10,6 +10,7 @@ from tests.conftest import quick_config
 from training.checkpoint import load_checkpoint
 from training.checkpoint_file import read_checkpoint
 from training.losses import ensemble_ce_loss
+from training.method_configs import METHOD_CONFIGS
 from training.methods import METHODS, Method
 from training.trainer import train
 
@@ -34,6 +35,7 @@ class AdaptedMethod(Method):
 
 def config(monkeypatch, epochs: int):
     monkeypatch.setitem(METHODS._entries, "adapted", AdaptedMethod)
+    monkeypatch.setitem(METHOD_CONFIGS._entries, "adapted", AdaptedMethod.config)
     sets = {
         "method.name": "adapted",
         "model.branches": 2,

@@ -36,7 +36,8 @@ from targets.errors import (
 from targets.gates import GatePolicy, Verdict, evaluate
 from targets.jetson import JetsonOptions, JetsonTarget
 from targets.local import LocalCpuTarget
-from targets.ssh import SshOptions, SshTarget
+from targets.ssh import SshTarget
+from targets.ssh_connection import SshOptions
 from targets.table import print_report, render_report
 from targets.validate import find_artifacts, validate_artifacts, write_report
 

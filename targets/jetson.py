@@ -12,13 +12,14 @@ board-side commands follow NVIDIA's documentation and have not been run by onedg
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from pydantic import Field
 
 from targets.base import TARGETS, ArtifactResult
 from targets.errors import TargetError
-from targets.ssh import SshOptions, SshTarget
+from targets.ssh import SshTarget
+from targets.ssh_connection import SshOptions
+from targets.ssh_session import SshSession
 from targets.tegra import (
     TegraParseError,
     parse_l4t_release,
@@ -86,9 +87,9 @@ class JetsonTarget(SshTarget):
         argv = ["stdbuf", "-oL", self.options.tegrastats, "--interval", interval]
         return ["--monitor-cmd", json.dumps(argv)]
 
-    async def board_info(self, conn: Any, timeout: float) -> dict:
+    async def board_info(self, session: SshSession, timeout: float) -> dict:
         argv = [self.options.python, "-c", BOARD_PROBE]
-        done = await self._exec(conn, argv, timeout, "reading the Jetson's state")
+        done = await session.exec(argv, timeout, "reading the Jetson's state")
         try:
             probe = json.loads(done.stdout)
             if not isinstance(probe, dict):
@@ -120,7 +121,9 @@ class JetsonTarget(SshTarget):
                       "gpufreq": probe["gpufreq"]},
         }  # fmt: skip
 
-    async def finish(self, conn: Any, result: ArtifactResult, report: dict, timeout: float) -> None:
+    async def finish(
+        self, session: SshSession, result: ArtifactResult, report: dict, timeout: float
+    ) -> None:
         monitor = report.get("monitor") or {}
         result.extra["tegrastats"] = summarize_tegrastats(monitor.get("lines", []))
         if monitor.get("error"):
@@ -131,7 +134,7 @@ class JetsonTarget(SshTarget):
         shape = "x".join(str(d) for d in result.input_shape or [])
         name = report["backend_info"].get("input_name", "input")
         argv = [self.options.trtexec, f"--loadEngine={engine}", f"--shapes={name}:{shape}"]
-        done = await self._exec_bounded(conn, argv, timeout, f"trtexec on {result.artifact}")
+        done = await session.run(argv, timeout, f"trtexec on {result.artifact}")
         try:
             result.extra["trtexec"] = parse_trtexec_summary(done.stdout).model_dump()
         except TegraParseError:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from export.manifest import read_manifest
+from export.manifest import Manifest, read_manifest
 from onedge.errors import ConfigError
 from targets.base import (
     TARGETS,
@@ -18,23 +18,56 @@ from targets.base import (
     board_of,
 )
 from targets.errors import MissingPythonError, RunnerFailedError, TargetTimeoutError
-from targets.runs import (
-    RUNNER_PATH,
-    by_backend,
-    check_runtimes,
-    group_timeout,
-    info_from_machine,
-    machine_of,
-    read_runner_lines,
-    read_runner_output,
-    result_from_runner,
-    runner_argv,
-    unrunnable_result,
-)
+from targets.protocol import PlainBoard, RunnerOutput, measure, run_sync
+from targets.runs import RUNNER_PATH
+
+DESCRIBE_TIMEOUT_S = 120.0
+
+
+class LocalProcess:
+    """The local target's transport: the runner in a subprocess, the artifacts where they lie.
+
+    The runner checks each artifact's sha256 itself (``--expect-sha256``), so the manifests are
+    read, not re-hashed, here.
+    """
+
+    runner = str(RUNNER_PATH)
+
+    def __init__(self, python: str, where: str, data: str = "") -> None:
+        self.python, self.where, self.data = python, where, data
+
+    def manifest(self, folder: Path) -> Manifest:
+        return read_manifest(folder)
+
+    async def describe(self) -> RunnerOutput:
+        return self.call([self.python, self.runner, "--describe"], DESCRIBE_TIMEOUT_S)
+
+    async def put(self, folders: Sequence[Path], manifests: Sequence[Manifest]) -> list[str]:
+        return [str(folder) for folder in folders]
+
+    async def run(self, argv: list[str], timeout: float, what: str) -> RunnerOutput:
+        return self.call(argv, timeout)
+
+    def call(self, argv: list[str], timeout: float) -> RunnerOutput:
+        """Run argv in a subprocess, stopped after ``timeout`` s; a typed error if it cannot."""
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TargetTimeoutError(
+                f"the runner ran past {timeout:.0f} s on {self.where}: raise "
+                "settings.command_timeout_s or shorten timed_seconds"
+            ) from None
+        except FileNotFoundError:
+            raise MissingPythonError(f"there is no Python at {self.python!r}") from None
+        except OSError as exc:
+            raise RunnerFailedError(
+                f"cannot start {self.python!r} on {self.where}: {exc}"
+            ) from None
+        return RunnerOutput(done.stdout, done.stderr, done.returncode)
 
 
 @TARGETS.register("local-cpu")
-class LocalCpuTarget:
+class LocalCpuTarget(PlainBoard):
     """Runs ONNX (ONNX Runtime) and OpenVINO artifacts on this machine's CPU."""
 
     kind = "local-cpu"
@@ -50,55 +83,19 @@ class LocalCpuTarget:
             raise ConfigError(f"target {spec!r} is not local-cpu (or local-cpu#label)")
         return cls(python=python, name=name or spec)
 
-    def _run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise TargetTimeoutError(
-                f"the runner ran past {timeout:.0f} s on {self.name}: raise "
-                "settings.command_timeout_s or shorten timed_seconds"
-            ) from None
-        except FileNotFoundError:
-            raise MissingPythonError(f"there is no Python at {self.python!r}") from None
-        except OSError as exc:
-            raise RunnerFailedError(f"cannot start {self.python!r} on {self.name}: {exc}") from None
-
-    def _machine(self, timeout: float = 120.0) -> dict:
-        done = self._run([self.python, str(RUNNER_PATH), "--describe"], timeout)
-        report = read_runner_output(
-            done.stdout, done.stderr, done.returncode, self.name, self.python
-        )
-        return machine_of(report, self.name)
-
     def describe(self) -> TargetInfo:
-        return info_from_machine(self._machine(), self.name, self.kind)
+        transport = LocalProcess(self.python, self.name)
+        return run_sync(measure(transport, self, [], ValidationSettings(), {}))
 
     def run(
         self, artifacts: Sequence[Path], eval_set: Path, settings: ValidationSettings
     ) -> ValidationReport:
-        machine = self._machine()
-        manifests = [read_manifest(Path(folder)) for folder in artifacts]
-        missing = check_runtimes(machine, {m.format for m in manifests}, self.name)
-        results: dict[int, ArtifactResult] = {}
-        for index, manifest in enumerate(manifests):
-            if manifest.format in missing:
-                name, reason = Path(artifacts[index]).name, missing[manifest.format]
-                results[index] = unrunnable_result(self.name, name, manifest, reason, "skipped")
-        runnable = [i for i in range(len(manifests)) if i not in results]
-        for part in by_backend([manifests[i] for i in runnable]):  # one process per backend
-            group = [runnable[i] for i in part]
-            jobs = [(str(artifacts[i]), manifests[i]) for i in group]
-            argv = runner_argv(self.python, str(RUNNER_PATH), jobs, str(eval_set), settings)
-            done = self._run(argv, group_timeout(settings, len(group)))
-            reports = read_runner_lines(
-                done.stdout, done.stderr, done.returncode, self.name, self.python, len(group)
-            )
-            for index, report in zip(group, reports, strict=True):
-                name = Path(artifacts[index]).name
-                results[index] = result_from_runner(report, self.name, name, manifests[index])
+        transport = LocalProcess(self.python, self.name, str(eval_set))
+        done: dict[int, ArtifactResult] = {}
+        info = run_sync(measure(transport, self, artifacts, settings, done))
         return ValidationReport(
             target=self.name,
-            target_info=info_from_machine(machine, self.name, self.kind),
+            target_info=info,
             settings=settings,
-            results=[results[i] for i in sorted(results)],
+            results=[done[index] for index in range(len(artifacts))],
         )

@@ -278,20 +278,18 @@ class RunnerReport(BaseModel):
         return self
 
 
-def result_from_runner(
-    report: dict, target: str, artifact: str, manifest: Manifest, where: str | None = None
-) -> ArtifactResult:
-    """An ArtifactResult (no verdict yet) from one runner report, checked.
+# what a checked runner report hands on to its ArtifactResult unchanged
+MEASURED_FIELDS = (
+    "sha256", "backend", "runtime_version", "top1", "reference_top1", "agreement",
+    "max_abs_diff", "latency_calls", "throughput", "throughput_batch", "threads", "streams",
+    "peak_rss_mb", "size_mb", "input_shape", "eval_size", "correct", "predicted",
+    "latency_sample_ms",
+)  # fmt: skip
 
-    The report is parsed into :class:`RunnerReport` (finite numbers, 0 <= top1 <= 1, latencies
-    > 0); the artifact hash the board claims must be the manifest's. Format and precision come
-    from the verified manifest, not from the board.
-    """
-    where = where or target
-    if report.get("ok") is False:  # an artifact's own failure (artifact_failure)
-        error = report["error"]
-        reason = str(error.get("message", error.get("kind")))[:300]
-        return unrunnable_result(target, artifact, manifest, reason, "fail")
+
+def checked_report(report: dict, artifact: str, manifest: Manifest, where: str) -> RunnerReport:
+    """The report parsed into :class:`RunnerReport` (finite numbers, 0 <= top1 <= 1, latencies
+    > 0), for the artifact the manifest names: a board that claims another hash is refused."""
     try:
         checked = RunnerReport.model_validate(report)
     except ValidationError as exc:
@@ -303,6 +301,22 @@ def result_from_runner(
             f"{where} measured an artifact with sha256 {checked.sha256[:12]}..., not {artifact} "
             f"({manifest.sha256[:12]}...): refused"
         )
+    return checked
+
+
+def result_from_runner(
+    report: dict, target: str, artifact: str, manifest: Manifest, where: str | None = None
+) -> ArtifactResult:
+    """An ArtifactResult (no verdict yet) from one runner report, checked (:func:`checked_report`).
+
+    Format and precision come from the verified manifest, not from the board. An artifact's own
+    failure (:func:`artifact_failure`) becomes its failed result.
+    """
+    if report.get("ok") is False:
+        error = report["error"]
+        reason = str(error.get("message", error.get("kind")))[:300]
+        return unrunnable_result(target, artifact, manifest, reason, "fail")
+    checked = checked_report(report, artifact, manifest, where or target)
     drop = None
     if checked.reference_top1 is not None:
         drop = checked.reference_top1 - checked.top1
@@ -320,26 +334,8 @@ def result_from_runner(
         format=manifest.format,
         precision=manifest.precision,
         target=target,
-        sha256=checked.sha256,
-        backend=checked.backend,
-        runtime_version=checked.runtime_version,
-        top1=checked.top1,
-        reference_top1=checked.reference_top1,
         top1_drop=drop,
-        agreement=checked.agreement,
-        max_abs_diff=checked.max_abs_diff,
         latency_ms=LatencyStats(**checked.latency_ms.model_dump()),
-        latency_calls=checked.latency_calls,
-        throughput=checked.throughput,
-        throughput_batch=checked.throughput_batch,
-        threads=checked.threads,
-        streams=checked.streams,
-        peak_rss_mb=checked.peak_rss_mb,
-        size_mb=checked.size_mb,
-        input_shape=checked.input_shape,
-        eval_size=checked.eval_size,
-        correct=checked.correct,
-        predicted=checked.predicted,
-        latency_sample_ms=checked.latency_sample_ms,
         extra=extra,
+        **{name: getattr(checked, name) for name in MEASURED_FIELDS},
     )

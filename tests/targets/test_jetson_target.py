@@ -1,4 +1,4 @@
-"""The jetson target's board commands, against a stand-in connection (no Jetson here)."""
+"""The jetson target's board commands, in a session over a stand-in connection (no Jetson)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from targets import JetsonOptions, JetsonTarget, TargetTimeoutError
+from targets import JetsonOptions, JetsonTarget, TargetTimeoutError, ValidationSettings
+from targets.ssh_session import SshSession
 
 SUMMARY = (Path(__file__).parent / "data" / "trtexec_samples.txt").read_text()
 
@@ -52,7 +53,8 @@ def run_trtexec(conn: RecordingConnection) -> SimpleNamespace:
     target = JetsonTarget("board", "nvidia", 22, options)
     result = SimpleNamespace(extra={}, input_shape=[1, 1, 8, 8], artifact="tensorrt-fp16")
     report = {"backend_info": {"engine_path": "/home/nvidia/x y.engine", "input_name": "input"}}
-    asyncio.run(target.finish(conn, result, report, 42.0))
+    session = SshSession(conn, target.where, options, ValidationSettings())
+    asyncio.run(target.finish(session, result, report, 42.0))
     return result
 
 

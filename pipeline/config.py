@@ -206,6 +206,9 @@ with warnings.catch_warnings():
             return self.registry.model_name or f"{self.name}-student"
 
 
+ConfigArg = RunConfig | Path  # what a flow takes: the config, or its YAML file (a deployment)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not key=value (e.g. train.epochs=5)")

@@ -236,7 +236,7 @@ def run(config: ConfigOpt, out: OutOpt, overrides: SetOpt = None) -> None:
     server = start_prefect_server()
     from pipeline.config import load_config
     from pipeline.errors import NothingPassedError
-    from pipeline.flows import edge_pipeline
+    from pipeline.flows.chain import edge_pipeline
     from pipeline.report.summary import print_run
 
     cfg = load_config(config, overrides)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.flows import PipelineResult
+from pipeline.flows.chain import PipelineResult
 from pipeline.model_registry.target_versions import PerTargetOutcome
 from pipeline.report.document import COLUMNS
 from targets.table import VERDICT_STYLE

@@ -71,13 +71,14 @@ def _mtimes(out: Path) -> dict[str, float]:
 @pytest.fixture(scope="session")
 def pipeline_run(prefect_server, tmp_path_factory) -> PipelineRun:
     """edge_pipeline on digits: a failed validation, then a rerun of the same config."""
-    from pipeline import flows, run_folder
+    from pipeline import run_folder
+    from pipeline.flows import chain, export_flow, train_flow
     from targets.errors import RunnerFailedError
 
     config = pipeline_config()
     out = tmp_path_factory.mktemp("pipeline") / "digits-one"
     calls = {"train": 0, "export": 0, "validate": 0}
-    real_train, real_export = flows.run_stage, flows.export_checkpoint
+    real_train, real_export = train_flow.run_stage, export_flow.export_checkpoint
     real_validate = run_folder.validate_on_target
 
     def counted_train(*args, **kwargs):
@@ -96,19 +97,19 @@ def pipeline_run(prefect_server, tmp_path_factory) -> PipelineRun:
 
     seconds = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(flows, "run_stage", counted_train)
-        mp.setattr(flows, "export_checkpoint", counted_export)
+        mp.setattr(train_flow, "run_stage", counted_train)
+        mp.setattr(export_flow, "export_checkpoint", counted_export)
         mp.setattr(run_folder, "validate_on_target", failing_once)
         start = time.perf_counter()
         first_error = None
         try:
-            flows.edge_pipeline(config, out)
+            chain.edge_pipeline(config, out)
         except RunnerFailedError as exc:
             first_error = exc
         seconds["first"] = time.perf_counter() - start
         after_failure = _mtimes(out)
         start = time.perf_counter()
-        result = flows.edge_pipeline(config, out)
+        result = chain.edge_pipeline(config, out)
         seconds["rerun"] = time.perf_counter() - start
     return PipelineRun(
         config, out, result, first_error, dict(calls), after_failure, _mtimes(out), seconds

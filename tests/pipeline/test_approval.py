@@ -33,7 +33,7 @@ def asking_copy(pipeline_run, tmp_path, timeout_s: int):
 
 
 def in_thread(config, folder) -> tuple[threading.Thread, dict]:
-    from pipeline.flows import promote_flow
+    from pipeline.flows.promote_flow import promote_flow
 
     box: dict = {}
 

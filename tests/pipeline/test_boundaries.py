@@ -220,7 +220,7 @@ def test_a_failing_board_gives_its_slot_back(run_copy, tmp_path):
     """Case 4: whatever way a board fails, the validate task ends and its slot is free again."""
     from prefect.client.orchestration import get_client
 
-    from pipeline import flows
+    from pipeline.flows.validate_flow import validate_flow
     from targets.errors import TargetUnreachableError
     from tests.targets.sshd_server import free_port
 
@@ -240,7 +240,7 @@ def test_a_failing_board_gives_its_slot_back(run_copy, tmp_path):
         }
     )
     with pytest.raises(TargetUnreachableError):
-        flows.validate_flow(config, run.root)
+        validate_flow(config, run.root)
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(run_folder.board_limit_name(spec))
     assert limit.limit == 1 and limit.active_slots == 0

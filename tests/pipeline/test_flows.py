@@ -46,7 +46,7 @@ def test_planted_prefect_result_in_the_cache_runs_nothing(pipeline_run, tmp_path
     import os
     import pickle
 
-    from pipeline import flows
+    from pipeline.flows.train_flow import train_flow
 
     class Plant:
         def __reduce__(self):
@@ -60,7 +60,7 @@ def test_planted_prefect_result_in_the_cache_runs_nothing(pipeline_run, tmp_path
     for name in ("planted", "0123456789abcdef"):
         (folder / name).write_text(json.dumps(planted))
     try:
-        result = flows.train_flow(pipeline_run.config, pipeline_run.out)
+        result = train_flow(pipeline_run.config, pipeline_run.out)
     finally:
         for name in ("planted", "0123456789abcdef"):
             (folder / name).unlink()

@@ -229,7 +229,7 @@ def test_pareto_front():
 def test_only_transient_faults_are_retried():
     from prefect.states import Completed, Failed
 
-    from pipeline.flows import transient_fault
+    from pipeline.flows.limits import transient_fault
     from targets.errors import RunnerFailedError, TargetTimeoutError, TargetUnreachableError
 
     for exc in (

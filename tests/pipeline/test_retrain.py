@@ -16,14 +16,14 @@ pytestmark = pytest.mark.slow
 
 def test_a_retrain_with_another_seed_is_judged_against_the_champion(run, store):
     """onedge run with seed 1 after a seed-0 champion: same eval set, decided by significance."""
-    from pipeline import flows
+    from pipeline.flows.chain import edge_pipeline
 
     config, folder = run
     first = register_run(config, folder)
     assert first.decision.champion
     retrain = config.model_copy(deep=True)
     retrain.seed = 1
-    result = flows.edge_pipeline(retrain, folder.root.parent / "seed1")
+    result = edge_pipeline(retrain, folder.root.parent / "seed1")
     outcome = result.registry
     assert outcome.version == "2"
     assert outcome.evidence.eval_set_sha256 == first.evidence.eval_set_sha256

@@ -18,22 +18,22 @@ KD = {
 
 
 def test_another_student_setting_reuses_the_teacher_stage(prefect_server, tmp_path, monkeypatch):
-    from pipeline import flows
+    from pipeline.flows import train_flow
 
     ran: list[str] = []
-    real = flows.run_stage
+    real = train_flow.run_stage
 
     def counted(spec, *args, **kwargs):
         ran.append(spec.name)
         return real(spec, *args, **kwargs)
 
-    monkeypatch.setattr(flows, "run_stage", counted)
-    first = flows.train_flow(pipeline_config(**KD), tmp_path)
+    monkeypatch.setattr(train_flow, "run_stage", counted)
+    first = train_flow.train_flow(pipeline_config(**KD), tmp_path)
     teacher = tmp_path / "train" / "stages" / "teacher" / "checkpoint.pt"
     teacher_mtime = teacher.stat().st_mtime_ns
     assert ran == ["teacher", "student"]
 
-    second = flows.train_flow(pipeline_config(**KD, **{"method.alpha": 0.5}), tmp_path)
+    second = train_flow.train_flow(pipeline_config(**KD, **{"method.alpha": 0.5}), tmp_path)
     assert ran == ["teacher", "student", "student"]  # the teacher came from its cache record
     assert teacher.stat().st_mtime_ns == teacher_mtime
     sha = [s["sha256"] for s in second.metrics["stages"] if s["name"] == "teacher"]
@@ -43,7 +43,7 @@ def test_another_student_setting_reuses_the_teacher_stage(prefect_server, tmp_pa
     assert metrics["seconds_total"] > metrics["seconds_stage"]  # the teacher's time counted
 
     # the same config again: nothing trains; another teacher setting retrains both stages
-    flows.train_flow(pipeline_config(**KD, **{"method.alpha": 0.5}), tmp_path)
+    train_flow.train_flow(pipeline_config(**KD, **{"method.alpha": 0.5}), tmp_path)
     assert ran == ["teacher", "student", "student"]
-    flows.train_flow(pipeline_config(**{**KD, "method.teacher.epochs": 2}), tmp_path)
+    train_flow.train_flow(pipeline_config(**{**KD, "method.teacher.epochs": 2}), tmp_path)
     assert ran[3:] == ["teacher", "student"]

@@ -5,7 +5,7 @@
 images, and measures it against the whole network. ``save_student`` writes it as a
 ``torch.export`` program (``student.pt2``) that loads with ``torch.export.load`` alone: no
 onedge or multi-branch code is needed to run it. ``torch.export.load`` unpickles, so onedge
-loads a ``student.pt2`` only right after writing it, in the exporter's private staging folder;
+loads a ``student.pt2`` only right after writing it, in the exporter's private build folder;
 where it needs the PyTorch student later it rebuilds it from the checkpoint with
 :func:`extract_branch`.
 """
@@ -23,8 +23,12 @@ from torch import nn
 
 from export.errors import ExportError
 from export.manifest import InputSpec, Manifest, OutputSpec, build_manifest, write_manifest
+from export.preprocess import Preprocessed
 from onedge.errors import ConfigError, first_line
+from training.checkpoint import LoadedCheckpoint, load_checkpoint
+from training.data import load_data, to_numpy
 from training.errors import CheckpointError
+from training.models import count_macs, count_parameters
 from training.models.base import MultiBranchModel
 
 STUDENT_FILE = "student.pt2"
@@ -82,8 +86,6 @@ class Student:
 
 
 def measure_cost(module: nn.Module, input_chw: tuple[int, int, int]) -> ModelCost:
-    from training.models import count_macs, count_parameters
-
     size = sum(t.numel() * t.element_size() for t in module.state_dict().values())
     return ModelCost(count_parameters(module), count_macs(module, (1, *input_chw)), size)
 
@@ -94,6 +96,53 @@ def _branch_logits(model: MultiBranchModel, branch: int, images: torch.Tensor) -
     if logits is None:
         raise CheckpointError("the checkpoint's model does not return per-branch logits")
     return logits[branch]
+
+
+def _multi_branch_model(loaded: Any, branch: int | None) -> tuple[MultiBranchModel, int]:
+    """The checkpoint's multi-branch network and the branch to extract (default: deployed)."""
+    model = loaded.model
+    if not isinstance(model, MultiBranchModel) or not hasattr(model, "extract"):
+        raise CheckpointError(
+            f"{loaded.path} does not hold a multi-branch model (got {type(model).__name__}); "
+            "export needs a checkpoint trained by onedge"
+        )
+    chosen = loaded.deployed_branch if branch is None else int(branch)
+    if not 0 <= chosen < model.num_branches:
+        raise ConfigError(
+            f"branch {chosen} is out of range: {loaded.path.name} has {model.num_branches} "
+            f"branch(es), 0..{model.num_branches - 1}"
+        )
+    return model, chosen
+
+
+def _check_images(loaded: Any, images: np.ndarray | None, chw: tuple[int, int, int]) -> np.ndarray:
+    """The images the student is checked on: given, or the first 256 of the validation split."""
+    if images is None:
+        splits = load_data(loaded.config.data)
+        images, _ = to_numpy(splits.val, limit=256)
+    if len(images) == 0:
+        raise ExportError("no images to check the extracted student on")
+    if tuple(images.shape[1:]) != chw:
+        raise ExportError(f"check images are {tuple(images.shape[1:])}, the model expects {chw}")
+    return images
+
+
+def _check_student(
+    model: MultiBranchModel, branch: int, module: nn.Module, images: np.ndarray
+) -> dict[str, float]:
+    """The student's logits against its branch's in the multi-branch model; raises beyond 1e-5."""
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        expected = _branch_logits(model, branch, x)
+        got = module(x)
+    diff = float((expected - got).abs().max())
+    agreement = float((expected.argmax(1) == got.argmax(1)).float().mean())
+    if diff > EXTRACT_TOLERANCE or agreement < 1.0:
+        raise ExportError(
+            f"the extracted branch {branch} disagrees with the multi-branch model: max |diff| "
+            f"{diff:.3g} (tolerance {EXTRACT_TOLERANCE:g}), top-1 agreement {agreement:.2%}"
+        )
+    return {"max_abs_diff": diff, "top1_agreement": agreement, "images": len(images)}
 
 
 def extract_branch(
@@ -107,45 +156,13 @@ def extract_branch(
     the real images the logits are checked on; by default the first 256 of the validation split
     of the checkpoint's own data set.
     """
-    from training.checkpoint import LoadedCheckpoint, load_checkpoint
-
     loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
-    model = loaded.model
-    if not isinstance(model, MultiBranchModel) or not hasattr(model, "extract"):
-        raise CheckpointError(
-            f"{loaded.path} does not hold a multi-branch model (got {type(model).__name__}); "
-            "export needs a checkpoint trained by onedge"
-        )
-    chosen = loaded.deployed_branch if branch is None else int(branch)
-    if not 0 <= chosen < model.num_branches:
-        raise ConfigError(
-            f"branch {chosen} is out of range: {loaded.path.name} has {model.num_branches} "
-            f"branch(es), 0..{model.num_branches - 1}"
-        )
+    model, chosen = _multi_branch_model(loaded, branch)
     model.eval()
     module = model.extract(chosen).eval()
     spec = loaded.spec
     chw = (spec.in_channels, spec.image_size, spec.image_size)
-    if images is None:
-        from training.data import load_data, to_numpy
-
-        splits = load_data(loaded.config.data)
-        images, _ = to_numpy(splits.val, limit=256)
-    if len(images) == 0:
-        raise ExportError("no images to check the extracted student on")
-    if tuple(images.shape[1:]) != chw:
-        raise ExportError(f"check images are {tuple(images.shape[1:])}, the model expects {chw}")
-    with torch.inference_mode():
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-        expected = _branch_logits(model, chosen, x)
-        got = module(x)
-    diff = float((expected - got).abs().max())
-    agreement = float((expected.argmax(1) == got.argmax(1)).float().mean())
-    if diff > EXTRACT_TOLERANCE or agreement < 1.0:
-        raise ExportError(
-            f"the extracted branch {chosen} disagrees with the multi-branch model: max |diff| "
-            f"{diff:.3g} (tolerance {EXTRACT_TOLERANCE:g}), top-1 agreement {agreement:.2%}"
-        )
+    check = _check_student(model, chosen, module, _check_images(loaded, images, chw))
     return Student(
         module=module,
         spec=spec,
@@ -156,7 +173,7 @@ def extract_branch(
         checkpoint_sha256=loaded.sha256,
         student_cost=measure_cost(module, chw),
         network_cost=measure_cost(model, chw),
-        check={"max_abs_diff": diff, "top1_agreement": agreement, "images": len(images)},
+        check=check,
         width=float(model.widths[chosen]),
     )
 
@@ -217,8 +234,6 @@ def save_student(
     module: nn.Module = student.module.eval()
     example = torch.zeros(2, *student.input_chw)
     if contract is not None and contract.embedded:
-        from export.preprocess import Preprocessed
-
         module = Preprocessed(module, contract).eval()
         dtype = getattr(torch, contract.dtype)
         example = torch.zeros(2, *contract.sample_shape, dtype=dtype)
@@ -256,7 +271,7 @@ def load_student(folder: Path) -> nn.Module:
     """The student.pt2 this process has just written, as a callable module (needs only torch).
 
     ``torch.export.load`` unpickles: it is for the exporter's check of its own output, in its
-    private (mode 0700) staging folder, never for a folder someone else may have written.
+    private (mode 0700) build folder, never for a folder someone else may have written.
     """
     path = Path(folder) / STUDENT_FILE
     if not path.is_file():

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,48 +82,15 @@ def torch_to_onnx(
     module = module.eval()
     # batch 2: torch.export specialises a dimension whose example size is 1
     example = example[:1].expand(2, *example.shape[1:]).contiguous()
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    quiet = io.StringIO()
-    logger = logging.getLogger("torch.onnx")
-    old_level = logger.level
-    logger.setLevel(logging.ERROR)
     try:
-        with (
-            torch.no_grad(),
-            warnings.catch_warnings(),
-            contextlib.redirect_stdout(quiet),
-        ):
-            warnings.simplefilter("ignore")
+        with _quiet_exporter():
             if opset >= DYNAMO_MIN_OPSET:
-                model = torch.onnx.export(
-                    module,
-                    (example,),
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    opset_version=opset,
-                    dynamic_shapes=({0: batch},),
-                    dynamo=True,
-                    external_data=False,
-                    verbose=False,
-                ).model_proto
+                model = _dynamo_export(module, example, opset)
             else:  # the torch.export-based exporter starts at 18; 17 takes the TorchScript one
-                buffer = io.BytesIO()
-                torch.onnx.export(
-                    module,
-                    (example,),
-                    buffer,
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    opset_version=opset,
-                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                    dynamo=False,
-                )
-                model = onnx.load_from_string(buffer.getvalue())
+                model = _torchscript_export(module, example, opset)
     except Exception as exc:
         first = first_line(exc)
         raise OnnxModelError(f"torch.onnx.export failed for the student: {first}") from exc
-    finally:
-        logger.setLevel(old_level)
     produced = _opset(model)
     if produced != opset:
         raise OnnxModelError(f"asked for ONNX opset {opset}, the exporter produced {produced}")
@@ -131,6 +99,58 @@ def torch_to_onnx(
     onnx.save_model(model, str(path))
     check_onnx(path)
     return path
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """No gradients, and the exporter's warnings, prints and INFO logging held back."""
+    logger = logging.getLogger("torch.onnx")
+    old_level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with (
+            torch.no_grad(),
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(old_level)
+
+
+def _dynamo_export(module: nn.Module, example: torch.Tensor, opset: int) -> Any:
+    """The torch.export-based exporter (opset 18 and newer), dynamic batch."""
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    return torch.onnx.export(
+        module,
+        (example,),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        opset_version=opset,
+        dynamic_shapes=({0: batch},),
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    ).model_proto
+
+
+def _torchscript_export(module: nn.Module, example: torch.Tensor, opset: int) -> Any:
+    """The TorchScript exporter (opset 17), dynamic batch axis."""
+    import onnx
+
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        module,
+        (example,),
+        buffer,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        opset_version=opset,
+        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        dynamo=False,
+    )
+    return onnx.load_from_string(buffer.getvalue())
 
 
 def load_onnx(path: Path) -> Any:

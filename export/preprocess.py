@@ -212,8 +212,8 @@ def embed_openvino(xml_path: Path, contract: InputContract, compress_to_fp16: bo
     steps.mean([float(v) for v in offset]).scale([float(v) for v in divisor])
     model = ppp.build()
     xml_path = Path(xml_path)
-    staged = xml_path.with_name(xml_path.stem + ".embedded.xml")  # the old .bin may be mapped
-    ov.save_model(model, str(staged), compress_to_fp16=compress_to_fp16)
-    staged.with_suffix(".bin").replace(xml_path.with_suffix(".bin"))
-    staged.replace(xml_path)
+    written = xml_path.with_name(xml_path.stem + ".embedded.xml")  # the old .bin may be mapped
+    ov.save_model(model, str(written), compress_to_fp16=compress_to_fp16)
+    written.with_suffix(".bin").replace(xml_path.with_suffix(".bin"))
+    written.replace(xml_path)
     return xml_path

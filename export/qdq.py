@@ -108,16 +108,11 @@ def check_tensorrt_qdq(model: Any) -> QdqSummary:
     and transposed Gemm weights) with one scale per channel; at least one weight is quantised.
     Raises :class:`QdqError` naming the first offending node.
     """
-    from onnx import numpy_helper
-
     if isinstance(model, str | Path):
         check_onnx(model)
         model = load_onnx(model)
     graph = model.graph
-    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute:
-            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    constants = _graph_constants(graph)
     producer = {out: node for node in graph.node for out in node.output}
     quantize = [n for n in graph.node if n.op_type == "QuantizeLinear"]
     dequantize = [n for n in graph.node if n.op_type == "DequantizeLinear"]
@@ -126,43 +121,64 @@ def check_tensorrt_qdq(model: Any) -> QdqSummary:
     for node in quantize + dequantize:
         _check_scale_and_zero_point(node, constants)
     for node in dequantize:
-        source = node.input[0]
-        if source in constants:
-            if constants[source].dtype != np.int8:
-                raise QdqError(
-                    f"DequantizeLinear {node.name!r} reads a {constants[source].dtype} constant; "
-                    "TensorRT needs INT8"
-                )
-        elif source not in producer or producer[source].op_type != "QuantizeLinear":
-            raise QdqError(
-                f"DequantizeLinear {node.name!r} does not follow a QuantizeLinear: "
-                "TensorRT needs Q/DQ pairs"
-            )
+        _check_dequantize_source(node, producer, constants)
     weight_ops = [n for n in graph.node if n.op_type in WEIGHT_OPS]
-    quantized_weights = 0
-    for node in weight_ops:
-        index = WEIGHT_OPS[node.op_type]
-        if len(node.input) <= index:
-            continue
-        dq = producer.get(node.input[index])
-        if dq is None or dq.op_type != "DequantizeLinear":
-            continue
-        weight = _weight_behind(dq, producer, constants)
-        if weight is None:
-            continue
-        axis = _per_channel_axis(node)
-        scale = constants[dq.input[1]]
-        attr_axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-        if scale.ndim != 1 or scale.size != weight.shape[axis] or attr_axis % weight.ndim != axis:
-            raise QdqError(
-                f"weight of {node.op_type} {node.name!r} is not quantised per channel on axis "
-                f"{axis} (scale shape {list(scale.shape)}, axis {attr_axis}, weight "
-                f"{list(weight.shape)}); TensorRT needs per-output-channel weights"
-            )
-        quantized_weights += 1
+    quantized_weights = sum(_check_weight(node, producer, constants) for node in weight_ops)
     if quantized_weights == 0:
         raise QdqError("no Conv/Gemm/MatMul weight is quantised: the graph would not run in INT8")
     return QdqSummary(len(quantize), len(dequantize), quantized_weights, len(weight_ops))
+
+
+def _graph_constants(graph: Any) -> dict[str, np.ndarray]:
+    """Every constant of the graph by name: initializers and Constant nodes."""
+    from onnx import numpy_helper
+
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute:
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return constants
+
+
+def _check_dequantize_source(
+    node: Any, producer: dict[str, Any], constants: dict[str, np.ndarray]
+) -> None:
+    """A DequantizeLinear reads an INT8 constant or a QuantizeLinear, nothing else."""
+    source = node.input[0]
+    if source in constants:
+        if constants[source].dtype != np.int8:
+            raise QdqError(
+                f"DequantizeLinear {node.name!r} reads a {constants[source].dtype} constant; "
+                "TensorRT needs INT8"
+            )
+    elif source not in producer or producer[source].op_type != "QuantizeLinear":
+        raise QdqError(
+            f"DequantizeLinear {node.name!r} does not follow a QuantizeLinear: "
+            "TensorRT needs Q/DQ pairs"
+        )
+
+
+def _check_weight(node: Any, producer: dict[str, Any], constants: dict[str, np.ndarray]) -> bool:
+    """Whether the weight of a Conv/Gemm/MatMul is quantised; raises unless per channel."""
+    index = WEIGHT_OPS[node.op_type]
+    if len(node.input) <= index:
+        return False
+    dq = producer.get(node.input[index])
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return False
+    weight = _weight_behind(dq, producer, constants)
+    if weight is None:
+        return False
+    axis = _per_channel_axis(node)
+    scale = constants[dq.input[1]]
+    attr_axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    if scale.ndim != 1 or scale.size != weight.shape[axis] or attr_axis % weight.ndim != axis:
+        raise QdqError(
+            f"weight of {node.op_type} {node.name!r} is not quantised per channel on axis "
+            f"{axis} (scale shape {list(scale.shape)}, axis {attr_axis}, weight "
+            f"{list(weight.shape)}); TensorRT needs per-output-channel weights"
+        )
+    return True
 
 
 def _check_scale_and_zero_point(node: Any, constants: dict[str, np.ndarray]) -> None:

@@ -21,6 +21,7 @@ import logging
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from export.qdq import (
     onnx_to_tensorrt_qdq,
     quiet_logging,
 )
-from export.timing import cpu_name, interleaved
+from export.timing import Latency, cpu_name, interleaved
 from onedge.errors import first_line
 
 __all__ = [
@@ -96,6 +97,30 @@ def quantize_openvino(
         return nncf.quantize(model, dataset, **common), info
     if mode != "accuracy_control":
         raise ExportError(f"OpenVINO INT8 mode {mode!r} is not one of ptq, accuracy_control")
+    quantized, facts = _accuracy_controlled(nncf, model, dataset, validation, max_drop, common)
+    info.update(facts)
+    return quantized, info
+
+
+def _openvino_top1(compiled: Any, data: Any) -> float:
+    """Top-1 of a compiled OpenVINO model over (image, label) items: NNCF's validation_fn."""
+    correct = total = 0
+    for image, label in data:
+        logits = compiled(image)[0]
+        correct += int(np.argmax(logits) == label)
+        total += 1
+    return correct / max(total, 1)
+
+
+def _accuracy_controlled(
+    nncf: Any,
+    model: Any,
+    dataset: Any,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    max_drop: float,
+    common: dict[str, Any],
+) -> tuple[Any, dict[str, Any]]:
+    """NNCF's accuracy-controlled INT8: layers kept in FP until the top-1 drop is in budget."""
     if validation is None or len(validation[0]) == 0:
         raise ExportError("accuracy-controlled INT8 needs the validation split; it is empty")
     images, labels = validation
@@ -103,26 +128,16 @@ def quantize_openvino(
         (np.ascontiguousarray(image[None], dtype=np.float32), int(label))
         for image, label in zip(images, labels, strict=True)
     ]
-
-    def validate(compiled: Any, data: Any) -> float:
-        correct = total = 0
-        for image, label in data:
-            logits = compiled(image)[0]
-            correct += int(np.argmax(logits) == label)
-            total += 1
-        return correct / max(total, 1)
-
     quantized = nncf.quantize_with_accuracy_control(
         model,
         dataset,
         nncf.Dataset(val_items, lambda item: item[0]),
-        validation_fn=validate,
+        validation_fn=_openvino_top1,
         max_drop=max_drop,
         drop_type=nncf.DropType.ABSOLUTE,
         **common,
     )
-    info.update({"max_drop": max_drop, "validation_images": len(val_items)})
-    return quantized, info
+    return quantized, {"max_drop": max_drop, "validation_images": len(val_items)}
 
 
 @dataclass(frozen=True)
@@ -253,50 +268,22 @@ def choose_ort_int8(
     images, labels = validation
     if len(images) == 0:
         raise ExportError("choosing the ONNX Runtime INT8 recipe needs validation images")
-    sample = np.ascontiguousarray(images[:1], dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        sessions: dict[str, Any] = {"fp32": ort_session(src, threads)}
-        paths: dict[str, Path] = {}
-        failures: dict[str, str] = {}
-        for candidate in parsed:
-            path = Path(tmp) / f"{candidate.name}.onnx"
-            try:
-                quantize_onnx_cpu(src, path, calibration, candidate, per_channel)
-                sessions[candidate.name] = ort_session(path, threads)
-                paths[candidate.name] = path
-            except Exception as exc:  # recorded, and that candidate is out
-                failures[candidate.name] = first_line(exc)
-        if not paths:
-            raise ExportError(f"every ONNX Runtime INT8 candidate failed: {failures}")
+        built = _build_candidates(src, Path(tmp), calibration, parsed, per_channel, threads)
+        sessions, paths, failures = built
         accuracy = {
             name: top1_accuracy(run_onnx(s, images), labels) for name, s in sessions.items()
         }
-        calls = {
-            name: (lambda s=s: s.run(None, {INPUT_NAME: sample})) for name, s in sessions.items()
-        }
-        latency = interleaved(
-            calls,
-            batch=1,
-            warmup_s=0.3,
-            min_seconds=timing_seconds * len(calls),
-            min_calls=100,
-            rounds=10,
-        )
+        latency = _batch1_latency(sessions, images[:1], timing_seconds)
         best = max(accuracy[name] for name in paths)
         eligible = [name for name in paths if accuracy[name] >= best - accuracy_slack]
-        chosen = min(eligible, key=lambda name: latency[name].p50_ms)
+        chosen = min(eligible, key=lambda name: latency[name].p50)
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(paths[chosen], dst)
-    fp32_p50 = latency["fp32"].p50_ms
+    fp32_p50 = latency["fp32"].p50
+    recipes = {c.name: asdict(c) for c in parsed if c.name in paths}
     measured = [
-        {
-            "candidate": name,
-            "recipe": asdict(next(c for c in parsed if c.name == name)) if name in paths else None,
-            "p50_ms": latency[name].p50_ms,
-            "p99_ms": latency[name].p99_ms,
-            "ratio_to_fp32": latency[name].p50_ms / fp32_p50,
-            "val_top1": accuracy[name],
-        }
+        _measurement(name, recipes.get(name), latency[name], fp32_p50, accuracy[name])
         for name in sessions
     ]
     return {
@@ -304,13 +291,68 @@ def choose_ort_int8(
         "per_channel": per_channel,
         "rule": f"fastest batch-1 p50 among candidates within {accuracy_slack:.3f} of the best "
         "validation top-1",
-        "faster_than_fp32": latency[chosen].p50_ms < fp32_p50,
+        "faster_than_fp32": latency[chosen].p50 < fp32_p50,
         "measurements": measured,
         "failed": failures,
         "threads": threads,
         "cpu": cpu_name(),  # the recipe is chosen for this CPU; another may prefer another
         "validation_images": len(images),
     }
+
+
+def _measurement(
+    name: str, recipe: dict[str, Any] | None, latency: Latency, fp32_p50: float, top1: float
+) -> dict[str, Any]:
+    """What the search records about one candidate (FP32 included, its recipe None)."""
+    return {
+        "candidate": name,
+        "recipe": recipe,
+        "p50_ms": latency.p50,
+        "p99_ms": latency.p99,
+        "ratio_to_fp32": latency.p50 / fp32_p50,
+        "val_top1": top1,
+    }
+
+
+def _build_candidates(
+    src: Path,
+    work: Path,
+    calibration: np.ndarray,
+    parsed: list[OrtInt8Candidate],
+    per_channel: bool,
+    threads: int | None,
+) -> tuple[dict[str, Any], dict[str, Path], dict[str, str]]:
+    """Every candidate quantised into ``work``: the sessions (FP32 first), paths and failures."""
+    sessions: dict[str, Any] = {"fp32": ort_session(src, threads)}
+    paths: dict[str, Path] = {}
+    failures: dict[str, str] = {}
+    for candidate in parsed:
+        path = work / f"{candidate.name}.onnx"
+        try:
+            quantize_onnx_cpu(src, path, calibration, candidate, per_channel)
+            sessions[candidate.name] = ort_session(path, threads)
+            paths[candidate.name] = path
+        except Exception as exc:  # recorded, and that candidate is out
+            failures[candidate.name] = first_line(exc)
+    if not paths:
+        raise ExportError(f"every ONNX Runtime INT8 candidate failed: {failures}")
+    return sessions, paths, failures
+
+
+def _batch1_latency(
+    sessions: dict[str, Any], image: np.ndarray, timing_seconds: float
+) -> dict[str, Latency]:
+    """Batch-1 latency of every session, timed interleaved in one run."""
+    feed = {INPUT_NAME: np.ascontiguousarray(image, dtype=np.float32)}
+    calls = {name: partial(session.run, None, feed) for name, session in sessions.items()}
+    return interleaved(
+        calls,
+        batch=1,
+        warmup_s=0.3,
+        min_seconds=timing_seconds * len(calls),
+        min_calls=100,
+        rounds=10,
+    )
 
 
 def onnx_to_fp16(src: Path, dst: Path) -> Path:

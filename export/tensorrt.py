@@ -179,27 +179,9 @@ def onnx_to_tensorrt(
     gpu = current_gpu()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0 if weakly_typed else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(Path(onnx_path).read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ExportError(f"TensorRT cannot parse {onnx_path}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
-    config.builder_optimization_level = options.builder_optimization_level
-    if weakly_typed and precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if weakly_typed and precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(
-        input_name,
-        (options.min_batch, *input_chw),
-        (options.opt_batch, *input_chw),
-        (options.max_batch, *input_chw),
-    )
-    config.add_optimization_profile(profile)
+    network = _parse_onnx(trt, builder, logger, Path(onnx_path), weakly_typed)
+    config = _builder_config(trt, builder, precision, weakly_typed, options)
+    _add_profile(builder, config, input_name, input_chw, options)
     cache_path = Path(engine_path).parent / options.timing_cache if options.timing_cache else None
     cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
@@ -217,6 +199,49 @@ def onnx_to_tensorrt(
         "precision": precision,
         "strongly_typed": not weakly_typed,
     }
+
+
+def _parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path, weakly_typed: bool) -> Any:
+    """The network TensorRT's ONNX parser reads from ``onnx_path`` (strongly typed from 11)."""
+    flags = 0 if weakly_typed else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    return network
+
+
+def _builder_config(
+    trt: Any, builder: Any, precision: str, weakly_typed: bool, options: TensorRTOptions
+) -> Any:
+    """The builder config: the workspace limit, the optimisation level, precision flags (<11)."""
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    config.builder_optimization_level = options.builder_optimization_level
+    if weakly_typed and precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if weakly_typed and precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+    return config
+
+
+def _add_profile(
+    builder: Any,
+    config: Any,
+    input_name: str,
+    input_chw: tuple[int, int, int],
+    options: TensorRTOptions,
+) -> None:
+    """The optimisation profile over the min/opt/max batch."""
+    profile = builder.create_optimization_profile()
+    profile.set_shape(
+        input_name,
+        (options.min_batch, *input_chw),
+        (options.opt_batch, *input_chw),
+        (options.max_batch, *input_chw),
+    )
+    config.add_optimization_profile(profile)
 
 
 def check_engine_compatible(recorded: dict[str, Any], tensorrt_version: str, gpu: str) -> None:

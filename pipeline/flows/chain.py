@@ -28,7 +28,8 @@ from pipeline.model_registry.promotion import gather_evidence
 from pipeline.model_registry.register import RegistryOutcome, attach_files
 from pipeline.model_registry.target_versions import PerTargetOutcome
 from pipeline.model_registry.tracking import connect, prepare_store, tracking_uri
-from pipeline.report.document import ArtifactRow, write_report, write_timings
+from pipeline.report.document import write_report, write_timings
+from pipeline.report.rows import ArtifactRow
 
 
 @task(name="report", cache_policy=NO_CACHE)

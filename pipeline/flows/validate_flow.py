@@ -14,7 +14,7 @@ from pipeline import run_folder
 from pipeline.config import ConfigArg, ValidateConfig
 from pipeline.flows.limits import LOCAL_BOARD, ensure_board_limits, transient_fault
 from pipeline.int8_debug import repair_int8_below_gate
-from pipeline.report.document import artifact_rows
+from pipeline.report.rows import artifact_rows
 from targets.base import ValidationReport
 
 

@@ -1,150 +1,33 @@
 """The run report: ``DIR/report.md`` and a self-contained ``DIR/report.html``.
 
-Both are rendered from one list of blocks built from the run folder's files (metrics.json,
-export.json, every target's report.json, torch-fp32.json, registry.json), so the numbers are
-those files' numbers. The markdown is also the Prefect artifact of the run.
+Both are rendered (:mod:`pipeline.report.render`) from one list of blocks built from the run
+folder's files (metrics.json, export.json, every target's report.json, torch-fp32.json,
+registry.json), so the numbers are those files' numbers. The markdown is also the Prefect
+artifact of the run. The table rows are :mod:`pipeline.report.rows`, the plot
+:mod:`pipeline.report.plot`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from onedge.strict import StrictModel
 from pipeline.config import RunConfig
+from pipeline.data_check import read_data_check
 from pipeline.durations import StageTimes
-from pipeline.model_registry.per_target import pareto_front
+from pipeline.int8_debug import repair_lines
 from pipeline.model_registry.register import RegistryOutcome
+from pipeline.model_registry.target_versions import PER_TARGET_FILE, per_target_mode
 from pipeline.report.classes import ClassSection, class_blocks, class_sections
+from pipeline.report.plot import PLOT_FILE, plot_accuracy_latency
+from pipeline.report.render import Block, to_html, to_markdown
+from pipeline.report.rows import COLUMNS, ArtifactRow, artifact_rows
 from pipeline.report.targets import per_target_registry_lines, student_rows, target_blocks
 from pipeline.run_folder import RunFolder, TorchBaseline, load_baseline, load_reports, read_json
-from targets.base import ArtifactResult, ValidationReport
+from targets.base import ValidationReport
 from targets.table import isa_columns, machine_line
-
-PLOT_FILE = "accuracy-latency.png"
-COLUMNS = [
-    "artifact", "format", "precision", "top-1 %", "drop pts", "agree %",
-    "p50 ms", "p99 ms", "img/s", "speed-up", "verdict", "pareto",
-]  # fmt: skip
-
-
-class ArtifactRow(StrictModel):
-    """One artifact on one target, as the tables show it (accuracies are fractions)."""
-
-    target: str
-    artifact: str
-    format: str
-    precision: str
-    top1: float | None = None
-    top1_drop: float | None = None
-    agreement: float | None = None
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    throughput: float | None = None
-    speedup: float | None = None  # PyTorch FP32 p50 / this p50, on the CPU that timed both
-    verdict: str | None = None
-    reasons: list[str] = []
-    pareto: bool = False
-    registered: bool = False
-
-    def cells(self) -> list[str]:
-        def num(value: float | None, digits: int = 2, scale: float = 1.0) -> str:
-            return "-" if value is None else f"{scale * value:.{digits}f}"
-
-        name = f"{self.artifact} (registered)" if self.registered else self.artifact
-        return [
-            name, self.format, self.precision,
-            num(self.top1, 2, 100), num(self.top1_drop, 2, 100), num(self.agreement, 2, 100),
-            num(self.p50_ms, 3), num(self.p99_ms, 3), num(self.throughput, 0),
-            "-" if self.speedup is None else f"{self.speedup:.2f}x",
-            self.verdict or "-", "yes" if self.pareto else "",
-        ]  # fmt: skip
-
-
-def artifact_rows(
-    reports: dict[str, ValidationReport],
-    baseline: TorchBaseline | None,
-    registered: str | None = None,
-) -> list[ArtifactRow]:
-    """Rows for every artifact on every target, with speed-up and the Pareto front marked.
-
-    On the CPU that timed the PyTorch FP32 student (``local-cpu``), its row (which the target
-    skips) shows that timing, as the speed-up reference.
-    """
-    rows: list[ArtifactRow] = []
-    for spec, report in reports.items():
-        local = baseline if report.target_info.kind == "local-cpu" else None
-        batch = [_row(spec, r, local, registered) for r in report.results]
-        measured = [row for row in batch if row.p50_ms is not None and row.top1 is not None]
-        flags = pareto_front([(row.p50_ms, row.top1) for row in measured])  # type: ignore[misc]
-        for row, flag in zip(measured, flags, strict=True):
-            row.pareto = flag
-        rows += batch
-    return rows
-
-
-def _row(
-    spec: str, r: ArtifactResult, baseline: TorchBaseline | None, registered: str | None
-) -> ArtifactRow:
-    row = ArtifactRow(
-        target=spec, artifact=r.artifact, format=r.format, precision=r.precision,
-        top1=r.top1, top1_drop=r.top1_drop, agreement=r.agreement,
-        p50_ms=r.latency_ms.p50 if r.latency_ms else None,
-        p99_ms=r.latency_ms.p99 if r.latency_ms else None,
-        throughput=r.throughput, verdict=r.verdict, reasons=list(r.reasons),
-        registered=r.artifact == registered,
-    )  # fmt: skip
-    if baseline is None:
-        return row
-    if r.artifact == baseline.artifact and r.sha256 == baseline.sha256:
-        row.p50_ms, row.p99_ms = baseline.latency_ms.p50, baseline.latency_ms.p99
-        row.top1, row.top1_drop, row.agreement = baseline.top1, 0.0, 1.0
-        row.verdict, row.reasons = "reference", []
-    if row.p50_ms:
-        row.speedup = baseline.latency_ms.p50 / row.p50_ms
-    return row
-
-
-def plot_accuracy_latency(rows: list[ArtifactRow], path: Path) -> Path:
-    """Top-1 against p50 latency, one panel per target, the Pareto front drawn as a step line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    targets = list(dict.fromkeys(row.target for row in rows))
-    fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(6.5 * max(1, len(targets)), 4.5))
-    axes = axes if hasattr(axes, "__len__") else [axes]
-    for ax, target in zip(axes, targets, strict=False):
-        points = [r for r in rows if r.target == target and r.p50_ms and r.top1 is not None]
-        names = sorted({r.artifact for r in rows})
-        tab10 = plt.get_cmap("tab10")
-        palette = [tab10(i) for i in range(10) if i != 3]  # red marks the front
-        for r in points:  # one colour per artifact (labels would collide); a red ring on the front
-            ax.scatter(
-                r.p50_ms, 100 * r.top1, s=70, zorder=3, label=r.artifact,
-                color=palette[names.index(r.artifact) % len(palette)],
-                edgecolors="tab:red" if r.pareto else "none", linewidths=2,
-            )  # fmt: skip
-        if points:
-            low, high = min(100 * r.top1 for r in points), max(100 * r.top1 for r in points)
-            ax.set_ylim(low - 2, min(100.5, high + 2) if high < 100 else 101)
-        front = sorted((r.p50_ms, 100 * r.top1) for r in points if r.pareto)
-        if front:
-            xs, ys = zip(*front, strict=True)
-            ax.step(xs, ys, where="post", color="tab:red", lw=1.2, label="Pareto front")
-        ax.set(title=target, xlabel="p50 latency at batch 1 (ms, log)", ylabel="test top-1 (%)")
-        ax.set_xscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right", ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 @dataclass
@@ -156,36 +39,77 @@ class ReportFiles:
     rows: list[ArtifactRow]
 
 
-Block = tuple  # ("h1"|"h2"|"p"|"list"|"table"|"img", ...)
+@dataclass
+class ReportInputs:
+    """What the report is built from: the run folder's files, each read once."""
+
+    metrics: dict  # train/metrics.json
+    exported: dict  # export/export.json
+    reports: dict[str, ValidationReport]  # every target's report.json
+    baseline: TorchBaseline | None  # validate/torch-fp32.json
+    outcome: RegistryOutcome | None  # registry.json
 
 
-def build_blocks(
-    config: RunConfig, run: RunFolder, timings: StageTimes | None = None
-) -> tuple[list[Block], list[ArtifactRow], list[ClassSection]]:
-    metrics = read_json(run.train / "metrics.json", "training")
-    exported = read_json(run.export / "export.json", "export")
-    reports = load_reports(run, config.validate)
-    baseline = load_baseline(run)
+def read_inputs(
+    config: RunConfig, run: RunFolder, reports: dict[str, ValidationReport] | None = None
+) -> ReportInputs:
+    """The report's inputs from the run folder; ``reports`` when the caller holds them already
+    (the chain hands on the validate flow's), else every target's report.json."""
     outcome = (
         RegistryOutcome.model_validate_json(run.registry.read_text())
         if config.registry.enabled and run.registry.is_file()
         else None
     )
-    from pipeline.model_registry.target_versions import PER_TARGET_FILE, per_target_mode
+    return ReportInputs(
+        metrics=read_json(run.train / "metrics.json", "training"),
+        exported=read_json(run.export / "export.json", "export"),
+        reports=reports if reports is not None else load_reports(run, config.validate),
+        baseline=load_baseline(run),
+        outcome=outcome,
+    )
 
-    rows = artifact_rows(reports, baseline, outcome.artifact if outcome else None)
+
+def build_blocks(
+    config: RunConfig,
+    run: RunFolder,
+    timings: StageTimes | None = None,
+    reports: dict[str, ValidationReport] | None = None,
+) -> tuple[list[Block], list[ArtifactRow], list[ClassSection]]:
+    """The report's blocks in order, its table rows and its per-class sections."""
+    given = read_inputs(config, run, reports)
+    registered = given.outcome.artifact if given.outcome else None
+    rows = artifact_rows(given.reports, given.baseline, registered)
     plot_accuracy_latency(rows, run.root / PLOT_FILE)
+    blocks = head_blocks(config, run, given, rows)
+    for spec, report in given.reports.items():
+        blocks += validation_blocks(spec, report, rows)
+    blocks += export_blocks(given)
+    blocks += registry_blocks(config, run, given)
+    per_class = class_sections(run, given.reports)
+    blocks += class_blocks(per_class, run.root)
+    if timings is not None:
+        blocks += [
+            ("h2", "Where the time went"),
+            ("list", timings.lines()),
+            ("p", "Seconds up to this report; report.json adds the report's own time."),
+        ]
+    return blocks, rows, per_class
 
-    student = exported.get("student", {})
+
+def head_blocks(
+    config: RunConfig, run: RunFolder, given: ReportInputs, rows: list[ArtifactRow]
+) -> list[Block]:
+    """Title, summary, training and the accuracy-against-latency plot."""
+    student = given.exported.get("student", {})
     s_cost, n_cost = student.get("student", {}), student.get("multi_branch_network", {})
-    blocks: list[Block] = [
+    return [
         ("h1", f"onedge run: {config.name}"),
         ("p", f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, run folder `{run.root}`"),
         ("h2", "Summary"),
-        ("list", summary_lines(config, metrics, rows, outcome)),
+        ("list", summary_lines(config, given.metrics, rows, given.outcome)),
         ("h2", "Training"),
         ("img", "training curves", run.train / "curves.png"),
-        ("table", ["model", "test top-1 %"], training_rows(metrics)),
+        ("table", ["model", "test top-1 %"], training_rows(given.metrics)),
         ("p", f"Student (branch {student.get('branch')}): {s_cost.get('parameters', 0):,} "
               f"parameters, {s_cost.get('macs', 0):,} MACs; the whole multi-branch network: "
               f"{n_cost.get('parameters', 0):,} parameters, {n_cost.get('macs', 0):,} MACs."),
@@ -194,28 +118,36 @@ def build_blocks(
         ("p", "Points ringed in red lie on the Pareto front (no other artifact is at least as fast and as "
               "accurate, and better in one); torch-fp32 is the PyTorch FP32 student, timed on this CPU only."),
     ]  # fmt: skip
-    for spec, report in reports.items():
-        s = report.settings
-        blocks += [
-            ("h2", f"Validation on {spec}"),
-            ("p", f"{machine_line(report.target_info)}. Batch-1 latency, throughput at batch "
-                  f"{s.batch_size}, threads {s.threads or 'default'}, timed >= "
-                  f"{s.timed_seconds:g} s and >= {s.timed_calls} calls; eval set "
-                  f"{report.eval_set_sha256 and report.eval_set_sha256[:12]}... "
-                  f"({next((r.eval_size for r in report.results if r.eval_size), '?')} images)."),
-            ("table", isa_columns(COLUMNS, report.target_info),
-             [row.cells() for row in rows if row.target == spec]),
-        ]  # fmt: skip
-        failed = [
-            f"{r.artifact}: {'; '.join(r.reasons)}" for r in rows if r.target == spec and r.reasons
-        ]
-        if failed:
-            blocks.append(("list", failed))
+
+
+def validation_blocks(spec: str, report: ValidationReport, rows: list[ArtifactRow]) -> list[Block]:
+    """One target's section: the machine and protocol, its table, why artifacts failed."""
+    s = report.settings
+    blocks: list[Block] = [
+        ("h2", f"Validation on {spec}"),
+        ("p", f"{machine_line(report.target_info)}. Batch-1 latency, throughput at batch "
+              f"{s.batch_size}, threads {s.threads or 'default'}, timed >= "
+              f"{s.timed_seconds:g} s and >= {s.timed_calls} calls; eval set "
+              f"{report.eval_set_sha256 and report.eval_set_sha256[:12]}... "
+              f"({next((r.eval_size for r in report.results if r.eval_size), '?')} images)."),
+        ("table", isa_columns(COLUMNS, report.target_info),
+         [row.cells() for row in rows if row.target == spec]),
+    ]  # fmt: skip
+    failed = [
+        f"{r.artifact}: {'; '.join(r.reasons)}" for r in rows if r.target == spec and r.reasons
+    ]
+    if failed:
+        blocks.append(("list", failed))
+    return blocks
+
+
+def export_blocks(given: ReportInputs) -> list[Block]:
+    """Failed exports, the INT8 repair (docs/INT8_REPAIR.md), the speed-up's reference, students."""
+    exported, baseline = given.exported, given.baseline
+    blocks: list[Block] = []
     if exported.get("failed"):  # each is that artifact's failure; the rest were validated
         blocks += [("h2", "Artifacts that failed their export"),
                    ("list", [f"{f['name']}: failed ({f['reason']})" for f in exported["failed"]])]  # fmt: skip
-    from pipeline.int8_debug import repair_lines  # INT8 below the gate (docs/INT8_REPAIR.md)
-
     if repaired := repair_lines(exported):
         blocks += [("h2", "INT8 repair"), ("list", repaired)]
     if baseline is not None:
@@ -228,24 +160,21 @@ def build_blocks(
         blocks += [
             ("h2", "Students"),
             ("table", ["student", "width", "parameters", "MACs", "test top-1 %"],
-             student_rows(exported, metrics)),
+             student_rows(exported, given.metrics)),
         ]  # fmt: skip
+    return blocks
+
+
+def registry_blocks(config: RunConfig, run: RunFolder, given: ReportInputs) -> list[Block]:
+    """The per-target choice (with budgets or per-target aliases) and what the registry did."""
+    blocks: list[Block] = []
     if config.validate.budgets or per_target_mode(config):
-        blocks += target_blocks(config, run, reports)
+        blocks += target_blocks(config, run, given.reports)
     if per_target_mode(config):
         lines = per_target_registry_lines(run.root / PER_TARGET_FILE)
     else:
-        lines = registry_lines(outcome)
-    blocks += [("h2", "Registry"), ("list", lines)]
-    per_class = class_sections(run, reports)
-    blocks += class_blocks(per_class, run.root)
-    if timings is not None:
-        blocks += [
-            ("h2", "Where the time went"),
-            ("list", timings.lines()),
-            ("p", "Seconds up to this report; report.json adds the report's own time."),
-        ]
-    return blocks, rows, per_class
+        lines = registry_lines(given.outcome)
+    return [*blocks, ("h2", "Registry"), ("list", lines)]
 
 
 def summary_lines(config: RunConfig, metrics: dict, rows: list, outcome) -> list[str]:
@@ -322,80 +251,19 @@ def comparison_lines(outcome: RegistryOutcome) -> list[str]:
     ]
 
 
-def png_data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
-
-
-def to_markdown(blocks: list[Block], root: Path, embed_images: bool = False) -> str:
-    """Markdown of ``blocks``; images as paths relative to ``root``, or embedded as data URIs
-    (what a viewer that cannot fetch files beside the report, such as Prefect's UI, shows)."""
-    out: list[str] = []
-    for kind, *rest in blocks:
-        if kind == "h1":
-            out.append(f"# {rest[0]}\n")
-        elif kind == "h2":
-            out.append(f"## {rest[0]}\n")
-        elif kind == "p":
-            out.append(f"{rest[0]}\n")
-        elif kind == "list":
-            out.append("\n".join(f"- {item}" for item in rest[0]) + "\n")
-        elif kind == "img":
-            path = Path(rest[1])
-            rel = path.relative_to(root) if path.is_relative_to(root) else path
-            if embed_images and path.is_file():
-                out.append(f"![{rest[0]}]({png_data_uri(path)})\n")
-            else:
-                out.append(f"![{rest[0]}]({rel})\n")
-        elif kind == "table":
-            header, rows = rest
-            lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
-            out.append("\n".join(lines) + "\n")
-    return "\n".join(out)
-
-
-def to_html(blocks: list[Block], title: str) -> str:
-    esc = html.escape
-    body: list[str] = []
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2", "p"):
-            body.append(f"<{kind}>{esc(str(rest[0])).replace('`', '')}</{kind}>")
-        elif kind == "list":
-            items = "".join(f"<li>{esc(item).replace('`', '')}</li>" for item in rest[0])
-            body.append(f"<ul>{items.replace('**', '')}</ul>")
-        elif kind == "img":
-            path = Path(rest[1])
-            if path.is_file():
-                body.append(f'<img alt="{esc(rest[0])}" src="{png_data_uri(path)}">')
-        elif kind == "table":
-            header, rows = rest
-            head = "".join(f"<th>{esc(h)}</th>" for h in header)
-            cells = "".join(
-                "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows
-            )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
-        "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-    )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
-        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
-    )
-
-
 def write_report(
-    config: RunConfig, run: RunFolder, timings: StageTimes | None = None
+    config: RunConfig,
+    run: RunFolder,
+    timings: StageTimes | None = None,
+    reports: dict[str, ValidationReport] | None = None,
 ) -> ReportFiles:
     """Write ``report.md``, ``report.html``, ``report.json`` and the plot into the run folder.
 
     ``report.json`` holds the rows of the tables, the per-class figures of the registered
-    artifact on each target (``per_class``) and, when given, the stage timings.
+    artifact on each target (``per_class``) and, when given, the stage timings. ``reports``:
+    every target's report when the caller holds them (else read from the run folder).
     """
-    from pipeline.data_check import read_data_check
-
-    blocks, rows, per_class = build_blocks(config, run, timings)
+    blocks, rows, per_class = build_blocks(config, run, timings, reports)
     markdown = to_markdown(blocks, run.root)
     run.report_md.write_text(markdown)
     run.report_html.write_text(to_html(blocks, f"onedge run: {config.name}"))

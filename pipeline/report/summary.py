@@ -7,7 +7,7 @@ from rich.table import Table
 
 from pipeline.flows.chain import PipelineResult
 from pipeline.model_registry.target_versions import PerTargetOutcome
-from pipeline.report.document import COLUMNS
+from pipeline.report.rows import COLUMNS
 from targets.table import VERDICT_STYLE
 
 

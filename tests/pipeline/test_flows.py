@@ -238,7 +238,7 @@ def test_onedge_run_on_the_same_folder_reuses_the_cache(pipeline_run, tmp_path, 
 
 def printed_verdicts(out: str) -> dict[str, str]:
     """Artifact -> the verdict cell of its row in the printed tables."""
-    from pipeline.report.document import COLUMNS
+    from pipeline.report.rows import COLUMNS
 
     verdicts = {}
     for line in out.splitlines():

@@ -81,7 +81,32 @@ def edge_pipeline(
     clock = Stopwatch()
     cfg, run = run_folder.open_run(config, out_dir, overrides)
     check_run_data(cfg, run.root, Console())  # an image folder is checked before training
-    # a new local store's tables are created by a child process on the core training leaves
+    train_export_validate(cfg, run, clock)
+    outcome = None
+    if cfg.registry.enabled:
+        with clock.stage("register"):
+            outcome = promote_flow(cfg, run.root)
+    with clock.stage("report"):
+        rows = report_task(cfg, run.root, clock.snapshot())
+    if outcome is not None:
+        with clock.stage("attach-report"):
+            attach_report(cfg, run, outcome)
+    timings = clock.snapshot()
+    write_timings(run, timings)  # report.json gets the report's own time and the total too
+    result = PipelineResult(
+        out_dir=run.root,
+        report_md=run.report_md,
+        report_html=run.report_html,
+        rows=rows,
+        registry=outcome,
+        timings=timings,
+    )
+    return run_ending(cfg, run, result)
+
+
+def train_export_validate(cfg: RunConfig, run: run_folder.RunFolder, clock: Stopwatch) -> None:
+    """The first three flows, timed; meanwhile a child process creates a new local MLflow
+    store's tables on the core training leaves."""
     store = prepare_store(tracking_uri(cfg, run)) if cfg.registry.enabled else None
     try:
         with clock.stage("train"):
@@ -96,28 +121,24 @@ def edge_pipeline(
         clock.times.mlflow_background_s = store.seconds
     if problem:
         get_run_logger().warning(f"{problem}; registering creates it")
-    outcome = None
-    if cfg.registry.enabled:
-        with clock.stage("register"):
-            outcome = promote_flow(cfg, run.root)
-    with clock.stage("report"):
-        rows = report_task(cfg, run.root, clock.snapshot())
-    if outcome is not None:
-        r = cfg.registry
-        with clock.stage("attach-report"):
-            attach_report_task.with_options(retries=r.retries, retry_delay_seconds=r.retry_delay_s)(
-                outcome, [run.report_md, run.report_html]
-            )
-    timings = clock.snapshot()
-    write_timings(run, timings)  # report.json gets the report's own time and the total too
-    result = PipelineResult(
-        out_dir=run.root,
-        report_md=run.report_md,
-        report_html=run.report_html,
-        rows=rows,
-        registry=outcome,
-        timings=timings,
+
+
+def attach_report(
+    cfg: RunConfig, run: run_folder.RunFolder, outcome: RegistryOutcome | PerTargetOutcome
+) -> None:
+    """The report's files added to the registered version's MLflow run (retried like it)."""
+    r = cfg.registry
+    attach_report_task.with_options(retries=r.retries, retry_delay_seconds=r.retry_delay_s)(
+        outcome, [run.report_md, run.report_html]
     )
+
+
+def run_ending(
+    cfg: RunConfig, run: run_folder.RunFolder, result: PipelineResult
+) -> PipelineResult | State:
+    """``result``, or the Failed state saying why when nothing passed (per target: a target
+    without a pick; else no artifact passed the gates of every required target)."""
+    outcome = result.registry
     if isinstance(outcome, PerTargetOutcome):  # per target: every target needs a pick
         empty = [spec for spec, t in outcome.targets.items() if t.registered is None]
         if empty:

@@ -14,19 +14,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pydantic import Field
 
-from export.manifest import ArtifactError, verify_artifact
+from export.manifest import ArtifactError, Manifest, verify_artifact
 from onedge.errors import ConfigError
+from onedge.files import atomic_write
 from onedge.strict import StrictModel
 from pipeline.config import RunConfig
 from pipeline.errors import PromotionError
 from pipeline.model_registry.aliases import TAG, seal_version
 from pipeline.model_registry.manual import promote, rollback
 from pipeline.model_registry.per_target import TargetChoice, choose_per_target, target_alias
-from pipeline.model_registry.promotion import gather_evidence
+from pipeline.model_registry.promotion import Evidence, gather_evidence
 from pipeline.model_registry.register import (
     RegistryOutcome,
     eval_images,
@@ -38,6 +41,7 @@ from pipeline.model_registry.register import (
 )
 from pipeline.model_registry.tracking import connect, guarded, log_run, tracking_uri
 from pipeline.run_folder import RunFolder, load_reports, slug
+from targets.base import ValidationReport
 
 PER_TARGET_FILE = "registry-targets.json"
 
@@ -81,76 +85,109 @@ def register_per_target(
     ``lock(model name)`` is held around each decide-and-move, as in ``register_run``.
     """
     reports = load_reports(run, config.validate)
+    check_alias_names(reports)
+    choices = choose_per_target(reports.values(), config.validate.budgets)
+    uri = tracking_uri(config, run)
+    registrar = TargetRegistrar(
+        config, run, client or connect(uri), uri, reports, lock, eval_images(run)
+    )
+    outcome = PerTargetOutcome(model_name=config.model_name())
+    for spec, report in reports.items():
+        choice = choices[report.target]
+        result = TargetOutcome(target=spec, choice=choice)
+        outcome.targets[spec] = result
+        if choice.pick is not None:
+            result.registered = registrar.register(spec, choice.pick)
+    atomic_write(run.root / PER_TARGET_FILE, outcome.model_dump_json(indent=2))
+    return outcome
+
+
+def check_alias_names(reports: dict[str, ValidationReport]) -> None:
+    """Refuse targets whose alias names would be the same after slugging."""
     aliases_for = {spec: target_alias("champion", spec) for spec in reports}
     if len(set(aliases_for.values())) != len(aliases_for):
         raise ConfigError(
             f"targets {sorted(reports)} give the same alias names ({aliases_for}): "
             "rename one (aliases keep letters, digits, '-' and '_')"
         )
-    choices = choose_per_target(reports.values(), config.validate.budgets)
-    uri = tracking_uri(config, run)
-    client = client or connect(uri)
-    name = config.model_name()
-    outcome = PerTargetOutcome(model_name=name)
-    images = eval_images(run)
+
+
+@dataclass
+class TargetRegistrar:
+    """What registering each target's pick shares; the MLflow run is logged once, at the first
+    new version."""
+
+    config: RunConfig
+    run: RunFolder
+    client: Any
+    uri: str
+    reports: dict[str, ValidationReport]
+    lock: Callable[[str], AbstractContextManager[Any]] | None
+    images: np.ndarray
     run_id: str | None = None
-    for spec, report in reports.items():
-        choice = choices[report.target]
-        result = TargetOutcome(target=spec, choice=choice)
-        outcome.targets[spec] = result
-        if choice.pick is None:
-            continue
-        alone = {spec: report}
-        evidence = gather_evidence(choice.pick, alone, [spec])
-        folder = run.export / choice.pick
+
+    def logged_run(self) -> str:
+        if self.run_id is None:
+            self.run_id = log_run(self.client, self.config, self.run, self.reports, self.uri)
+        return self.run_id
+
+    def register(self, spec: str, pick: str) -> RegistryOutcome:
+        """Register ``pick`` for ``spec`` on that target's evidence alone, then seal it."""
+        alone = {spec: self.reports[spec]}
+        evidence = gather_evidence(pick, alone, [spec])
+        folder = self.run.export / pick
         manifest = verify_artifact(folder)
         if manifest.sha256 != evidence.sha256:
             raise ArtifactError(
                 f"{folder} changed since it was validated on {spec} (sha256 "
                 f"{manifest.sha256[:12]}..., validated {evidence.sha256[:12]}...): validate again"
             )
+        name, client = self.config.model_name(), self.client
         key = f"{run_key(evidence, alone)}-{slug(spec)}"
-        with guarded(f"registering {choice.pick} for {spec} as {name}"):
+        with guarded(f"registering {pick} for {spec} as {name}"):
             found = find_version(client, name, key)
             if found is None:
-                if run_id is None:
-                    run_id = log_run(client, config, run, reports, uri)
-                tags = version_tags(config, manifest, evidence, alone, key)
-                tags[TAG + "required_targets"] = f'["{spec}"]'
-                tags[TAG + "target"] = spec
-                tags[TAG + "width"] = "" if manifest.width is None else repr(manifest.width)
+                used_run = self.logged_run()
+                tags = target_tags(self.config, manifest, evidence, alone, key, spec)
                 version = new_version(
-                    client, name, run_id, folder, manifest, tags, images, f"model-{slug(spec)}"
+                    client,
+                    name,
+                    used_run,
+                    folder,
+                    manifest,
+                    tags,
+                    self.images,
+                    f"model-{slug(spec)}",
                 )
-                used_run = run_id
             else:
                 used_run, version = found.run_id, str(found.version)
-            registered = registered_sha256(client, uri, name, version, choice.pick)
+            registered = registered_sha256(client, self.uri, name, version, pick)
+        rules = target_rules(self.config, spec)
         decision, aliases = seal_version(
-            client,
-            name,
-            version,
-            registered,
-            manifest.sha256,
-            evidence,
-            target_rules(config, spec),
-            lock,
+            client, name, version, registered, manifest.sha256, evidence, rules, self.lock,
             where=f" on {spec}",
-        )
-        result.registered = RegistryOutcome(
-            tracking_uri=uri,
-            model_name=name,
-            version=version,
-            run_id=used_run,
-            artifact=choice.pick,
-            sha256=registered,
-            reused=found is not None,
-            evidence=evidence,
-            decision=decision,
-            aliases=aliases,
-        )
-    (run.root / PER_TARGET_FILE).write_text(outcome.model_dump_json(indent=2))
-    return outcome
+        )  # fmt: skip
+        return RegistryOutcome(
+            tracking_uri=self.uri, model_name=name, version=version, run_id=used_run,
+            artifact=pick, sha256=registered, reused=found is not None, evidence=evidence,
+            decision=decision, aliases=aliases,
+        )  # fmt: skip
+
+
+def target_tags(
+    config: RunConfig,
+    manifest: Manifest,
+    evidence: Evidence,
+    alone: dict[str, ValidationReport],
+    key: str,
+    spec: str,
+) -> dict[str, str]:
+    """A version's tags (:func:`version_tags`) with the one target it was chosen for."""
+    tags = version_tags(config, manifest, evidence, alone, key)
+    tags[TAG + "required_targets"] = f'["{spec}"]'
+    tags[TAG + "target"] = spec
+    tags[TAG + "width"] = "" if manifest.width is None else repr(manifest.width)
+    return tags
 
 
 def promote_for_target(

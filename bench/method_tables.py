@@ -6,7 +6,7 @@ entry against the baseline on the seeds both have. ``plot`` draws the seed-level
 the baseline per regime. The student rows (each student against its width trained alone) are in
 bench/families.py; both use :func:`paired_evidence` and :func:`evidence_cells`.
 
-A row's headline is the seed-level result (the method question, training/stats.py
+A row's headline is the seed-level result (the method question, training/stats/seeds.py
 ``seed_test``): mean per-seed difference with its t-based CI, the paired t-test p, the exact
 sign-flip p, and the seeds. Then the same comparison for these trained networks only (per-seed
 exact McNemar, and the seeds x images test with images clustered over seeds), then the seeds a

@@ -1,4 +1,4 @@
-"""Golden values for the paired statistics (training/stats.py)."""
+"""Golden values for the paired statistics (training/stats/)."""
 
 from __future__ import annotations
 

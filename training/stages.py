@@ -1,75 +1,28 @@
-"""Multi-stage training: a method is a recipe of stages.
+"""Multi-stage training: a method is a recipe of stages, checked and run here.
 
-``Method.stages(config)`` returns a list of :class:`StageSpec`: what each stage trains (its own
-complete :class:`TrainingConfig`), which earlier stages or given checkpoints teach it. The last
-stage is the run's student and writes into the run folder itself (``checkpoint.pt``,
-``metrics.json``, ... as a one-stage run always did); every earlier stage writes into
-``stages/<name>/`` with its own checkpoint, so a run resumes at the stage and the epoch where it
-stopped. :func:`training.trainer.train` walks the list; nothing here imports Prefect or the
+``Method.stages(config)`` returns a list of :class:`~training.stage_spec.StageSpec`: what each
+stage trains (its own complete :class:`TrainingConfig`), which earlier stages or given
+checkpoints teach it. The last stage is the run's student and writes into the run folder itself
+(``checkpoint.pt``, ``metrics.json``, ... as a one-stage run always did); every earlier stage
+writes into ``stages/<name>/`` with its own checkpoint, so a run resumes at the stage and the
+epoch where it stopped. :func:`training.trainer.train` walks the list; nothing here imports Prefect or the
 trainer: the flow walks the same list, one cached task per stage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from onedge.errors import ConfigError
-from onedge.registry import Registry
 from training.checkpoint_file import read_checkpoint
 from training.config import TrainingConfig
-
-STAGES_DIR = "stages"
-METRICS = "metrics.json"
-CHECKPOINT = "checkpoint.pt"
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """One stage of a method's recipe.
-
-    ``config`` is everything the stage trains (its method, model, seed and schedule), and nothing
-    of the stages after it, so a teacher stage's config does not change with the student's
-    settings. ``teachers`` names earlier stages whose final checkpoints teach this one;
-    ``given_teachers`` are onedge checkpoints the user named (``method.teacher``).
-    """
-
-    name: str
-    config: TrainingConfig
-    teachers: tuple[str, ...] = ()
-    given_teachers: tuple[Path, ...] = field(default_factory=tuple)
-    init_from: str | None = None  # an earlier stage whose network weights start this one
-    inputs: tuple[str, ...] = ()  # earlier stages whose checkpoints the method reads otherwise
-    run: str = "train"  # the stage function in STAGE_RUNS: the trainer unless a method adds one
-
-    def upstream_stages(self) -> list[str]:
-        """Every earlier stage this one reads: teachers, the initialising one, other inputs."""
-        names = [*self.teachers, *([self.init_from] if self.init_from else []), *self.inputs]
-        return list(dict.fromkeys(names))
-
-    def upstream(self, run_dir: Path) -> list[Path]:
-        """The teacher checkpoints of this stage, in the order the method receives them."""
-        return [stage_dir(run_dir, name, False) / CHECKPOINT for name in self.teachers] + [
-            Path(p) for p in self.given_teachers
-        ]
-
-
-# name -> stage function(config, out_dir, *, resume, teachers, init, inputs) -> TrainResult;
-# the trainer registers "train" (training.trainer.train_stage), a method may add its own
-STAGE_RUNS: Registry[Callable[..., Any]] = Registry("stage function")
-
-
-def stage_dir(run_dir: Path, name: str, final: bool) -> Path:
-    """Where a stage writes: the run folder for the last stage, ``stages/<name>`` before it."""
-    return Path(run_dir) if final else Path(run_dir) / STAGES_DIR / name
+from training.methods import METHODS
+from training.stage_spec import CHECKPOINT, METRICS, STAGE_RUNS, StageSpec, stage_dir
 
 
 def method_stages(config: TrainingConfig) -> list[StageSpec]:
     """The checked recipe of ``config``'s method: unique names, teachers from earlier stages."""
-    from training.methods import METHODS  # the methods build StageSpec from here: a real circle
-
     specs = METHODS.get(config.method.name).stages(config)
     if not specs:
         raise ConfigError(f"method {config.method.name!r} declares no stages")

@@ -9,7 +9,8 @@ from training.checkpoint import load_checkpoint
 from training.checkpoint_file import read_checkpoint, save_checkpoint
 from training.errors import CheckpointError, TrainingError
 from training.methods import METHODS
-from training.trainer import lr_factor, train
+from training.stage_build import lr_factor
+from training.trainer import train
 
 
 def tiny(**over):

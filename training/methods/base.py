@@ -12,11 +12,12 @@ from onedge.errors import ConfigError
 from onedge.registry import Registry
 from training.config import MethodConfig, ModelConfig, TrainingConfig
 from training.method_configs import METHOD_CONFIGS
+from training.models import build_model
 from training.models.base import BranchOutputs, MultiBranchModel
+from training.stage_spec import StageSpec
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the loaded teachers' type only: training.checkpoint imports the methods
     from training.checkpoint import LoadedCheckpoint
-    from training.stages import StageSpec
 
 METHODS: Registry[type[Method]] = Registry("method")
 
@@ -54,8 +55,6 @@ class Method:
         method: MethodConfig | None = None,
     ) -> MultiBranchModel:
         """The network this method trains; ``method`` carries settings that shape it (widths)."""
-        from training.models import build_model
-
         return build_model(
             model, num_classes=num_classes, in_channels=in_channels, image_size=image_size
         )
@@ -74,8 +73,6 @@ class Method:
     @classmethod
     def stages(cls, config: TrainingConfig) -> list[StageSpec]:
         """The method's recipe (:mod:`training.stages`); one stage by default."""
-        from training.stages import StageSpec
-
         return [StageSpec("main", config)]
 
     def prepare(

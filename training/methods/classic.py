@@ -10,6 +10,7 @@ from pydantic import Field, PositiveInt
 from training.config import MethodConfig, ModelConfig
 from training.losses import dml_loss, ensemble_ce_loss, one_loss, rampup_weight
 from training.methods.base import Method, register_method
+from training.models import build_peers
 from training.models.base import BranchOutputs, MultiBranchModel
 
 
@@ -68,8 +69,6 @@ class PeersMethod(Method):
 
     @classmethod
     def build_network(cls, model: ModelConfig, **shape) -> MultiBranchModel:
-        from training.models import build_peers
-
         shape.pop("method", None)
         return build_peers(model, **shape)
 

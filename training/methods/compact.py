@@ -55,7 +55,7 @@ from training.models.compact import (
     stage_modules,
     structure_cost,
 )
-from training.stages import StageSpec
+from training.stage_spec import StageSpec
 from training.teacher_outputs import teacher_maps
 
 Metric = Literal["macs", "params"]

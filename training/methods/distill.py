@@ -19,7 +19,7 @@ from training.errors import CheckpointError
 from training.losses import hinton_kd_loss
 from training.methods.base import METHODS, Method, register_method
 from training.models.base import MultiBranchModel
-from training.stages import StageSpec
+from training.stage_spec import StageSpec
 from training.teacher_outputs import mean_teacher_logits
 
 

@@ -30,7 +30,7 @@ from training.losses import (
 )
 from training.methods.base import register_method
 from training.methods.distill import TeacherMethod, teacher_stage
-from training.stages import StageSpec
+from training.stage_spec import StageSpec
 
 
 class MealConfig(MethodConfig):

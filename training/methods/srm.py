@@ -1,7 +1,8 @@
 """SRM, Sparse Representation Matching (docs/METHODS.md §3): four stages.
 
 1. ``teacher``: trained as a stage, or a checkpoint given as ``method.teacher``.
-2. ``dictionary`` (:func:`fit_dictionary`): per tap, a dictionary C (D x K, K = mu*D) and bias b
+2. ``dictionary`` (:func:`training.srm_dictionary.fit_dictionary`, the ``srm-dictionary`` stage
+   run): per tap, a dictionary C (D x K, K = mu*D) and bias b
    fitted by reconstruction of the frozen teacher's maps through top-k sparse codes
    (k = sparsity*K); the teacher is not trained.
 3. ``init``: the student's layers up to each tap, with 1x1 heads (auxiliary modules, D_s -> K),
@@ -13,26 +14,23 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-import yaml
 from pydantic import Field, PositiveInt
 from torch import nn
 
 from onedge.errors import ConfigError
+from training.checkpoint_file import read_checkpoint
 from training.config import MethodConfig, TeacherConfig, TrainingConfig
 from training.errors import CheckpointError
-from training.losses import srm_init_loss, srm_labels, srm_reconstruction_loss, srm_sparse_codes
+from training.losses import srm_init_loss, srm_labels, srm_sparse_codes
 from training.methods.base import register_method
 from training.methods.distill import TeacherMethod, teacher_stage
-from training.stages import STAGE_RUNS, StageSpec
+from training.stage_spec import StageSpec
 from training.teacher_outputs import teacher_maps
-
-DICTIONARY_LR = 1e-2  # Adam on C and b; the fit is small and converges in a few epochs
 
 
 class SrmConfig(MethodConfig):
@@ -106,8 +104,6 @@ class SrmMethod(TeacherMethod):
         self.teacher = teachers[0]
         if self.cfg.phase != "init":
             return
-        from training.checkpoint_file import read_checkpoint
-
         path = (inputs or {}).get("dictionary")
         if path is None:
             raise ConfigError("the SRM init stage needs the dictionary stage's checkpoint")
@@ -152,90 +148,3 @@ class SrmMethod(TeacherMethod):
             total = total + loss
             parts.update({f"{tap}_{k}": v for k, v in tap_parts.items()})
         return total, parts
-
-
-def fit_dictionary(
-    config: TrainingConfig,
-    out_dir: Path,
-    *,
-    resume: bool = False,
-    teachers: list[Path],
-    init: Path | None = None,
-    inputs: dict[str, Path] | None = None,
-) -> Any:
-    """SRM stage 2: fit C and b per tap on the frozen teacher's maps of the training split.
-
-    The fit is short and is redone from the start when a run stopped inside it (``resume``).
-    """
-    from training.checkpoint_file import save_checkpoint
-    from training.data import load_data, make_loader
-    from training.teachers import load_teachers
-    from training.trainer import TrainResult, atomic_write_json, seed_everything, select_device
-
-    del resume, init, inputs
-    started, cpu_started = time.perf_counter(), time.process_time()
-    cfg: SrmConfig = config.method
-    device = select_device(config.train.device)
-    seed_everything(config.seed, config.train.deterministic)
-    splits = load_data(config.data)
-    (teacher,) = load_teachers(teachers[:1], splits.spec, device)
-    teacher.model.check_taps(cfg.taps)
-    dictionary = {}
-    for tap in cfg.taps:
-        D = teacher.model.feature(tap, teacher.deployed_branch).channels
-        K, k = atoms(D, cfg)
-        C = nn.Parameter(torch.randn(D, K, device=device) / D**0.5)
-        dictionary[tap] = (C, nn.Parameter(torch.zeros(K, device=device)), k)
-    params = [p for C, b, _ in dictionary.values() for p in (C, b)]
-    optimizer = torch.optim.Adam(params, lr=DICTIONARY_LR)
-    loader = make_loader(splits.train, config.data.batch_size, shuffle=True, seed=config.seed)
-    history = []
-    for epoch in range(config.train.epochs):
-        loader.set_epoch(epoch)
-        sums = {tap: 0.0 for tap in cfg.taps}
-        seen = 0
-        for x, _ in loader:
-            maps = teacher_maps(teacher, x.to(device), cfg.taps)
-            losses = {
-                tap: srm_reconstruction_loss(maps[tap], C, b, k)
-                for tap, (C, b, k) in dictionary.items()
-            }
-            optimizer.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            optimizer.step()
-            seen += x.shape[0]
-            for tap, v in losses.items():
-                sums[tap] += v.item() * x.shape[0]
-        history.append(
-            {"epoch": epoch + 1, **{f"mse_{t}": v / max(seen, 1) for t, v in sums.items()}}
-        )
-    out_dir = Path(out_dir)
-    ckpt = out_dir / "checkpoint.pt"
-    save_checkpoint(
-        ckpt,
-        {
-            "kind": "srm-dictionary",
-            "config": config.model_dump(mode="json"),
-            "epoch": config.train.epochs,
-            "teachers": [teacher.sha256],
-            "dictionary": {
-                tap: {"C": C.detach().cpu(), "b": b.detach().cpu(), "k": torch.tensor(k)}
-                for tap, (C, b, k) in dictionary.items()
-            },
-        },
-    )
-    metrics = {
-        "reconstruction_mse": {t: history[-1][f"mse_{t}"] for t in cfg.taps},
-        "atoms": {t: [int(C.shape[1]), k] for t, (C, _, k) in dictionary.items()},
-        "epochs": config.train.epochs,
-        "teachers": [teacher.sha256],
-        "seconds_stage": time.perf_counter() - started,
-        "cpu_seconds_stage": time.process_time() - cpu_started,
-    }
-    atomic_write_json(out_dir / "history.json", history)
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    return TrainResult(out_dir=out_dir, checkpoint=ckpt, metrics=metrics)
-
-
-STAGE_RUNS.add("srm-dictionary", fit_dictionary)

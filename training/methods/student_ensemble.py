@@ -19,6 +19,7 @@ from onedge.errors import ConfigError
 from training.config import MethodConfig, ModelConfig
 from training.losses import student_ensemble_loss
 from training.methods.base import Method, register_method
+from training.models import build_model, student_branch_point
 from training.models.base import MultiBranchModel
 
 
@@ -70,8 +71,6 @@ class StudentEnsembleMethod(Method):
         image_size: int,
         method: MethodConfig | None = None,
     ) -> MultiBranchModel:
-        from training.models import build_model, student_branch_point
-
         if not isinstance(method, StudentEnsembleConfig):
             method = StudentEnsembleConfig()
         widths = family_widths(method, model.branches)

@@ -11,7 +11,7 @@ and returns a :class:`MultiBranchModel`. The families register themselves when
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from onedge.errors import ConfigError
@@ -38,14 +38,16 @@ class ModelFactory(Protocol):
 
 
 MODELS: Registry[ModelFactory] = Registry("model")
+# name prefix -> the factory of a name no entry lists: the timm family adds "timm/" (any timm CNN)
+MODEL_PREFIXES: Registry[Callable[[str], ModelFactory]] = Registry("model name prefix")
 
 
 def model_factory(name: str) -> ModelFactory:
-    """The registered factory, or timm's generic one for an unlisted ``timm/<architecture>``."""
-    if name not in MODELS and name.startswith("timm/"):
-        from training.models.timm_family import timm_factory
-
-        return timm_factory(name.removeprefix("timm/"))
+    """The registered factory, or a family's generic one (``timm/<architecture>`` unlisted)."""
+    if name not in MODELS:
+        for prefix in MODEL_PREFIXES:
+            if name.startswith(prefix):
+                return MODEL_PREFIXES.get(prefix)(name.removeprefix(prefix))
     return MODELS.get(name)
 
 

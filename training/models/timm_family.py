@@ -41,7 +41,7 @@ from torch import nn
 from onedge.errors import ConfigError
 from training.models.base import FeatureInfo
 from training.models.branched import TrunkBranchModel
-from training.models.registry import MODELS
+from training.models.registry import MODEL_PREFIXES, MODELS
 
 PREFIX = "timm/"
 SMALL_INPUT = 64  # below this many pixels a side, the first convolution keeps full resolution
@@ -271,3 +271,4 @@ def timm_reference(architecture: str, num_classes: int, in_channels: int, image_
 
 for _architecture in TIMM_ARCHITECTURES:
     MODELS.add(PREFIX + _architecture, timm_factory(_architecture))
+MODEL_PREFIXES.add(PREFIX, timm_factory)  # any other timm/<architecture>

@@ -18,7 +18,12 @@ import numpy as np
 
 from export.config import ExportConfig
 from export.extract import Student
-from export.preprocess import InputContract, embed_onnx
+from export.onnx import ort_session, run_onnx
+from export.openvino import compile_openvino, onnx_to_openvino, reshape_static, run_openvino
+from export.preprocess import InputContract, embed_onnx, embed_openvino
+from export.qdq import onnx_to_tensorrt_qdq
+from export.quantize import ORT_INT8_VARIANTS, choose_ort_int8, onnx_to_fp16, variant_candidates
+from export.tensorrt import ENGINE_FILE, build_settings, load_engine, onnx_to_tensorrt, run_engine
 from onedge.registry import Registry
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -105,16 +110,12 @@ def graph_facts(path: Path) -> dict[str, int]:
 
 
 def _onnx_runner(path: Path, threads: int | None) -> Runner:
-    from export.onnx import ort_session, run_onnx
-
     session = ort_session(path, threads)
     return lambda images: run_onnx(session, images)
 
 
 def tensorrt_qdq_graph(ctx: ExportContext) -> tuple[Path, dict[str, int]]:
     """The checked TensorRT Q/DQ graph, built once per export run."""
-    from export.qdq import onnx_to_tensorrt_qdq
-
     if "tensorrt-qdq" not in ctx.cache:
         path = ctx.work / "tensorrt-qdq.onnx"
         summary = onnx_to_tensorrt_qdq(ctx.onnx_fp32, path, ctx.calibration)
@@ -124,8 +125,6 @@ def tensorrt_qdq_graph(ctx: ExportContext) -> tuple[Path, dict[str, int]]:
 
 def fp16_graph(ctx: ExportContext) -> Path:
     """The FP16 graph (float32 input and output), built once per export run."""
-    from export.quantize import onnx_to_fp16
-
     if "fp16" not in ctx.cache:
         ctx.cache["fp16"] = onnx_to_fp16(ctx.onnx_fp32, ctx.work / "model-fp16.onnx")
     return ctx.cache["fp16"]
@@ -140,8 +139,6 @@ class OnnxExporter(FormatExporter):
 
     def variants(self, settings: ExportConfig, precision: str) -> list[str]:
         """INT8: one artifact per ONNX Runtime INT8 variant (``onnx-int8``, ``onnx-int8-rr``)."""
-        from export.quantize import ORT_INT8_VARIANTS
-
         if precision != "int8":
             return [""]
         return [ORT_INT8_VARIANTS[name]["suffix"] for name in settings.ort_int8.variants]
@@ -172,8 +169,6 @@ def ort_int8_variant(ctx: ExportContext, target: Path, suffix: str) -> dict[str,
     """Build the ONNX Runtime INT8 variant with folder suffix ``suffix`` into ``target``: the
     search (:func:`export.quantize.choose_ort_int8`) among that variant's candidates, and
     the manifest's record of the recipe and the instruction sets it is meant for."""
-    from export.quantize import ORT_INT8_VARIANTS, choose_ort_int8, variant_candidates
-
     name = next(n for n, v in ORT_INT8_VARIANTS.items() if v["suffix"] == suffix)
     options = ctx.settings.ort_int8
     search = choose_ort_int8(
@@ -210,9 +205,6 @@ class OpenVinoExporter(FormatExporter):
     def build(
         self, ctx: ExportContext, precision: str, folder: Path, variant: str = ""
     ) -> ArtifactFiles:
-        from export.openvino import compile_openvino, onnx_to_openvino, run_openvino
-        from export.preprocess import embed_openvino
-
         xml = folder / "model.xml"
         facts = onnx_to_openvino(
             ctx.onnx_fp32,
@@ -238,8 +230,6 @@ class OpenVinoExporter(FormatExporter):
     def build_static(
         self, ctx: ExportContext, precision: str, source: Path, folder: Path
     ) -> ArtifactFiles:
-        from export.openvino import compile_openvino, reshape_static, run_openvino
-
         xml = folder / "model.xml"
         shape = reshape_static(source / "model.xml", xml, batch=1)
         compiled = compile_openvino(xml, ctx.threads, exact_f32=True, latency=True)
@@ -270,9 +260,6 @@ class TensorRtExporter(FormatExporter):
     def build(
         self, ctx: ExportContext, precision: str, folder: Path, variant: str = ""
     ) -> ArtifactFiles:
-        from export.tensorrt import ENGINE_FILE, build_settings, load_engine, onnx_to_tensorrt
-        from export.tensorrt import run_engine as run_trt
-
         options = ctx.settings.tensorrt
         chw = ctx.input_shape  # C,H,W (or H,W,C for an NHWC raw input)
         extra: dict[str, Any] = {"build": build_settings(precision, chw, options)}
@@ -305,7 +292,7 @@ class TensorRtExporter(FormatExporter):
         def run(images: np.ndarray) -> np.ndarray:
             step = options.max_batch
             return np.concatenate(
-                [run_trt(engine, images[i : i + step]) for i in range(0, len(images), step)]
+                [run_engine(engine, images[i : i + step]) for i in range(0, len(images), step)]
             )
 
         return ArtifactFiles(

@@ -40,14 +40,13 @@ from export.manifest import (
 )
 from export.onnx import ort_session, run_onnx
 from onedge.files import atomic_write
+from training.config import TrainingConfig
+from training.data import load_data, to_numpy, to_raw_numpy
 
 
 def calibration_from_config(manifest: Manifest) -> np.ndarray:
     """The calibration images the export used, normalised: the manifest's data config, its
     calibration split, the first ``export.calibration_size`` images."""
-    from training.config import TrainingConfig
-    from training.data import load_data, to_numpy, to_raw_numpy
-
     try:
         training = TrainingConfig.model_validate(manifest.config["training"])
         limit = int(manifest.config["export"]["calibration_size"])

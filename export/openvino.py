@@ -14,6 +14,7 @@ import numpy as np
 
 from export.errors import ExportError, OnnxModelError, require
 from export.onnx import INPUT_NAME, check_onnx
+from export.quantize import quantize_openvino
 from onedge.errors import first_line
 
 _INSTALL = "pip install openvino"
@@ -70,8 +71,6 @@ def onnx_to_openvino(
         save_openvino(model, xml_path, compress_to_fp16=True)
         facts["weights"] = "fp16 (compressed IR, computed in the device's precision)"
     elif precision == "int8":
-        from export.quantize import quantize_openvino
-
         if calibration is None:
             raise ExportError("OpenVINO INT8 needs calibration images")
         quantized, info = quantize_openvino(

@@ -17,6 +17,7 @@ from typing import Any
 
 from export.config import TensorRTOptions
 from export.errors import EngineMismatchError, ExportError, require
+from export.onnx import load_onnx
 
 _INSTALL = "pip install 'onedge[tensorrt]' on a machine with an NVIDIA GPU (JetPack ships it)"
 ENGINE_FILE = "model.engine"
@@ -114,8 +115,6 @@ def build_settings(
 
 def graph_precision(onnx_path: Path) -> str:
     """The precision an ONNX graph carries: int8 (Q/DQ nodes), fp16 (FP16 weights) or fp32."""
-    from export.onnx import load_onnx
-
     model = load_onnx(onnx_path)
     ops = {node.op_type for node in model.graph.node}
     if ops & {"QuantizeLinear", "DequantizeLinear"}:

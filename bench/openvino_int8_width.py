@@ -59,7 +59,7 @@ def main() -> None:
             macs = count_macs(student, (1, 1, 28, 28))
             rows.append((width, count_parameters(student), macs, lat["fp32"], lat["int8"]))
             print(
-                f"width {width}: fp32 {lat['fp32'].p50_ms:.3f} ms, int8 {lat['int8'].p50_ms:.3f} ms",
+                f"width {width}: fp32 {lat['fp32'].p50:.3f} ms, int8 {lat['int8'].p50:.3f} ms",
                 flush=True,
             )
     print(f"\nCommand: `{command_line()}`")
@@ -71,8 +71,8 @@ def main() -> None:
     for width, params, macs, f, i in rows:
         ch = "-".join(str(int(round(c * width))) for c in (16, 32, 64))
         print(
-            f"| {width:g} | {ch} | {params:,} | {macs / 1e6:.1f} | {f.p50_ms:.3f} | "
-            f"{i.p50_ms:.3f} | {i.p50_ms / f.p50_ms:.2f}x |"
+            f"| {width:g} | {ch} | {params:,} | {macs / 1e6:.1f} | {f.p50:.3f} | "
+            f"{i.p50:.3f} | {i.p50 / f.p50:.2f}x |"
         )
 
 

@@ -11,37 +11,82 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import numpy as np
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+
+from onedge.strict import StrictModel
+
+PositiveMs = Annotated[float, Field(gt=0.0)]
 
 
-@dataclass(frozen=True)
-class Latency:
-    """Per-call latency in milliseconds over ``calls`` timed calls of batch ``batch``."""
+class Latency(StrictModel):
+    """Per-call latency in milliseconds: finite, positive, ordered as percentiles are.
 
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    calls: int
-    batch: int
+    The one latency model: what an export times (:meth:`from_samples`, written as
+    :meth:`to_dict`'s ``p50_ms``, ...), a target report's ``latency_ms`` (``p50``, ..., ``min``,
+    ``max``) and what a board's runner reports, which is parsed into it and so checked.
+    ``calls`` and ``batch`` say what this process timed; they are not part of a report's
+    ``latency_ms`` (a report keeps ``latency_calls`` beside it), so a latency read back from a
+    report has no ``calls`` and batch 1 (the runner's latency is timed at batch 1).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    p50: PositiveMs
+    p90: PositiveMs
+    p99: PositiveMs
+    mean: PositiveMs
+    min: PositiveMs | None = None
+    max: PositiveMs | None = None
+    _calls: int | None = PrivateAttr(None)
+    _batch: int = PrivateAttr(1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Latency:
+        if not self.p50 <= self.p90 <= self.p99:
+            raise ValueError("latency percentiles are not ordered (p50 <= p90 <= p99)")
+        return self
+
+    @property
+    def calls(self) -> int | None:
+        """How many timed calls the percentiles are over (None when read from a report)."""
+        return self._calls
+
+    @property
+    def batch(self) -> int:
+        return self._batch
 
     @property
     def throughput(self) -> float:
         """Images per second at the median latency."""
-        return self.batch * 1000.0 / self.p50_ms if self.p50_ms > 0 else float("inf")
+        return self.batch * 1000.0 / self.p50
 
     def to_dict(self) -> dict[str, float]:
-        out = asdict(self)
-        out["throughput_ips"] = self.throughput
-        return out
+        """The export and benchmark form: ``p50_ms``, ..., ``calls``, ``batch``,
+        ``throughput_ips``."""
+        return {
+            "p50_ms": self.p50,
+            "p90_ms": self.p90,
+            "p99_ms": self.p99,
+            "mean_ms": self.mean,
+            "calls": self.calls,
+            "batch": self.batch,
+            "throughput_ips": self.throughput,
+        }
 
     @classmethod
     def from_samples(cls, samples_s: list[float], batch: int) -> Latency:
+        """Percentiles, mean, min and max of per-call durations in seconds."""
         ms = np.asarray(samples_s, dtype=np.float64) * 1000.0
         p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-        return cls(float(p50), float(p90), float(p99), float(ms.mean()), len(ms), batch)
+        latency = cls(
+            p50=float(p50), p90=float(p90), p99=float(p99), mean=float(ms.mean()),
+            min=float(ms.min()), max=float(ms.max()),
+        )  # fmt: skip
+        latency._calls, latency._batch = len(ms), batch
+        return latency
 
 
 def warm_up(call: Callable[[], object], seconds: float = 1.0, min_calls: int = 50) -> None:

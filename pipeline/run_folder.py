@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
+from export.timing import Latency
 from onedge.files import atomic_write
 from onedge.strict import StrictModel
 from pipeline.config import RunConfig, ValidateConfig, config_from_data, dump_config, load_config
 from pipeline.data_check import with_run_cache
 from pipeline.errors import PipelineError
 from targets.base import (
-    LatencyStats,
     ValidationReport,
     ValidationSettings,
     board_of,
@@ -166,7 +166,7 @@ class TorchBaseline(StrictModel):
     artifact: str = TORCH_ARTIFACT
     sha256: str
     top1: float = Field(description="test top-1 on the eval set (fraction)")
-    latency_ms: LatencyStats
+    latency_ms: Latency
     calls: int
     threads: int
 
@@ -185,7 +185,7 @@ def torch_baseline(
     from export.extract import extract_branch
     from export.manifest import EVAL_FILE, read_export, read_export_index, regular_file
     from export.preprocess import InputContract, Preprocessed
-    from export.timing import Latency, time_calls, warm_up
+    from export.timing import time_calls, warm_up
     from training.checkpoint import load_checkpoint
 
     manifests = read_export(Path(export_dir))
@@ -240,14 +240,7 @@ def torch_baseline(
         artifact=lead.folder,
         sha256=manifest.sha256,
         top1=float((predicted == labels).mean()),
-        latency_ms=LatencyStats(
-            p50=lat.p50_ms,
-            p90=lat.p90_ms,
-            p99=lat.p99_ms,
-            mean=lat.mean_ms,
-            min=1000 * min(samples),
-            max=1000 * max(samples),
-        ),  # fmt: skip
+        latency_ms=lat,  # min and max included
         calls=lat.calls,
         threads=threads,
     )

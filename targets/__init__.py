@@ -13,7 +13,6 @@ Targets are registered by name in ``TARGETS`` (``local-cpu``, ``ssh``, ``jetson`
 from targets.base import (
     TARGETS,
     ArtifactResult,
-    LatencyStats,
     Target,
     TargetInfo,
     ValidationReport,
@@ -49,7 +48,6 @@ __all__ = [
     "HostKeyError",
     "JetsonOptions",
     "JetsonTarget",
-    "LatencyStats",
     "LocalCpuTarget",
     "MissingPythonError",
     "MissingRuntimeError",

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from pydantic import Field
 
+from export.timing import Latency
 from onedge.errors import ConfigError
 from onedge.registry import Registry
 from onedge.strict import StrictModel
@@ -127,15 +128,6 @@ class ValidationSettings(StrictModel):
         return args
 
 
-class LatencyStats(StrictModel):
-    p50: float
-    p90: float
-    p99: float
-    mean: float
-    min: float | None = None
-    max: float | None = None
-
-
 Verdict = Literal["pass", "fail", "skipped"]
 
 
@@ -193,7 +185,7 @@ class ArtifactResult(StrictModel):
     top1_drop: float | None = None
     agreement: float | None = None
     max_abs_diff: float | None = None
-    latency_ms: LatencyStats | None = None
+    latency_ms: Latency | None = None
     isa: str | None = Field(None, description="instruction set the latency was measured on")
     latency_calls: int | None = None
     throughput: float | None = Field(None, description="images per second at throughput_batch")

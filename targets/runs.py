@@ -10,10 +10,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from export.manifest import ArtifactError, Manifest, why
+from export.timing import Latency
 from targets.base import (
     BACKEND_FOR_FORMAT,
     ArtifactResult,
-    LatencyStats,
     TargetInfo,
     ValidationSettings,
     unpack_bits,
@@ -217,27 +217,9 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Positive = Annotated[float, Field(gt=0.0)]
 
 
-class RunnerLatency(BaseModel):
-    """Latency percentiles in ms: finite and positive, ordered as percentiles are."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    p50: Positive
-    p90: Positive
-    p99: Positive
-    mean: Positive
-    min: Positive | None = None
-    max: Positive | None = None
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RunnerLatency:
-        if not self.p50 <= self.p90 <= self.p99:
-            raise ValueError("latency percentiles are not ordered (p50 <= p90 <= p99)")
-        return self
-
-
 class RunnerReport(BaseModel):
-    """One runner report as a board returns it: every number finite and in its range."""
+    """One runner report as a board returns it: every number finite and in its range (the
+    latency as :class:`export.timing.Latency` checks it: positive, p50 <= p90 <= p99)."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
@@ -248,7 +230,7 @@ class RunnerReport(BaseModel):
     reference_top1: Fraction | None = None
     agreement: Fraction | None = None
     max_abs_diff: float | None = Field(None, ge=0.0)
-    latency_ms: RunnerLatency
+    latency_ms: Latency
     latency_calls: int | None = Field(None, ge=1)
     throughput: Positive | None = None
     throughput_batch: int | None = Field(None, ge=1)
@@ -281,7 +263,7 @@ class RunnerReport(BaseModel):
 # what a checked runner report hands on to its ArtifactResult unchanged
 MEASURED_FIELDS = (
     "sha256", "backend", "runtime_version", "top1", "reference_top1", "agreement",
-    "max_abs_diff", "latency_calls", "throughput", "throughput_batch", "threads", "streams",
+    "max_abs_diff", "latency_ms", "latency_calls", "throughput", "throughput_batch", "threads", "streams",
     "peak_rss_mb", "size_mb", "input_shape", "eval_size", "correct", "predicted",
     "latency_sample_ms",
 )  # fmt: skip
@@ -335,7 +317,6 @@ def result_from_runner(
         precision=manifest.precision,
         target=target,
         top1_drop=drop,
-        latency_ms=LatencyStats(**checked.latency_ms.model_dump()),
         extra=extra,
         **{name: getattr(checked, name) for name in MEASURED_FIELDS},
     )

@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from export.timing import Latency
 from pipeline.model_registry.per_target import budget_reasons, choose_per_target, target_alias
-from targets.base import ArtifactResult, LatencyStats, TargetInfo, ValidationReport
+from targets.base import ArtifactResult, TargetInfo, ValidationReport
 from targets.gates import TargetBudget
 
 
 def result(name: str, top1: float, p99: float, *, verdict: str = "pass", size: float = 1.0):
     return ArtifactResult(
         artifact=name, format="onnx", precision="int8", target="t", sha256="a" * 64,
-        top1=top1, latency_ms=LatencyStats(p50=p99 / 2, p90=p99, p99=p99, mean=p99 / 2),
+        top1=top1, latency_ms=Latency(p50=p99 / 2, p90=p99, p99=p99, mean=p99 / 2),
         size_mb=size, verdict=verdict,
     )  # fmt: skip
 
@@ -82,7 +83,7 @@ def sampled(name: str, precision: str, top1: float, center: float, size: float, 
     return r.model_copy(
         update={
             "precision": precision,
-            "latency_ms": LatencyStats(p50=p50, p90=sample[360], p99=sample[396], mean=p50),
+            "latency_ms": Latency(p50=p50, p90=sample[360], p99=sample[396], mean=p50),
             "latency_sample_ms": sample,
         }
     )

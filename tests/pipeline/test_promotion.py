@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from export.timing import Latency
 from pipeline.config import RegistryConfig
 from pipeline.errors import ModelRegistryUnavailableError, PipelineError
 from pipeline.model_registry.per_target import pareto_front
@@ -15,7 +16,7 @@ from pipeline.model_registry.promotion import (
     decide,
     gather_evidence,
 )
-from targets.base import ArtifactResult, LatencyStats, TargetInfo, ValidationReport
+from targets.base import ArtifactResult, TargetInfo, ValidationReport
 from targets.runner import pack_bits
 
 EVAL = "e" * 64
@@ -46,7 +47,7 @@ def result(artifact: str, top1: float, p50: float, verdict: str = "pass", sha: s
     fmt, precision = artifact.split("-")
     return dict(
         artifact=artifact, format=fmt, precision=precision, target="t", sha256=sha * 64,
-        top1=top1, latency_ms=LatencyStats(p50=p50, p90=p50, p99=p50, mean=p50),
+        top1=top1, latency_ms=Latency(p50=p50, p90=p50, p99=p50, mean=p50),
         verdict=verdict, reasons=[] if verdict == "pass" else ["p99 too high"],
     )  # fmt: skip
 

@@ -107,12 +107,13 @@ def test_digits_artifacts_on_the_emulated_arm64_board(
 
 
 def test_emulated_board_skips_latency_gates_and_says_why() -> None:
-    from targets.base import ArtifactResult, LatencyStats
+    from export.timing import Latency
+    from targets.base import ArtifactResult
     from targets.gates import evaluate
 
     result = ArtifactResult(
         artifact="onnx-fp32", format="onnx", precision="fp32", target="arm64", sha256="0" * 64,
-        top1=0.98, top1_drop=0.0, latency_ms=LatencyStats(p50=40, p90=45, p99=50, mean=41),
+        top1=0.98, top1_drop=0.0, latency_ms=Latency(p50=40, p90=45, p99=50, mean=41),
         throughput=10.0,
     )  # fmt: skip
     policy = GatePolicy(default_max_p99_ms=5.0, min_throughput=100.0)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from targets import ArtifactResult, GatePolicy, LatencyStats, evaluate
+from export.timing import Latency
+from targets import ArtifactResult, GatePolicy, evaluate
 
 
 def measured(**overrides: object) -> ArtifactResult:
@@ -19,7 +20,7 @@ def measured(**overrides: object) -> ArtifactResult:
         reference_top1=0.975,
         top1_drop=0.005,
         agreement=0.99,
-        latency_ms=LatencyStats(p50=1.0, p90=1.5, p99=2.0, mean=1.1),
+        latency_ms=Latency(p50=1.0, p90=1.5, p99=2.0, mean=1.1),
         throughput=800.0,
         throughput_batch=32,
         size_mb=4.0,
@@ -68,7 +69,7 @@ def test_p99_budget_is_per_target_with_a_default() -> None:
     assert evaluate(measured(), policy, "local-cpu").passed
     orin = evaluate(measured(), policy, "orin-nano")
     assert not orin.passed and "on orin-nano (limit 1.000 ms)" in orin.reasons[0]
-    other = evaluate(measured(latency_ms=LatencyStats(p50=2, p90=2, p99=2.6, mean=2)), policy, "x")
+    other = evaluate(measured(latency_ms=Latency(p50=2, p90=2, p99=2.6, mean=2)), policy, "x")
     assert not other.passed and "limit 2.500 ms" in other.reasons[0]
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+
+import numpy as np
 
 from export.manifest import (
     EVAL_FILE,
@@ -65,10 +68,6 @@ def eval_set_digest(path: Path) -> str:
     The reference logits in the same file belong to the exported student, so they are left out:
     two students scored on the same images share this digest and can be compared image by image.
     """
-    import hashlib
-
-    import numpy as np
-
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = [np.ascontiguousarray(data[key]) for key in ("images", "labels")]

@@ -17,8 +17,10 @@ import pytest
 from export.config import Tolerances
 from export.manifest import read_manifest
 from export.quantize import onnx_to_fp16, parse_ort_candidate, quantize_onnx_cpu
+from export.timing import Latency
 from targets import SshOptions, ValidationSettings, parse_target, validate_artifacts
-from targets.gates import GatePolicy
+from targets.base import ArtifactResult
+from targets.gates import GatePolicy, evaluate
 from targets.table import isa_columns, machine_line
 from tests.arm64_board import BoardUnavailable, find_board
 from tests.targets.digits_artifacts import digits_split, write_artifact, write_export_index
@@ -107,10 +109,6 @@ def test_digits_artifacts_on_the_emulated_arm64_board(
 
 
 def test_emulated_board_skips_latency_gates_and_says_why() -> None:
-    from export.timing import Latency
-    from targets.base import ArtifactResult
-    from targets.gates import evaluate
-
     result = ArtifactResult(
         artifact="onnx-fp32", format="onnx", precision="fp32", target="arm64", sha256="0" * 64,
         top1=0.98, top1_drop=0.0, latency_ms=Latency(p50=40, p90=45, p99=50, mean=41),

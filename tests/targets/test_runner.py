@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from export.manifest import artifact_hash, read_manifest
+from export.manifest import artifact_hash, build_manifest, read_manifest, write_manifest
+from export.openvino import reshape_static
 from targets import runner
 from targets.runs import RUNNER_PATH
 from targets.tegra import parse_tegrastats_line
@@ -241,9 +242,6 @@ def test_timed_loop_times_only_the_call() -> None:
 
 
 def test_static_batch1_artifact_is_timed_at_batch_one(export_copy: Path) -> None:
-    from export.manifest import build_manifest, write_manifest
-    from export.openvino import reshape_static
-
     source, folder = export_copy / "openvino-fp32", export_copy / "openvino-fp32-b1"
     folder.mkdir()
     assert reshape_static(source / "model.xml", folder / "model.xml") == [1, 1, 8, 8]

@@ -17,6 +17,7 @@ import pytest
 
 from export.manifest import ArtifactError
 from onedge.errors import ConfigError
+from pipeline.config import ValidateConfig
 from targets import (
     SshOptions,
     TargetTimeoutError,
@@ -124,8 +125,6 @@ def test_board_whose_sftp_stops_answering_is_bounded_and_cleaned(
 
 
 def test_default_settings_bound_every_remote_call() -> None:
-    from pipeline.config import ValidateConfig
-
     settings = ValidationSettings()
     assert settings.transfer_timeout_s > 0 and settings.command_timeout_s > 0
     assert ValidateConfig().board_timeout_s == 3600.0  # a busy board is waited for, not forever

@@ -20,6 +20,7 @@ from pipeline.data_check import check_run_data
 from pipeline.durations import StageTimes, Stopwatch
 from pipeline.errors import NothingPassedError, PipelineError
 from pipeline.flows.export_flow import export_flow
+from pipeline.flows.handoff import OpenedRun
 from pipeline.flows.limits import transient_fault
 from pipeline.flows.promote_flow import promote_flow
 from pipeline.flows.train_flow import train_flow
@@ -30,13 +31,18 @@ from pipeline.model_registry.target_versions import PerTargetOutcome
 from pipeline.model_registry.tracking import connect, prepare_store, tracking_uri
 from pipeline.report.document import write_report, write_timings
 from pipeline.report.rows import ArtifactRow
+from targets.base import ValidationReport
 
 
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(
-    config: RunConfig, out_dir: Path, timings: StageTimes | None = None
+    config: RunConfig,
+    out_dir: Path,
+    timings: StageTimes | None = None,
+    reports: dict[str, ValidationReport] | None = None,
 ) -> list[ArtifactRow]:
-    files = write_report(config, run_folder.RunFolder(out_dir), timings)
+    """The report; ``reports``: the validate flow's, handed on (else read from the run folder)."""
+    files = write_report(config, run_folder.RunFolder(out_dir), timings, reports)
     create_markdown_artifact(
         key=f"report-{run_folder.slug(config.name)}",
         markdown=files.ui_markdown,  # plots embedded: the UI cannot fetch files beside it
@@ -47,7 +53,6 @@ def report_task(
 
 @task(name="attach-report", cache_policy=NO_CACHE, retry_condition_fn=transient_fault)
 def attach_report_task(outcome: RegistryOutcome | PerTargetOutcome, files: list[Path]) -> None:
-
     registered = (
         [t.registered for t in outcome.targets.values() if t.registered is not None]
         if isinstance(outcome, PerTargetOutcome)
@@ -79,15 +84,16 @@ def edge_pipeline(
     the report, :mod:`pipeline.durations`).
     """
     clock = Stopwatch()
-    cfg, run = run_folder.open_run(config, out_dir, overrides)
+    cfg, run = run_folder.open_run(config, out_dir, overrides)  # the one open of the chain
     check_run_data(cfg, run.root, Console())  # an image folder is checked before training
-    train_export_validate(cfg, run, clock)
+    opened = OpenedRun(config=cfg, root=run.root)
+    reports = train_export_validate(opened, clock)
     outcome = None
     if cfg.registry.enabled:
         with clock.stage("register"):
-            outcome = promote_flow(cfg, run.root)
+            outcome = promote_flow(opened)
     with clock.stage("report"):
-        rows = report_task(cfg, run.root, clock.snapshot())
+        rows = report_task(cfg, run.root, clock.snapshot(), reports)
     if outcome is not None:
         with clock.stage("attach-report"):
             attach_report(cfg, run, outcome)
@@ -101,26 +107,29 @@ def edge_pipeline(
         registry=outcome,
         timings=timings,
     )
-    return run_ending(cfg, run, result)
+    return run_ending(cfg, run, reports, result)
 
 
-def train_export_validate(cfg: RunConfig, run: run_folder.RunFolder, clock: Stopwatch) -> None:
-    """The first three flows, timed; meanwhile a child process creates a new local MLflow
-    store's tables on the core training leaves."""
+def train_export_validate(opened: OpenedRun, clock: Stopwatch) -> dict[str, ValidationReport]:
+    """The first three flows, timed, each handed the opened run and what it needs of the one
+    before; meanwhile a child process creates a new local MLflow store's tables on the core
+    training leaves. Every target's report."""
+    cfg, run = opened.config, run_folder.RunFolder(opened.root)
     store = prepare_store(tracking_uri(cfg, run)) if cfg.registry.enabled else None
     try:
         with clock.stage("train"):
-            train_flow(cfg, run.root)
+            trained = train_flow(opened)
         with clock.stage("export"):
-            export_flow(cfg, run.root)
+            export_flow(opened, trained=trained)
         with clock.stage("validate"):
-            validate_flow(cfg, run.root)
+            reports = validate_flow(opened)
     finally:
         problem = store.wait() if store is not None else None
     if store is not None:
         clock.times.mlflow_background_s = store.seconds
     if problem:
         get_run_logger().warning(f"{problem}; registering creates it")
+    return reports
 
 
 def attach_report(
@@ -134,7 +143,10 @@ def attach_report(
 
 
 def run_ending(
-    cfg: RunConfig, run: run_folder.RunFolder, result: PipelineResult
+    cfg: RunConfig,
+    run: run_folder.RunFolder,
+    reports: dict[str, ValidationReport],
+    result: PipelineResult,
 ) -> PipelineResult | State:
     """``result``, or the Failed state saying why when nothing passed (per target: a target
     without a pick; else no artifact passed the gates of every required target)."""
@@ -148,7 +160,7 @@ def run_ending(
                 result,
             )
         return result
-    if not passed_everywhere(cfg, run):  # the flow ends Failed, saying why
+    if not passed_everywhere(cfg, reports):  # the flow ends Failed, saying why
         required = ", ".join(cfg.validate.required_targets())
         kept = f"; version {outcome.version} registered without alias" if outcome else ""
         return nothing_passed(
@@ -165,10 +177,9 @@ def nothing_passed(message: str, result: PipelineResult) -> State:
     return Failed(message=message, data=NothingPassedError(message, result))
 
 
-def passed_everywhere(cfg: RunConfig, run: run_folder.RunFolder) -> list[str]:
-    """The artifacts that passed the gates of every required target."""
-
-    reports = run_folder.load_reports(run, cfg.validate)
+def passed_everywhere(cfg: RunConfig, reports: dict[str, ValidationReport]) -> list[str]:
+    """The artifacts that passed the gates of every required target (``reports``: every
+    target's)."""
     required = cfg.validate.required_targets()
     names = {r.artifact for report in reports.values() for r in report.results}
     passing = []

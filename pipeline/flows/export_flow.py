@@ -9,10 +9,11 @@ from prefect.cache_policies import NO_CACHE
 
 from export.config import ExportConfig
 from export.exporter import ExportResult, export_checkpoint
-from onedge.files import sha256_file
-from pipeline import cache, run_folder
+from pipeline import cache
 from pipeline.config import ConfigArg
 from pipeline.errors import PipelineError
+from pipeline.flows.handoff import OpenedRun, checkpoint_sha256, take_run
+from training.trainer import TrainResult
 
 
 @task(name="export", cache_policy=NO_CACHE, persist_result=False)
@@ -44,10 +45,16 @@ def export_task(
 
 @flow(name="export")
 def export_flow(
-    config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
+    config: ConfigArg | OpenedRun,
+    out_dir: Path | None = None,
+    overrides: list[str] | None = None,
+    trained: TrainResult | None = None,
 ) -> ExportResult:
-    cfg, run = run_folder.open_run(config, out_dir, overrides)
+    """The run's checkpoint exported (or its cache record). ``trained``: the train flow's result,
+    handed on by the chain, whose recorded sha256 of the checkpoint spares hashing it again."""
+    cfg, run = take_run(config, out_dir, overrides)
     checkpoint = run.checkpoint
     if not checkpoint.is_file():
         raise PipelineError(f"{checkpoint} does not exist: run the train stage first")
-    return export_task(checkpoint, sha256_file(checkpoint), run.export, cfg.export, run.cache)
+    sha256 = checkpoint_sha256(checkpoint, trained)
+    return export_task(checkpoint, sha256, run.export, cfg.export, run.cache)

@@ -10,6 +10,7 @@ from prefect.exceptions import FlowPauseTimeout
 
 from pipeline import run_folder
 from pipeline.config import ConfigArg, RunConfig
+from pipeline.flows.handoff import OpenedRun, take_run
 from pipeline.flows.limits import registry_lock, transient_fault
 from pipeline.model_registry.approval import approval_flow, settle_approval
 from pipeline.model_registry.register import RegistryOutcome, register_run
@@ -51,12 +52,16 @@ def register_per_target_task(config: RunConfig, out_dir: Path) -> PerTargetOutco
 
 @flow(name="promote")
 def promote_flow(
-    config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
+    config: ConfigArg | OpenedRun, out_dir: Path | None = None, overrides: list[str] | None = None
 ) -> RegistryOutcome | PerTargetOutcome:
     """Register the run's artifact; with ``registry.approval: ask`` a new champion waits for a
     person (:mod:`pipeline.model_registry.approval`), and stays candidate if nobody approves in time. With
-    ``registry.per_target`` (several targets), each target's pick under ``champion-<target>``."""
-    cfg, run = run_folder.open_run(config, out_dir, overrides)
+    ``registry.per_target`` (several targets), each target's pick under ``champion-<target>``.
+
+    It reads the reports from the run folder, once, also in the chain: handed on, they would be
+    this subflow's parameters, which Prefect keeps on its server with every run (latency samples
+    included, about 90 KB a target)."""
+    cfg, run = take_run(config, out_dir, overrides)
     r = cfg.registry
     if per_target_mode(cfg):
         return register_per_target_task.with_options(

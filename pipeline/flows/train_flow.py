@@ -8,8 +8,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from onedge.files import sha256_file
-from pipeline import cache, run_folder
+from pipeline import cache
 from pipeline.config import ConfigArg
+from pipeline.flows.handoff import OpenedRun, take_run
 from training.config import TrainingConfig
 from training.stages import method_stages, run_stage, stage_dir, upstream_files
 from training.trainer import TrainResult, summarise_run
@@ -63,10 +64,13 @@ def stage_task(config: TrainingConfig, stage: str, run_dir: Path, cache_dir: Pat
 
 @flow(name="train")
 def train_flow(
-    config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
+    config: ConfigArg | OpenedRun, out_dir: Path | None = None, overrides: list[str] | None = None
 ) -> TrainResult:
-    """Every stage of the method, each its own cached task; the student's metrics summarise them."""
-    cfg, run = run_folder.open_run(config, out_dir, overrides)
+    """Every stage of the method, each its own cached task; the student's metrics summarise them.
+
+    ``config`` may be the chain's :class:`~pipeline.flows.handoff.OpenedRun` (no second open).
+    """
+    cfg, run = take_run(config, out_dir, overrides)
     training = cfg.training_config()
     specs = method_stages(training)
     for spec in specs:

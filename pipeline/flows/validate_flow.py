@@ -12,6 +12,7 @@ from prefect.concurrency.sync import concurrency
 
 from pipeline import run_folder
 from pipeline.config import ConfigArg, ValidateConfig
+from pipeline.flows.handoff import OpenedRun, take_run
 from pipeline.flows.limits import LOCAL_BOARD, ensure_board_limits, transient_fault
 from pipeline.int8_debug import repair_int8_below_gate
 from pipeline.report.rows import artifact_rows
@@ -52,7 +53,7 @@ def torch_baseline_task(out_dir: Path, cfg: ValidateConfig) -> run_folder.TorchB
 
 @flow(name="validate")
 def validate_flow(
-    config: ConfigArg, out_dir: Path | None = None, overrides: list[str] | None = None
+    config: ConfigArg | OpenedRun, out_dir: Path | None = None, overrides: list[str] | None = None
 ) -> dict[str, ValidationReport]:
     """Every board at once; on one board, this run's measurements one after the other.
 
@@ -62,7 +63,7 @@ def validate_flow(
     Retry-After (the slot's average occupancy, seconds to tens of seconds), not when the slot
     frees. The limit still keeps other runs off the board.
     """
-    cfg, run = run_folder.open_run(config, out_dir, overrides)
+    cfg, run = take_run(config, out_dir, overrides)
     v = cfg.validate
     ensure_board_limits([run_folder.board_limit_name(s) for s in {*v.targets, LOCAL_BOARD}])
     retrying = validate_task.with_options(retries=v.retries, retry_delay_seconds=v.retry_delay_s)

@@ -210,7 +210,7 @@ def register_run(
     with guarded(f"registering {artifact} as {name}"):
         found = find_version(client, name, key)
         if found is None:
-            run_id = log_run(client, config, run, reports, uri)
+            run_id = log_run(client, config, run, reports, uri, exported)
             tags = version_tags(config, manifest, evidence, reports, key)
             images = eval_images(run)
             version = new_version(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from export.manifest import EXPORT_JSON, artifact_paths, read_export, regular_file
+from export.manifest import EXPORT_JSON, Manifest, artifact_paths, read_export, regular_file
 from onedge.errors import OnedgeError
 from pipeline.config import RunConfig
 from pipeline.errors import ModelRegistryError, ModelRegistryUnavailableError
@@ -204,9 +204,18 @@ def validation_metrics(reports: dict[str, ValidationReport]) -> dict[str, float]
 
 
 def log_run(
-    client: Any, config: RunConfig, run: RunFolder, reports: dict[str, ValidationReport], uri: str
+    client: Any,
+    config: RunConfig,
+    run: RunFolder,
+    reports: dict[str, ValidationReport],
+    uri: str,
+    exported: dict[str, Manifest] | None = None,
 ) -> str:
-    """Create the MLflow run of this pipeline run and log everything but the model; its id."""
+    """Create the MLflow run of this pipeline run and log everything but the model; its id.
+
+    ``exported``: the export's verified manifests when the caller has just read them
+    (:func:`export.manifest.read_export`), so that no artifact is hashed twice.
+    """
     from mlflow.entities import Metric, Param, RunTag
 
     metrics = read_json(run.train / "metrics.json", "training")
@@ -244,7 +253,8 @@ def log_run(
         folder = run.target_dir(spec)
         logged += [(p, f"validation/{slug(spec)}") for p in sorted(folder.iterdir())]
     if config.registry.log_artifacts:
-        for name, manifest in read_export(run.export).items():
+        verified = exported if exported is not None else read_export(run.export)
+        for name, manifest in verified.items():
             logged += [
                 (p, f"artifacts/{name}") for p in artifact_paths(run.export / name, manifest)
             ]

@@ -77,9 +77,9 @@ def pipeline_run(prefect_server, tmp_path_factory) -> PipelineRun:
 
     config = pipeline_config()
     out = tmp_path_factory.mktemp("pipeline") / "digits-one"
-    calls = {"train": 0, "export": 0, "validate": 0}
+    calls = {"train": 0, "export": 0, "validate": 0, "open_run": 0}
     real_train, real_export = train_flow.run_stage, export_flow.export_checkpoint
-    real_validate = run_folder.validate_on_target
+    real_validate, real_open = run_folder.validate_on_target, run_folder.open_run
 
     def counted_train(*args, **kwargs):
         calls["train"] += 1
@@ -95,11 +95,16 @@ def pipeline_run(prefect_server, tmp_path_factory) -> PipelineRun:
             raise RunnerFailedError("the runner failed on local-cpu (injected for the test)")
         return real_validate(*args, **kwargs)
 
+    def counted_open(*args, **kwargs):
+        calls["open_run"] += 1
+        return real_open(*args, **kwargs)
+
     seconds = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_flow, "run_stage", counted_train)
         mp.setattr(export_flow, "export_checkpoint", counted_export)
         mp.setattr(run_folder, "validate_on_target", failing_once)
+        mp.setattr(run_folder, "open_run", counted_open)
         start = time.perf_counter()
         first_error = None
         try:

@@ -24,8 +24,9 @@ def client_for(run):
 def test_rerun_after_failed_validation_reuses_training_and_export(pipeline_run):
     assert pipeline_run.first_error is not None, "the injected validation failure did not surface"
     assert "injected" in str(pipeline_run.first_error)
-    # the plain functions ran once over both flow runs; validation ran in both
-    assert pipeline_run.calls == {"train": 1, "export": 1, "validate": 2}
+    # the plain functions ran once over both flow runs; validation ran in both; the chain
+    # opened the run folder once a run and handed it on to its flows
+    assert pipeline_run.calls == {"train": 1, "export": 1, "validate": 2, "open_run": 2}
     assert pipeline_run.mtimes_after_rerun == pipeline_run.mtimes_after_failure
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from export.config import ExportConfig
 from onedge.errors import ConfigError, OnedgeError
 from onedge.strict import StrictModel
-from targets.base import ValidationSettings
+from targets.base import ValidationSettings, parse_target
 from targets.gates import GatePolicy, TargetBudget
 from training import methods as _methods  # noqa: F401  (fills the method-config registry)
 from training.config import TrainingConfig
@@ -75,8 +75,6 @@ class ValidateConfig(StrictModel):
 
     @model_validator(mode="after")
     def _known_targets(self) -> ValidateConfig:
-        from targets.base import parse_target
-
         for name in self.required or []:
             if name not in self.targets:
                 raise ValueError(f"required target {name!r} is not in targets {self.targets}")

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from onedge.files import atomic_write
+from training.data.folder import prepare_folder
+from training.image_check import enforce, print_check
 
 DATA_CHECK_FILE = "data-check.json"
 DATA_CACHE_DIR = "data-cache"
@@ -36,9 +38,6 @@ def check_run_data(config: Any, root: Path, console: Any = None) -> dict[str, An
 
     Raises the check's DataError (one line) after writing the file and printing the tables.
     """
-    from training.data.folder import prepare_folder
-    from training.image_check import enforce, print_check
-
     if config.data.name not in FOLDER_DATA_SETS:
         return None
     prepared = prepare_folder(with_run_cache(config, root).data)

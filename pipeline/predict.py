@@ -26,6 +26,8 @@ from export.manifest import EXPORT_JSON, ArtifactError, read_export_index, verif
 from onedge.errors import ConfigError
 from onedge.strict import StrictModel
 from pipeline.errors import PromotionError
+from pipeline.model_registry.pyfunc_images import ImageClassifier
+from targets.runner import RunnerError
 
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 
@@ -61,6 +63,8 @@ def parse_models_uri(text: str) -> tuple[str, str | None, str | None]:
 
 def registered_version(client: Any, text: str) -> Any:
     """The model version ``text`` names, complete (its files were the validated ones)."""
+    # inside: the registry side imports the run config and torch; predict on an artifact
+    # folder needs none of it
     from pipeline.model_registry.register import TAG
     from pipeline.model_registry.tracking import guarded
 
@@ -85,6 +89,7 @@ def downloaded_artifact(client: Any, uri: str, text: str) -> Iterator[Path]:
     """The artifact folder of the version ``text`` names, downloaded and checked, while open."""
     import mlflow
 
+    # inside: the registry side imports torch (see registered_version)
     from pipeline.model_registry.flavors import artifact_subpath
     from pipeline.model_registry.register import TAG
     from pipeline.model_registry.tracking import guarded
@@ -108,9 +113,6 @@ def downloaded_artifact(client: Any, uri: str, text: str) -> Iterator[Path]:
 
 def classifier(folder: Path) -> Any:
     """The pyfunc's classifier on a checked artifact folder; a missing runtime is a typed error."""
-    from pipeline.model_registry.pyfunc_images import ImageClassifier
-    from targets.runner import RunnerError
-
     try:
         return ImageClassifier(folder)
     except RunnerError as exc:

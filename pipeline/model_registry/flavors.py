@@ -36,7 +36,9 @@ from typing import Any
 import numpy as np
 
 from export.manifest import MANIFEST_NAME, ArtifactError, Manifest, artifact_paths
+from export.onnx import ort_session, run_onnx
 from onedge.registry import Registry
+from pipeline.model_registry import pyfunc_images
 
 DATA = "data"
 OUTPUTS = ("class_index", "class_name", "probabilities")
@@ -93,10 +95,11 @@ def copy_artifact(folder: Path, manifest: Manifest, into: Path) -> None:
         shutil.copyfile(path, into / path.name, follow_symlinks=False)
 
 
-def stage_model(
+def write_model_folder(
     folder: Path, manifest: Manifest, run_id: str, into: Path, eval_images: np.ndarray
 ) -> Path:
-    """Write the version's folder (see the module docstring) into ``into``."""
+    """Write the MLflow model folder of a version (MLmodel, flavors, ``data/<artifact>``: see the
+    module docstring) into ``into``, from where it is logged to the run."""
     artifact = Path(folder).name
     model = base_model(manifest, artifact, run_id)
     example = np.ascontiguousarray(eval_images[:EXAMPLE_IMAGES])
@@ -149,8 +152,6 @@ def serving_graph(path: Path, class_names: list[str]) -> Any:
 
 def check_serving_graph(validated: Path, serving: Any, images: np.ndarray) -> None:
     """The serving graph's classes are the validated graph's argmax on ``images``."""
-    from export.onnx import ort_session, run_onnx
-
     logits = run_onnx(ort_session(validated), images)
     import onnxruntime as ort
 
@@ -176,8 +177,6 @@ def code_paths(into: Path) -> list[str]:
     copied as they are; the ``targets`` package is given an empty ``__init__`` (the real one
     imports the SSH and Jetson targets).
     """
-    from pipeline.model_registry import pyfunc_images
-
     root = Path(__file__).resolve().parents[2]
     files = {
         "onedge": ["__init__.py", "errors.py", "strict.py"],

@@ -31,7 +31,7 @@ from onedge.files import atomic_write
 from onedge.strict import StrictModel
 from pipeline.config import RunConfig, check_model_name
 from pipeline.model_registry.aliases import AWAITING, TAG, seal_version
-from pipeline.model_registry.flavors import artifact_subpath, stage_model
+from pipeline.model_registry.flavors import artifact_subpath, write_model_folder
 from pipeline.model_registry.promotion import (
     Decision,
     Evidence,
@@ -167,8 +167,8 @@ def new_version(
     """Log the model folder to the run and register it; a failure marks the run FAILED."""
     try:
         with tempfile.TemporaryDirectory(prefix="onedge-model-") as tmp:
-            staged = stage_model(folder, manifest, run_id, Path(tmp) / "model", eval_images)
-            client.log_artifacts(run_id, str(staged), artifact_path)
+            model = write_model_folder(folder, manifest, run_id, Path(tmp) / "model", eval_images)
+            client.log_artifacts(run_id, str(model), artifact_path)
         ensure_model(client, name)
         source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
         version = str(client.create_model_version(name, source, run_id, tags=tags).version)

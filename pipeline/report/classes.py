@@ -16,6 +16,8 @@ import numpy as np
 
 from export.manifest import EVAL_FILE, ArtifactError, InputSpec, read_manifest
 from onedge.strict import StrictModel
+from pipeline.model_registry.register import RegistryOutcome
+from pipeline.model_registry.target_versions import PER_TARGET_FILE, PerTargetOutcome
 from pipeline.run_folder import RunFolder, slug
 from targets.base import ArtifactResult, ValidationReport
 from targets.validate import eval_set_digest
@@ -164,9 +166,6 @@ def plot_errors(images: np.ndarray, titles: list[str], title: str, path: Path) -
 def registered_artifacts(run: RunFolder, reports: dict[str, ValidationReport]) -> dict[str, str]:
     """Target spec -> the artifact registered for it (``registry.json``, or per target
     ``registry-targets.json``); empty when nothing was registered."""
-    from pipeline.model_registry.register import RegistryOutcome
-    from pipeline.model_registry.target_versions import PER_TARGET_FILE, PerTargetOutcome
-
     per_target = run.root / PER_TARGET_FILE
     if per_target.is_file():
         outcome = PerTargetOutcome.model_validate_json(per_target.read_text())

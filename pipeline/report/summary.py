@@ -8,6 +8,7 @@ from rich.table import Table
 from pipeline.flows.chain import PipelineResult
 from pipeline.model_registry.target_versions import PerTargetOutcome
 from pipeline.report.rows import COLUMNS
+from pipeline.report.targets import budget_text
 from targets.table import VERDICT_STYLE
 
 
@@ -49,8 +50,6 @@ def print_run(result: PipelineResult, seconds: float, console: Console) -> None:
 
 def print_per_target(outcome: PerTargetOutcome, console: Console) -> None:
     """One line per target: its budget, the pick, the version and the aliases it holds."""
-    from pipeline.report.targets import budget_text
-
     console.print(f"registry: model {outcome.model_name}, one pick per target", soft_wrap=True)
     for spec, t in outcome.targets.items():
         r, c = t.registered, t.choice

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.config import RunConfig
 from pipeline.model_registry.per_target import TargetChoice, choose_per_target
+from pipeline.model_registry.target_versions import PerTargetOutcome
 from pipeline.run_folder import RunFolder, slug
 from targets.base import ValidationReport
 from targets.table import isa_columns
@@ -116,8 +117,6 @@ def target_blocks(
 
 def per_target_registry_lines(path: Path) -> list[str]:
     """What ``registry-targets.json`` says: per target, version, aliases and decision."""
-    from pipeline.model_registry.target_versions import PerTargetOutcome
-
     if not path.is_file():
         return ["not registered (registry.enabled is false, or the registry step did not run)"]
     outcome = PerTargetOutcome.model_validate_json(path.read_text())

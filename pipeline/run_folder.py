@@ -19,16 +19,15 @@ flow can also run on its own (on another machine that sees the folder)::
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from pydantic import Field
 
 from export.timing import Latency
+from export.torch_baseline import time_torch_student
 from onedge.files import atomic_write
 from onedge.strict import StrictModel
 from pipeline.config import RunConfig, ValidateConfig, config_from_data, dump_config, load_config
@@ -176,73 +175,18 @@ def torch_baseline(
 ) -> TorchBaseline:
     """Time the PyTorch FP32 student with the protocol the targets use; write ``out``.
 
-    The student is rebuilt from the checkpoint (``weights_only`` loading) and the branch the
-    export recorded, never loaded from ``student.pt2``: ``torch.export.load`` unpickles, and
-    nothing read from a run folder is unpickled (docs/SECURITY.md).
+    The measurement is :func:`export.torch_baseline.time_torch_student` (the student rebuilt
+    from the checkpoint, never unpickled from ``student.pt2``).
     """
-    import torch
-
-    from export.extract import extract_branch
-    from export.manifest import EVAL_FILE, read_export, read_export_index, regular_file
-    from export.preprocess import InputContract, Preprocessed
-    from export.timing import time_calls, warm_up
-    from training.checkpoint import load_checkpoint
-
-    manifests = read_export(Path(export_dir))
-    lead = read_export_index(Path(export_dir)).torch_fp32  # the deployed student's folder
-    if lead is None or lead.folder not in manifests:
-        raise PipelineError(f"{export_dir}/export.json names no torch_fp32 folder: export again")
-    manifest = manifests[lead.folder]
-    loaded = load_checkpoint(Path(checkpoint))
-    if loaded.sha256 != manifest.source_checkpoint_sha256:
-        raise PipelineError(
-            f"{checkpoint} (sha256 {loaded.sha256[:12]}...) is not the checkpoint the export was "
-            f"made from ({manifest.source_checkpoint_sha256[:12]}...): export again"
-        )
-    if not regular_file(Path(export_dir) / EVAL_FILE):
-        raise PipelineError(f"{export_dir} has no {EVAL_FILE}: export again")
-    with np.load(Path(export_dir) / EVAL_FILE, allow_pickle=False) as data:
-        images = data["images"][: settings.eval_limit].astype(manifest.input.dtype)
-        labels = data["labels"][: settings.eval_limit]  # raw images when embedded
-    contract = InputContract.for_spec(
-        loaded.spec,
-        manifest.input.preprocessing == "embedded",
-        manifest.input.layout,
-        manifest.input.dtype,
-    )
-    normalised = contract.normalise(images[:256]) if contract.embedded else images[:256]
-    module = extract_branch(loaded, manifest.branch, images=normalised).module
-    if contract.embedded:  # the student.pt2 the export wrote is this: the body behind it
-        module = Preprocessed(module, contract).eval()
-    inputs = itertools.cycle([torch.from_numpy(image[None]) for image in images[:16]])
-    previous = torch.get_num_threads()
-    try:
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
-        threads = torch.get_num_threads()
-        with torch.inference_mode():
-
-            def call() -> object:
-                return module(next(inputs))
-
-            predicted = np.concatenate(
-                [
-                    module(torch.from_numpy(np.ascontiguousarray(chunk))).argmax(1).numpy()
-                    for chunk in np.split(images, range(256, len(images), 256))
-                ]
-            )
-            warm_up(call, settings.warmup_seconds, settings.warmup_calls)
-            samples = time_calls(call, settings.timed_seconds, settings.timed_calls)
-    finally:
-        torch.set_num_threads(previous)
-    lat = Latency.from_samples(samples, 1)
+    timed = time_torch_student(export_dir, checkpoint, settings)
+    lat = Latency.from_samples(timed.samples, 1)
     baseline = TorchBaseline(
-        artifact=lead.folder,
-        sha256=manifest.sha256,
-        top1=float((predicted == labels).mean()),
+        artifact=timed.artifact,
+        sha256=timed.sha256,
+        top1=timed.top1,
         latency_ms=lat,  # min and max included
         calls=lat.calls,
-        threads=threads,
+        threads=timed.threads,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, baseline.model_dump_json(indent=2))

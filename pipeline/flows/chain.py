@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
+from prefect.utilities.annotations import quote
 from rich.console import Console
 
 from onedge.strict import StrictModel
@@ -93,7 +94,8 @@ def edge_pipeline(
         with clock.stage("register"):
             outcome = promote_flow(opened)
     with clock.stage("report"):
-        rows = report_task(cfg, run.root, clock.snapshot(), reports)
+        # quote: Prefect would walk every report (latency samples included) for futures
+        rows = report_task(cfg, run.root, clock.snapshot(), quote(reports))
     if outcome is not None:
         with clock.stage("attach-report"):
             attach_report(cfg, run, outcome)

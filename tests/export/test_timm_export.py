@@ -1,9 +1,13 @@
-"""Full export (ONNX and OpenVINO; FP32, FP16, INT8 with ORT and NNCF) of trained timm students.
+"""Full export (ONNX and OpenVINO; FP32, FP16, INT8 with ORT and NNCF) of every listed timm student.
 
-Two representative timm networks take the whole chain here: mobilenetv3_small_100 (hard-swish,
-squeeze-excitation) and regnetx_002 (plain ReLU); the first one's INT8 graphs fail the
-exporter's agreement check at this training level (INT8_AT_RISK), and the test says so. Every listed timm network takes the ONNX export
-and the extraction checks in tests/training/test_models.py; this keeps the suite's cost small.
+Parametrised over :data:`training.models.timm_family.TIMM_ARCHITECTURES`, so a newly listed
+architecture gets these checks for free. Each student is a 2-branch ONE network started from a
+saved timm state dict (its sha256 must reach every manifest) and trained briefly on digits (one
+epoch over 256 images at 8x8: the BatchNorm statistics and weights move off their init), then
+exported; every artifact must pass the exporter's parity gates on the calibration images, and
+every manifest must verify. The shape is kept small (256 training images, 128 calibration and
+128 test images, one ONNX Runtime variant and candidate, no static batch-1 copies: those are
+checked in tests/export/test_export_checkpoint.py) so six networks cost what two did.
 """
 
 from __future__ import annotations
@@ -19,18 +23,29 @@ from export.exporter import export_checkpoint
 from export.manifest import verify_artifact
 from onedge.files import sha256_file
 from tests.conftest import quick_config
-from training.models.timm_family import timm_reference
+from training.models.timm_family import TIMM_ARCHITECTURES, timm_reference
 
 pytestmark = pytest.mark.slow
-REPRESENTATIVES = ["mobilenetv3_small_100", "regnetx_002"]
-FAST_ORT = {"candidates": "qdq-s8s8-pre", "timing_seconds": 0.1}
-# hard-swish + squeeze-excitation: after one epoch on 8x8 digits its INT8 graphs agree with
-# PyTorch on 62-70% of labels (ORT / NNCF), below the exporter's 95%, and are refused; measured
-INT8_AT_RISK = {"mobilenetv3_small_100"}
+FAST_ORT = {"variants": ["default"], "candidates": "qdq-s8s8-pre", "timing_seconds": 0.05}
+# Architectures whose INT8 graphs may be refused by the exporter's 95% agreement gate at this
+# training level (either outcome is accepted, the refusal must be a ParityError); every other
+# one must export INT8. Measured 2026-12-02 (AMD EPYC, AVX-512 VNNI), calibration agreement of
+# onnx-int8 / openvino-int8 with PyTorch: see the values beside each name. An architecture is
+# listed when either value was below 99%, so an AVX2-only CPU's larger INT8 error
+# (docs/INT8_VARIANTS.md) does not turn a pass here into a failure there.
+INT8_AT_RISK = {
+    "mobilenetv3_large_100": "onnx-int8 80.47%, openvino-int8 76.56% (both refused)",
+    "resnet18d": "onnx-int8 97.66% (OpenVINO refuses the graph at 8 px, below)",
+}  # mobilenetv3_small_100, efficientnet_lite0, efficientnet_b0: 100% and 100%; regnetx_002: 99.22%
+# At 8x8 (digits) the small-input rule leaves resnet18d's last stage a 1x1 map, and its ResNet-D
+# shortcut's AvgPool2d(2, ceil_mode=True) then has a kernel larger than the map: PyTorch and ONNX
+# Runtime accept it, OpenVINO 2026.4's ONNX reader refuses the graph. From 16 px up it exports
+# (bench/timm_int8.py runs it at 28x28 through OpenVINO FP32 and INT8).
+OPENVINO_REFUSES_AT_8PX = {"resnet18d": "OpenVINO cannot read"}
 EXPECTED = {f"{fmt}-{p}" for fmt in ("onnx", "openvino") for p in ("fp32", "fp16", "int8")}
 
 
-@pytest.mark.parametrize("architecture", REPRESENTATIVES)
+@pytest.mark.parametrize("architecture", TIMM_ARCHITECTURES)
 def test_timm_student_exports_to_every_format(architecture: str, tmp_path: Path) -> None:
     from training.trainer import train
 
@@ -43,9 +58,10 @@ def test_timm_student_exports_to_every_format(architecture: str, tmp_path: Path)
             "model.init": str(weights),
             "model.branches": 2,
             "train.epochs": 1,
-            "train.lr": 0.01,  # from timm's fresh init at 0.1, logits reach ~1e4 after one epoch
+            "train.lr": 0.01,  # from timm's fresh init at 0.1 logits reach ~1e4 in an epoch
             "method.rampup_epochs": 1,
-            "data.calibration_size": 64,
+            "data.limit_train": 256,
+            "data.calibration_size": 128,
         }
     ).training_config()
     train(config, tmp_path / "run")
@@ -53,19 +69,31 @@ def test_timm_student_exports_to_every_format(architecture: str, tmp_path: Path)
         tmp_path / "run" / "checkpoint.pt",
         tmp_path / "export",
         ExportConfig(
-            formats=["onnx", "openvino"], ort_int8=FAST_ORT, calibration_size=64, threads=1
+            formats=["onnx", "openvino"],
+            ort_int8=FAST_ORT,
+            static_batch1=[],
+            calibration_size=128,
+            eval_limit=128,
+            threads=1,
         ),
     )
     names = {record.name for record in result.artifacts}
     failed = {f["name"]: f for f in json.loads(result.export_json.read_text()).get("failed", [])}
-    assert names >= {n for n in EXPECTED if not n.endswith("int8")}, (names, failed)
-    for name in sorted(n for n in EXPECTED if n.endswith("int8")):
+    reasons = {name: f["reason"] for name, f in failed.items()}
+    expected = set(EXPECTED)
+    if architecture in OPENVINO_REFUSES_AT_8PX:
+        for name in sorted(n for n in EXPECTED if n.startswith("openvino")):
+            assert OPENVINO_REFUSES_AT_8PX[architecture] in reasons[name], reasons
+        expected = {n for n in EXPECTED if not n.startswith("openvino")}
+    assert names >= {n for n in expected if not n.endswith("int8")}, reasons
+    for name in sorted(n for n in expected if n.endswith("int8")):
         if architecture in INT8_AT_RISK and name not in names:  # refused by the parity check
             assert failed[name]["error"] == "ParityError", failed[name]
-            print(name, failed[name]["reason"])
+            print(architecture, name, failed[name]["reason"])
         else:
-            assert name in names, (name, failed)
+            assert name in names, reasons
     for record in result.artifacts:
         manifest = verify_artifact(record.folder)
         assert manifest.init_sha256 == sha256_file(weights)  # what the student started from
-        print(record.name, record.test)  # the export failed loudly on a parity beyond tolerance
+        parity = manifest.extra["parity"]
+        print(architecture, record.name, f"calibration agreement {parity['top1_agreement']:.2%}")

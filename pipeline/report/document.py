@@ -21,6 +21,7 @@ from pipeline.int8_debug import repair_lines
 from pipeline.model_registry.register import RegistryOutcome
 from pipeline.model_registry.target_versions import PER_TARGET_FILE, per_target_mode
 from pipeline.report.classes import ClassSection, class_blocks, class_sections
+from pipeline.report.int8_care import int8_care_lines
 from pipeline.report.plot import PLOT_FILE, plot_accuracy_latency
 from pipeline.report.render import Block, to_html, to_markdown
 from pipeline.report.rows import COLUMNS, ArtifactRow, artifact_rows
@@ -84,6 +85,8 @@ def build_blocks(
     for spec, report in given.reports.items():
         blocks += validation_blocks(spec, report, rows)
     blocks += export_blocks(given)
+    if care := int8_care_lines(config.model, given.exported):  # docs/BENCHMARKS.md, timm INT8
+        blocks += [("h2", "INT8 care"), ("list", care)]
     blocks += registry_blocks(config, run, given)
     per_class = class_sections(run, given.reports)
     blocks += class_blocks(per_class, run.root)

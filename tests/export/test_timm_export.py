@@ -39,8 +39,8 @@ INT8_AT_RISK = {
 }  # mobilenetv3_small_100, efficientnet_lite0, efficientnet_b0: 100% and 100%; regnetx_002: 99.22%
 # At 8x8 (digits) the small-input rule leaves resnet18d's last stage a 1x1 map, and its ResNet-D
 # shortcut's AvgPool2d(2, ceil_mode=True) then has a kernel larger than the map: PyTorch and ONNX
-# Runtime accept it, OpenVINO 2026.4's ONNX reader refuses the graph. From 16 px up it exports
-# (bench/timm_int8.py runs it at 28x28 through OpenVINO FP32 and INT8).
+# Runtime accept it, OpenVINO 2026.4's ONNX reader refuses the graph. At 28x28 it exports
+# (bench/timm_int8.py runs it through OpenVINO FP32 and INT8).
 OPENVINO_REFUSES_AT_8PX = {"resnet18d": "OpenVINO cannot read"}
 EXPECTED = {f"{fmt}-{p}" for fmt in ("onnx", "openvino") for p in ("fp32", "fp16", "int8")}
 

@@ -93,7 +93,7 @@ def figures_from_export(exported: dict) -> list[Int8Figure]:
         for a in exported.get("artifacts", [])
     ]
     for failed in exported.get("failed", []):
-        precision = "int8" if "-int8" in failed["name"] else ""
+        precision = failed.get("precision") or ("int8" if "-int8" in failed["name"] else "")
         figures.append(Int8Figure(failed["name"], precision, None, failed.get("reason", "")))
     return figures
 

@@ -16,8 +16,13 @@ import numpy as np
 
 from export.manifest import EVAL_FILE, ArtifactError, InputSpec, read_manifest
 from onedge.strict import StrictModel
+from pipeline.config import RunConfig
 from pipeline.model_registry.register import RegistryOutcome
-from pipeline.model_registry.target_versions import PER_TARGET_FILE, PerTargetOutcome
+from pipeline.model_registry.target_versions import (
+    PER_TARGET_FILE,
+    PerTargetOutcome,
+    per_target_mode,
+)
 from pipeline.run_folder import RunFolder, slug
 from targets.base import ArtifactResult, ValidationReport
 from targets.validate import eval_set_digest
@@ -163,11 +168,19 @@ def plot_errors(images: np.ndarray, titles: list[str], title: str, path: Path) -
     return path
 
 
-def registered_artifacts(run: RunFolder, reports: dict[str, ValidationReport]) -> dict[str, str]:
-    """Target spec -> the artifact registered for it (``registry.json``, or per target
-    ``registry-targets.json``); empty when nothing was registered."""
-    per_target = run.root / PER_TARGET_FILE
-    if per_target.is_file():
+def registered_artifacts(
+    config: RunConfig, run: RunFolder, reports: dict[str, ValidationReport]
+) -> dict[str, str]:
+    """Target spec -> the artifact this config registered for it (``registry.json``, or per
+    target ``registry-targets.json``); empty when the config registers nothing. A file the
+    config does not write (left by an earlier run of the folder with other registry settings)
+    is not read."""
+    if not config.registry.enabled:
+        return {}
+    if per_target_mode(config):
+        per_target = run.root / PER_TARGET_FILE
+        if not per_target.is_file():
+            return {}
         outcome = PerTargetOutcome.model_validate_json(per_target.read_text())
         return {
             spec: t.registered.artifact
@@ -188,7 +201,9 @@ def _measured(report: ValidationReport, name: str | None) -> ArtifactResult | No
     return max(measured, key=lambda r: r.top1 or 0.0, default=None)
 
 
-def class_sections(run: RunFolder, reports: dict[str, ValidationReport]) -> list[ClassSection]:
+def class_sections(
+    config: RunConfig, run: RunFolder, reports: dict[str, ValidationReport]
+) -> list[ClassSection]:
     """One section per target, from its validation run and the export's eval set."""
     eval_path = run.export / EVAL_FILE
     if not eval_path.is_file() or not reports:
@@ -196,7 +211,7 @@ def class_sections(run: RunFolder, reports: dict[str, ValidationReport]) -> list
     digest = eval_set_digest(eval_path)
     with np.load(eval_path, allow_pickle=False) as data:
         labels, images = data["labels"].astype(np.int64), data["images"]
-    chosen = registered_artifacts(run, reports)
+    chosen = registered_artifacts(config, run, reports)
     sections = []
     for spec, report in reports.items():
         result = _measured(report, chosen.get(spec) if chosen else None)

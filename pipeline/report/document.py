@@ -88,7 +88,7 @@ def build_blocks(
     if care := int8_care_lines(config.model, given.exported):  # docs/BENCHMARKS.md, timm INT8
         blocks += [("h2", "INT8 care"), ("list", care)]
     blocks += registry_blocks(config, run, given)
-    per_class = class_sections(run, given.reports)
+    per_class = class_sections(config, run, given.reports)
     blocks += class_blocks(per_class, run.root)
     if timings is not None:
         blocks += [

@@ -80,3 +80,26 @@ def test_report_has_the_registered_artifacts_classes(pipeline_run) -> None:
     if section["misclassified"]:
         assert (run.root / section["errors_plot"]).stat().st_size > 1000
         assert "misclassified images on local-cpu" in run.report_html.read_text()
+
+
+def test_a_registry_file_this_config_does_not_write_is_not_read(pipeline_run, tmp_path) -> None:
+    """A folder rerun with registration off (or per-target aliases off) keeps the earlier
+    run's registry files; the per-class section must not call their artifact registered."""
+    import shutil
+
+    from pipeline.model_registry.target_versions import PER_TARGET_FILE
+    from pipeline.report.classes import registered_artifacts
+
+    out = tmp_path / "run"
+    shutil.copytree(pipeline_run.out, out, ignore=shutil.ignore_patterns("mlflow.db", "mlartif*"))
+    run, config = RunFolder(out), pipeline_run.config
+    reports = load_reports(run, config.validate)
+    registered = RegistryOutcome.model_validate_json(run.registry.read_text()).artifact
+    assert registered_artifacts(config, run, reports) == dict.fromkeys(reports, registered)
+    off = config.model_copy(
+        update={"registry": config.registry.model_copy(update={"enabled": False})}
+    )
+    assert registered_artifacts(off, run, reports) == {}
+    stale = {"targets": {spec: {"registered": None} for spec in reports}}
+    (out / PER_TARGET_FILE).write_text(json.dumps(stale))  # not per-target here: never read
+    assert registered_artifacts(config, run, reports) == dict.fromkeys(reports, registered)

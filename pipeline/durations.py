@@ -1,10 +1,11 @@
-"""Where a pipeline run's time goes: each stage, Prefect's own start-up and its orchestration.
+"""Where a pipeline run's time goes: each step of the chain, Prefect's own start-up and its orchestration.
 
 ``onedge run`` notes when it called the flow (:func:`mark_called`); the flow's first statement
 then knows how long Prefect took to start (the temporary server, the flow run) before any of
-onedge's work began. Stages are timed around the subflow or task calls, so a stage's time
+onedge's work began. Steps (train, export, validate, register, report, attach-report) are timed around the
+subflow or task calls, so a step's time
 includes Prefect's handling of that call; what is left of the flow's wall time is Prefect's
-orchestration between stages. The registry steps (register, attach-report) are MLflow's share.
+orchestration between steps. The registry steps (register, attach-report) are MLflow's share.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pydantic import Field
 
 from onedge.strict import StrictModel
 
-MLFLOW_STAGES = ("register", "attach-report")
+MLFLOW_STEPS = ("register", "attach-report")
 _called_at: list[float] = []  # perf_counter when onedge run called the flow (this process)
 
 
@@ -31,10 +32,10 @@ def clear_mark() -> None:
     _called_at.clear()
 
 
-class StageTimes(StrictModel):
-    """Seconds per stage of one pipeline run (a stage that did not run is absent)."""
+class StepTimes(StrictModel):
+    """Seconds per step of one pipeline run (a step that did not run is absent)."""
 
-    stages: dict[str, float] = Field(default_factory=dict)
+    steps: dict[str, float] = Field(default_factory=dict)
     prefect_startup_s: float | None = Field(
         None, description="from the call of the flow to its first statement (None: unknown)"
     )
@@ -42,13 +43,13 @@ class StageTimes(StrictModel):
     mlflow_background_s: float | None = Field(
         None,
         description="a new MLflow store created by a child process beside training (not in "
-        "the stages: it overlaps them on another core)",
+        "the steps: it overlaps them on another core)",
     )
 
     @property
     def orchestration_s(self) -> float:
-        """The flow's time outside every stage: Prefect between the stages."""
-        return max(0.0, self.flow_s - sum(self.stages.values()))
+        """The flow's time outside every step: Prefect between the steps."""
+        return max(0.0, self.flow_s - sum(self.steps.values()))
 
     @property
     def prefect_s(self) -> float:
@@ -56,7 +57,7 @@ class StageTimes(StrictModel):
 
     @property
     def mlflow_s(self) -> float:
-        return sum(self.stages.get(name, 0.0) for name in MLFLOW_STAGES)
+        return sum(self.steps.get(name, 0.0) for name in MLFLOW_STEPS)
 
     @property
     def total_s(self) -> float:
@@ -65,7 +66,7 @@ class StageTimes(StrictModel):
     def summary(self) -> dict[str, float | None]:
         total = self.total_s or 1.0
         return {
-            **{f"{name}_s": seconds for name, seconds in self.stages.items()},
+            **{f"{name}_s": seconds for name, seconds in self.steps.items()},
             "prefect_startup_s": self.prefect_startup_s,
             "prefect_orchestration_s": self.orchestration_s,
             "total_s": self.total_s,
@@ -77,12 +78,12 @@ class StageTimes(StrictModel):
     def lines(self) -> list[str]:
         """One line per figure, for the report."""
         share = self.summary()
-        out = [f"{name}: {seconds:.1f} s" for name, seconds in self.stages.items()]
+        out = [f"{name}: {seconds:.1f} s" for name, seconds in self.steps.items()]
         startup = self.prefect_startup_s
         out += [
             "Prefect start-up (temporary server, flow run): "
             + (f"{startup:.1f} s" if startup is not None else "not measured (started by a worker)"),
-            f"Prefect between the stages: {self.orchestration_s:.1f} s",
+            f"Prefect between the steps: {self.orchestration_s:.1f} s",
             *(
                 [f"MLflow store created beside training: {self.mlflow_background_s:.1f} s"]
                 if self.mlflow_background_s is not None
@@ -95,23 +96,23 @@ class StageTimes(StrictModel):
 
 
 class Stopwatch:
-    """Times the stages of one flow run; started at the flow's first statement."""
+    """Times the steps of one flow run; started at the flow's first statement."""
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
         called = _called_at[:1]
         _called_at.clear()
-        self.times = StageTimes(prefect_startup_s=self.start - called[0] if called else None)
+        self.times = StepTimes(prefect_startup_s=self.start - called[0] if called else None)
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def step(self, name: str) -> Iterator[None]:
         begin = time.perf_counter()
         try:
             yield
         finally:
             end = time.perf_counter()
-            self.times.stages[name] = self.times.stages.get(name, 0.0) + end - begin
+            self.times.steps[name] = self.times.steps.get(name, 0.0) + end - begin
             self.times.flow_s = end - self.start
 
-    def snapshot(self) -> StageTimes:
+    def snapshot(self) -> StepTimes:
         return self.times.model_copy(deep=True)

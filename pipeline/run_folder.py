@@ -11,7 +11,7 @@ flow can also run on its own (on another machine that sees the folder)::
     DIR/validate/torch-fp32.json        the PyTorch FP32 student timed on this CPU
     DIR/registry.json                   what the registry did (version, aliases, reasons)
     DIR/report.md, report.html          the report (plots beside them)
-    DIR/report.json                     its rows and where the time went (stage timings)
+    DIR/report.json                     its rows and where the time went (step timings)
     DIR/mlflow.db, DIR/mlartifacts/     the default MLflow store
     DIR/.cache/                         Prefect's persisted task results (training, export)
 """

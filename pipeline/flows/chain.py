@@ -18,7 +18,7 @@ from onedge.strict import StrictModel
 from pipeline import run_folder
 from pipeline.config import ConfigArg, RunConfig
 from pipeline.data_check import check_run_data
-from pipeline.durations import StageTimes, Stopwatch
+from pipeline.durations import StepTimes, Stopwatch
 from pipeline.errors import NothingPassedError, PipelineError
 from pipeline.flows.export_flow import export_flow
 from pipeline.flows.handoff import OpenedRun
@@ -39,7 +39,7 @@ from targets.base import ValidationReport
 def report_task(
     config: RunConfig,
     out_dir: Path,
-    timings: StageTimes | None = None,
+    timings: StepTimes | None = None,
     reports: dict[str, ValidationReport] | None = None,
 ) -> list[ArtifactRow]:
     """The report; ``reports``: the validate flow's, handed on (else read from the run folder)."""
@@ -69,7 +69,7 @@ class PipelineResult(StrictModel):
     report_html: Path
     rows: list[ArtifactRow]
     registry: RegistryOutcome | PerTargetOutcome | None = None
-    timings: StageTimes | None = None
+    timings: StepTimes | None = None
 
 
 @flow(name="edge-pipeline")
@@ -81,7 +81,7 @@ def edge_pipeline(
     When no artifact passed the gates of every required target, the report is written and the
     run registered, then the flow returns a Failed state with that message (an expected ending,
     not a crash: Prefect logs no traceback); the caller's ``edge_pipeline(...)`` raises
-    :class:`NothingPassedError` holding the result. Every stage is timed (``report.json`` and
+    :class:`NothingPassedError` holding the result. Every step is timed (``report.json`` and
     the report, :mod:`pipeline.durations`).
     """
     clock = Stopwatch()
@@ -91,13 +91,13 @@ def edge_pipeline(
     reports = train_export_validate(opened, clock)
     outcome = None
     if cfg.registry.enabled:
-        with clock.stage("register"):
+        with clock.step("register"):
             outcome = promote_flow(opened)
-    with clock.stage("report"):
+    with clock.step("report"):
         # quote: Prefect would walk every report (latency samples included) for futures
         rows = report_task(cfg, run.root, clock.snapshot(), quote(reports))
     if outcome is not None:
-        with clock.stage("attach-report"):
+        with clock.step("attach-report"):
             attach_report(cfg, run, outcome)
     timings = clock.snapshot()
     write_timings(run, timings)  # report.json gets the report's own time and the total too
@@ -119,11 +119,11 @@ def train_export_validate(opened: OpenedRun, clock: Stopwatch) -> dict[str, Vali
     cfg, run = opened.config, run_folder.RunFolder(opened.root)
     store = prepare_store(tracking_uri(cfg, run)) if cfg.registry.enabled else None
     try:
-        with clock.stage("train"):
+        with clock.step("train"):
             trained = train_flow(opened)
-        with clock.stage("export"):
+        with clock.step("export"):
             export_flow(opened, trained=trained)
-        with clock.stage("validate"):
+        with clock.step("validate"):
             reports = validate_flow(opened)
     finally:
         problem = store.wait() if store is not None else None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.config import RunConfig
 from pipeline.data_check import read_data_check
-from pipeline.durations import StageTimes
+from pipeline.durations import StepTimes
 from pipeline.int8_debug import repair_lines
 from pipeline.model_registry.register import RegistryOutcome
 from pipeline.model_registry.target_versions import PER_TARGET_FILE, per_target_mode
@@ -73,7 +73,7 @@ def read_inputs(
 def build_blocks(
     config: RunConfig,
     run: RunFolder,
-    timings: StageTimes | None = None,
+    timings: StepTimes | None = None,
     reports: dict[str, ValidationReport] | None = None,
 ) -> tuple[list[Block], list[ArtifactRow], list[ClassSection]]:
     """The report's blocks in order, its table rows and its per-class sections."""
@@ -257,13 +257,13 @@ def comparison_lines(outcome: RegistryOutcome) -> list[str]:
 def write_report(
     config: RunConfig,
     run: RunFolder,
-    timings: StageTimes | None = None,
+    timings: StepTimes | None = None,
     reports: dict[str, ValidationReport] | None = None,
 ) -> ReportFiles:
     """Write ``report.md``, ``report.html``, ``report.json`` and the plot into the run folder.
 
     ``report.json`` holds the rows of the tables, the per-class figures of the registered
-    artifact on each target (``per_class``) and, when given, the stage timings. ``reports``:
+    artifact on each target (``per_class``) and, when given, the step timings. ``reports``:
     every target's report when the caller holds them (else read from the run folder).
     """
     blocks, rows, per_class = build_blocks(config, run, timings, reports)
@@ -283,8 +283,8 @@ def write_report(
     return ReportFiles(markdown, ui_markdown, run.report_md, run.report_html, rows)
 
 
-def write_timings(run: RunFolder, timings: StageTimes) -> None:
-    """Put ``timings`` (each stage, Prefect, MLflow, shares) into ``report.json``."""
+def write_timings(run: RunFolder, timings: StepTimes) -> None:
+    """Put ``timings`` (each step, Prefect, MLflow, shares) into ``report.json``."""
     document = json.loads(run.report_json.read_text()) if run.report_json.is_file() else {}
     document["timings"] = {**timings.model_dump(mode="json"), "summary": timings.summary()}
     run.report_json.write_text(json.dumps(document, indent=2))

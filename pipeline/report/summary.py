@@ -40,9 +40,9 @@ def print_run(result: PipelineResult, seconds: float, console: Console) -> None:
         )
     if result.timings is not None:
         t = result.timings
-        stages = ", ".join(f"{name} {sec:.1f} s" for name, sec in t.stages.items())
+        steps = ", ".join(f"{name} {sec:.1f} s" for name, sec in t.steps.items())
         console.print(
-            f"time:     {stages}; Prefect {t.prefect_s:.1f} s, MLflow {t.mlflow_s:.1f} s",
+            f"time:     {steps}; Prefect {t.prefect_s:.1f} s, MLflow {t.mlflow_s:.1f} s",
             soft_wrap=True,
         )
     console.print(f"done in {seconds:.0f} s; files in {result.out_dir}", soft_wrap=True)

@@ -266,10 +266,10 @@ def expected_verdicts(run: RunFolder, spec: str) -> dict[str, str]:
 def test_report_json_says_where_the_time_went(pipeline_run):
     document = json.loads((pipeline_run.out / "report.json").read_text())
     t = document["timings"]
-    stages = t["stages"]
-    assert list(stages) == ["train", "export", "validate", "register", "report", "attach-report"]
-    assert all(seconds > 0 for seconds in stages.values())
-    assert sum(stages.values()) <= t["flow_s"]
+    steps = t["steps"]
+    assert list(steps) == ["train", "export", "validate", "register", "report", "attach-report"]
+    assert all(seconds > 0 for seconds in steps.values())
+    assert sum(steps.values()) <= t["flow_s"]
     # the fixture called the flow as a function: Prefect's start-up is unknown there; onedge
     # run (an earlier test reran it through the CLI in this folder) measures it
     assert pipeline_run.result.timings.prefect_startup_s is None
@@ -277,12 +277,12 @@ def test_report_json_says_where_the_time_went(pipeline_run):
     summary = t["summary"]
     assert 0 < summary["mlflow_share"] < 1 and 0 <= summary["prefect_share"] < 1
     assert summary["mlflow_share"] == pytest.approx(
-        (stages["register"] + stages["attach-report"]) / summary["total_s"]
+        (steps["register"] + steps["attach-report"]) / summary["total_s"]
     )
     assert [row["artifact"] for row in document["rows"]] == [
         row.artifact for row in pipeline_run.result.rows
     ]
-    assert pipeline_run.result.timings.stages.keys() == stages.keys()
+    assert pipeline_run.result.timings.steps.keys() == steps.keys()
     # the failed first run left the store its child created; the rerun finds it and starts none
     assert (pipeline_run.out / "mlflow.db").is_file() and t["mlflow_background_s"] is None
     markdown = (pipeline_run.out / "report.md").read_text()

@@ -7,37 +7,37 @@ import time
 import pytest
 
 from pipeline import prefect_server
-from pipeline.durations import StageTimes, Stopwatch, mark_called
+from pipeline.durations import StepTimes, Stopwatch, mark_called
 
 
-def test_stopwatch_times_stages_and_prefect_startup() -> None:
+def test_stopwatch_times_steps_and_prefect_startup() -> None:
     mark_called()
     time.sleep(0.05)  # what Prefect does before the flow's first statement
     clock = Stopwatch()
-    with clock.stage("train"):
+    with clock.step("train"):
         time.sleep(0.02)
-    time.sleep(0.03)  # between the stages: orchestration
-    with clock.stage("register"):
+    time.sleep(0.03)  # between the steps: orchestration
+    with clock.step("register"):
         time.sleep(0.01)
     t = clock.snapshot()
-    assert list(t.stages) == ["train", "register"]
-    assert t.prefect_startup_s >= 0.05 and t.stages["train"] >= 0.02
+    assert list(t.steps) == ["train", "register"]
+    assert t.prefect_startup_s >= 0.05 and t.steps["train"] >= 0.02
     assert t.orchestration_s >= 0.03
-    assert t.flow_s == pytest.approx(sum(t.stages.values()) + t.orchestration_s)
-    assert t.mlflow_s == t.stages["register"]
+    assert t.flow_s == pytest.approx(sum(t.steps.values()) + t.orchestration_s)
+    assert t.mlflow_s == t.steps["register"]
     assert Stopwatch().times.prefect_startup_s is None  # the mark is used once
 
 
-def test_a_stage_that_raises_is_still_timed() -> None:
+def test_a_step_that_raises_is_still_timed() -> None:
     clock = Stopwatch()
-    with pytest.raises(ValueError), clock.stage("export"):
+    with pytest.raises(ValueError), clock.step("export"):
         raise ValueError("export failed")
-    assert "export" in clock.snapshot().stages
+    assert "export" in clock.snapshot().steps
 
 
 def test_shares_and_lines() -> None:
-    t = StageTimes(
-        stages={"train": 30.0, "register": 3.0, "attach-report": 1.0},
+    t = StepTimes(
+        steps={"train": 30.0, "register": 3.0, "attach-report": 1.0},
         prefect_startup_s=4.0,
         flow_s=36.0,
     )
@@ -48,7 +48,7 @@ def test_shares_and_lines() -> None:
     assert summary["train_s"] == 30.0
     text = "\n".join(t.lines())
     assert "Prefect 15%, MLflow 10%" in text and "train: 30.0 s" in text
-    unknown = StageTimes(stages={"train": 1.0}, flow_s=1.0)
+    unknown = StepTimes(steps={"train": 1.0}, flow_s=1.0)
     assert "not measured" in "\n".join(unknown.lines()) and unknown.prefect_startup_s is None
 
 
@@ -94,8 +94,8 @@ def test_a_failed_store_creation_leaves_no_half_made_store(tmp_path, monkeypatch
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_the_background_store_is_reported_beside_the_stages() -> None:
-    t = StageTimes(stages={"train": 20.0, "register": 2.0}, flow_s=22.0, mlflow_background_s=5.0)
+def test_the_background_store_is_reported_beside_the_steps() -> None:
+    t = StepTimes(steps={"train": 20.0, "register": 2.0}, flow_s=22.0, mlflow_background_s=5.0)
     assert t.summary()["mlflow_background_s"] == 5.0
     assert t.summary()["mlflow_share"] == pytest.approx(2.0 / 22.0)
     assert "MLflow store created beside training: 5.0 s" in "\n".join(t.lines())

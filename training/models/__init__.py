@@ -1,4 +1,4 @@
-"""Multi-branch model families (docs/DESIGN.md rule 5) and the registry that names them.
+"""Multi-branch model families (docs/DESIGN.md rule 5) and the catalogue that names them.
 
 CIFAR-style ResNets (``resnet20``, ``resnet32``, ``resnet56``, ``resnet110``) and
 torchvision-based ImageNet-style networks (``resnet18``, ``mobilenet_v2``) and timm's CNNs
@@ -8,15 +8,15 @@ torchvision-based ImageNet-style networks (``resnet18``, ``mobilenet_v2``) and t
 from training.models import cifar_resnet, timm_family, torchvision_family  # noqa: F401
 from training.models.base import BranchOutputs, MultiBranchModel, gated_ensemble
 from training.models.branched import BranchGate, BranchNetwork, TrunkBranchModel
-from training.models.measure import count_macs, count_parameters
-from training.models.peers import PeerEnsemble
-from training.models.registry import (
+from training.models.build import (
     MODELS,
     ModelFactory,
     build_model,
     build_peers,
     student_branch_point,
 )
+from training.models.measure import count_macs, count_parameters
+from training.models.peers import PeerEnsemble
 
 __all__ = [
     "MODELS",

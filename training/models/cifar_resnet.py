@@ -42,7 +42,7 @@ from training.models.branched import (
     init_weights,
     scaled,
 )
-from training.models.registry import MODELS, student_base
+from training.models.build import MODELS, student_base
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

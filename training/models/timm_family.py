@@ -41,7 +41,7 @@ from torch import nn
 from onedge.errors import ConfigError
 from training.models.base import FeatureInfo
 from training.models.branched import TrunkBranchModel
-from training.models.registry import MODEL_PREFIXES, MODELS
+from training.models.build import MODEL_PREFIXES, MODELS
 
 PREFIX = "timm/"
 SMALL_INPUT = 64  # below this many pixels a side, the first convolution keeps full resolution

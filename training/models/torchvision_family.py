@@ -46,7 +46,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 from onedge.errors import ConfigError
 from training.models.base import FeatureInfo
 from training.models.branched import TrunkBranchModel, init_weights, scaled
-from training.models.registry import MODELS, student_base
+from training.models.build import MODELS, student_base
 
 SMALL_INPUT = 64  # below this many pixels a side, the stems keep full resolution
 MOBILENET_STAGE_STARTS = (1, 4, 7, 14, 19)  # stage k = features[STARTS[k-1] : STARTS[k]]

@@ -1,4 +1,4 @@
-"""The model registry and the two ways to build from a :class:`ModelConfig`.
+"""The model catalogue (:data:`MODELS`, name -> factory) and building from a ModelConfig.
 
 Every factory in :data:`MODELS` takes the same keywords::
 

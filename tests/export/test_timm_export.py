@@ -7,7 +7,9 @@ epoch over 256 images at 8x8: the BatchNorm statistics and weights move off thei
 exported; every artifact must pass the exporter's parity gates on the calibration images, and
 every manifest must verify. The shape is kept small (256 training images, 128 calibration and
 128 test images, one ONNX Runtime variant and candidate, no static batch-1 copies: those are
-checked in tests/export/test_export_checkpoint.py) so six networks cost what two did.
+checked in tests/export/test_export_checkpoint.py, and opset 17, the TorchScript exporter,
+about 0.4 s a network where the default opset 18's torch.export-based one takes about 7 s; every
+listed network takes that default path in tests/training/test_models.py's ONNX export check).
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ FAST_ORT = {"variants": ["default"], "candidates": "qdq-s8s8-pre", "timing_secon
 # listed when either value was below 99%, so an AVX2-only CPU's larger INT8 error
 # (docs/INT8_VARIANTS.md) does not turn a pass here into a failure there.
 INT8_AT_RISK = {
-    "mobilenetv3_large_100": "onnx-int8 80.47%, openvino-int8 76.56% (both refused)",
-    "resnet18d": "onnx-int8 97.66% (OpenVINO refuses the graph at 8 px, below)",
+    "mobilenetv3_large_100": "onnx-int8 79.69%, openvino-int8 76.56% (both refused)",
+    "resnet18d": "onnx-int8 96.09% (OpenVINO refuses the graph at 8 px, below)",
 }  # mobilenetv3_small_100, efficientnet_lite0, efficientnet_b0: 100% and 100%; regnetx_002: 99.22%
 # At 8x8 (digits) the small-input rule leaves resnet18d's last stage a 1x1 map, and its ResNet-D
 # shortcut's AvgPool2d(2, ceil_mode=True) then has a kernel larger than the map: PyTorch and ONNX
@@ -75,6 +77,10 @@ def test_timm_student_exports_to_every_format(architecture: str, tmp_path: Path)
             calibration_size=128,
             eval_limit=128,
             threads=1,
+            # mobilenetv3_large_100's FP16 graphs agree on 127 of 128 images (99.22%): one
+            # more image would cross the default 99% on another CPU; 98% still refuses a broken one
+            tolerances={"fp16_min_agreement": 0.98},
+            opset=17,  # TorchScript exporter: 0.4 s, not 7 s (the dynamo path: see the docstring)
         ),
     )
     names = {record.name for record in result.artifacts}

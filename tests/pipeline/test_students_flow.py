@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "digits-students.yaml"
-# the embedded config with shorter training and short timings; latency limits and the INT8 gate
+# the embedded config with shorter training, short timings and the fast ONNX exporter; latency limits and the INT8 gate
 # loosened (a busy 2-core machine has p99 spikes of several ms), the device's size budget kept
 QUICK = [
     "validate.budgets={local-cpu#gateway: {max_p99_ms: 1000}, "
@@ -29,10 +29,11 @@ QUICK = [
     "train.progress=false",
     "export.calibration_size=128",
     "export.ort_int8.timing_seconds=0.1",
-    "validate.settings.warmup_seconds=0.1",
-    "validate.settings.warmup_calls=10",
-    "validate.settings.timed_seconds=0.3",
-    "validate.settings.timed_calls=50",
+    "export.opset=17",  # the TorchScript exporter: 15 exports in seconds (opset 18: tests/export)
+    "validate.settings.warmup_seconds=0.05",
+    "validate.settings.warmup_calls=5",
+    "validate.settings.timed_seconds=0.1",
+    "validate.settings.timed_calls=20",
     "validate.settings.throughput_calls=3",
     "validate.retries=0",
     "registry.retries=0",

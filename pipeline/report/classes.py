@@ -169,28 +169,28 @@ def plot_errors(images: np.ndarray, titles: list[str], title: str, path: Path) -
 
 
 def registered_artifacts(
-    config: RunConfig, run: RunFolder, reports: dict[str, ValidationReport]
+    config: RunConfig,
+    run: RunFolder,
+    reports: dict[str, ValidationReport],
+    outcome: RegistryOutcome | None,
 ) -> dict[str, str]:
-    """Target spec -> the artifact this config registered for it (``registry.json``, or per
-    target ``registry-targets.json``); empty when the config registers nothing. A file the
-    config does not write (left by an earlier run of the folder with other registry settings)
-    is not read."""
+    """Target spec -> the artifact this config registered for it: ``outcome`` (the run's
+    ``registry.json``, as the report read it), or per target ``registry-targets.json``; empty
+    when the config registers nothing. A file the config does not write (left by an earlier run
+    of the folder with other registry settings) is not read."""
     if not config.registry.enabled:
         return {}
     if per_target_mode(config):
         per_target = run.root / PER_TARGET_FILE
         if not per_target.is_file():
             return {}
-        outcome = PerTargetOutcome.model_validate_json(per_target.read_text())
+        targets = PerTargetOutcome.model_validate_json(per_target.read_text()).targets
         return {
             spec: t.registered.artifact
-            for spec, t in outcome.targets.items()
+            for spec, t in targets.items()
             if t.registered is not None and spec in reports
         }
-    if run.registry.is_file():
-        artifact = RegistryOutcome.model_validate_json(run.registry.read_text()).artifact
-        return {spec: artifact for spec in reports}
-    return {}
+    return dict.fromkeys(reports, outcome.artifact) if outcome is not None else {}
 
 
 def _measured(report: ValidationReport, name: str | None) -> ArtifactResult | None:
@@ -202,16 +202,17 @@ def _measured(report: ValidationReport, name: str | None) -> ArtifactResult | No
 
 
 def class_sections(
-    config: RunConfig, run: RunFolder, reports: dict[str, ValidationReport]
+    run: RunFolder, reports: dict[str, ValidationReport], chosen: dict[str, str]
 ) -> list[ClassSection]:
-    """One section per target, from its validation run and the export's eval set."""
+    """One section per target, from its validation run and the export's eval set; ``chosen``:
+    the artifact registered per target (:func:`registered_artifacts`), the most accurate one
+    measured where it is empty."""
     eval_path = run.export / EVAL_FILE
     if not eval_path.is_file() or not reports:
         return []
     digest = eval_set_digest(eval_path)
     with np.load(eval_path, allow_pickle=False) as data:
         labels, images = data["labels"].astype(np.int64), data["images"]
-    chosen = registered_artifacts(config, run, reports)
     sections = []
     for spec, report in reports.items():
         result = _measured(report, chosen.get(spec) if chosen else None)

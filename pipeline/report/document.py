@@ -20,7 +20,12 @@ from pipeline.durations import StepTimes
 from pipeline.int8_debug import repair_lines
 from pipeline.model_registry.register import RegistryOutcome
 from pipeline.model_registry.target_versions import PER_TARGET_FILE, per_target_mode
-from pipeline.report.classes import ClassSection, class_blocks, class_sections
+from pipeline.report.classes import (
+    ClassSection,
+    class_blocks,
+    class_sections,
+    registered_artifacts,
+)
 from pipeline.report.int8_care import int8_care_lines
 from pipeline.report.plot import PLOT_FILE, plot_accuracy_latency
 from pipeline.report.render import Block, to_html, to_markdown
@@ -88,7 +93,8 @@ def build_blocks(
     if care := int8_care_lines(config.model, given.exported):  # docs/BENCHMARKS.md, timm INT8
         blocks += [("h2", "INT8 care"), ("list", care)]
     blocks += registry_blocks(config, run, given)
-    per_class = class_sections(config, run, given.reports)
+    chosen = registered_artifacts(config, run, given.reports, given.outcome)
+    per_class = class_sections(run, given.reports, chosen)
     blocks += class_blocks(per_class, run.root)
     if timings is not None:
         blocks += [

@@ -94,12 +94,13 @@ def test_a_registry_file_this_config_does_not_write_is_not_read(pipeline_run, tm
     shutil.copytree(pipeline_run.out, out, ignore=shutil.ignore_patterns("mlflow.db", "mlartif*"))
     run, config = RunFolder(out), pipeline_run.config
     reports = load_reports(run, config.validate)
-    registered = RegistryOutcome.model_validate_json(run.registry.read_text()).artifact
-    assert registered_artifacts(config, run, reports) == dict.fromkeys(reports, registered)
+    outcome = RegistryOutcome.model_validate_json(run.registry.read_text())
+    registered = outcome.artifact
+    assert registered_artifacts(config, run, reports, outcome) == dict.fromkeys(reports, registered)
     off = config.model_copy(
         update={"registry": config.registry.model_copy(update={"enabled": False})}
     )
-    assert registered_artifacts(off, run, reports) == {}
+    assert registered_artifacts(off, run, reports, outcome) == {}
     stale = {"targets": {spec: {"registered": None} for spec in reports}}
     (out / PER_TARGET_FILE).write_text(json.dumps(stale))  # not per-target here: never read
-    assert registered_artifacts(config, run, reports) == dict.fromkeys(reports, registered)
+    assert registered_artifacts(config, run, reports, outcome) == dict.fromkeys(reports, registered)
